@@ -32,7 +32,12 @@ case "$mode" in
     ;;
   --run)
     shift || true
-    exec .venv/bin/python main.py "$@"
+    if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] || [ "$#" -gt 0 ]; then
+      exec .venv/bin/python main.py "$@"
+    fi
+    echo "setup: no display found; running the headless analysis instead (out/demo)." >&2
+    rm -rf out/demo
+    exec .venv/bin/python main.py analyze --prompt "bass and drums" --steps 25 --seed 0 --out out/demo
     ;;
   "") echo "setup: done (.venv ready)";;
   *) echo "setup: unknown option $mode (use --run or --test)" >&2; exit 2;;

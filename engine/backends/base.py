@@ -37,6 +37,9 @@ class RunResult:
     frames_dir: str | None = None
     warnings: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    # family extras: "sink_mass" {(step, site): (Q,) float32 probability on padded keys, head
+    # mean} and "pad_keys" {context: (K,) bool} for Stable Audio; empty when not applicable
+    aux: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(Protocol):

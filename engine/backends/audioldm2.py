@@ -1,0 +1,156 @@
+"""AudioLDM2 (``AudioLDM2Pipeline``): sites, contexts, tokens, mel, one observed run.
+
+Each cross-attention layer position of the UNet holds sibling ``Transformer2DModel``s, one per
+entry of the block's ``cross_attention_dim`` list (``[None, 768, 1024]`` in the real model). The
+UNet routes entry ``idx`` as diffusers does: ``None`` → no context (its ``attn2`` is a second
+self-attention, kind ``"self"``); ``idx <= 1`` → the 8 GPT-2 generated "LOA" embeddings
+(context ``"loa"``, keys labelled ``loa0..loa7``: they are generated, not words); ``idx > 1`` →
+the Flan-T5 token embeddings with their mask (context ``"t5"``, keys are the ``tokenizer_2``
+token strings of the prompt). No block attends to both contexts.
+
+Lattice: the parent ``Transformer2DModel`` receives ``(B, C, H=time, W=mel)``; queries are
+time-major ``q = t*W + f``. The generated mel is read from the vocoder's input
+``(B, T, n_mels)`` (low mel bin first), i.e. the VAE-decoded log-mel the pipeline vocodes.
+CFG batch order is ``[uncond, cond]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.backends.diffusers_backend import DiffusersBackend, parse_site
+from engine.types import EngineError, GenerationRequest, MelSpec
+
+# AudioLDM2's STFT settings (training config: filter_length 1024, hop 160, fmin 0, fmax 8000);
+# the diffusers configs carry only sampling rate, hop (vocoder upsampling) and mel count.
+DEFAULT_N_FFT = 1024
+
+
+class AudioLDM2Backend(DiffusersBackend):
+    """A loaded ``AudioLDM2Pipeline`` (hub id, folder, or tiny)."""
+
+    family = "audioldm2"
+    cfg_order = "uncond_cond"
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.pipe.unet
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.pipe.vocoder.config.sampling_rate)
+
+    @property
+    def n_loa_tokens(self) -> int:
+        return int(getattr(self.pipe.language_model.config, "max_new_tokens", None) or 8)
+
+    def _classify(self, name: str, module) -> tuple[str, str]:
+        match = parse_site(name)
+        if match is None or match["attn"] == "attn1":
+            return "self", "self"
+        block = self.denoiser.get_submodule(match["block"])
+        dims = list(block.cross_attention_dim)
+        idx = int(match["att"]) % len(dims)
+        if dims[idx] is None or not module.is_cross_attention:
+            return "self", "self"
+        return "cross", ("loa" if idx <= 1 else "t5")
+
+    def _lattice_parent(self, name: str) -> str:
+        return name.split(".transformer_blocks.")[0]
+
+    def _lattice_from_input(self, name, hidden, request):
+        if hidden.ndim != 4:
+            raise EngineError(f"site {name}: expected a (B, C, time, mel) input, got {tuple(hidden.shape)}")
+        return (int(hidden.shape[2]), int(hidden.shape[3])), None
+
+    # -- geometry from the architecture ---------------------------------------------------------
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    def mel_frames(self, duration: float) -> int:
+        """Mel frames the pipeline generates for ``duration`` s (rounded up to the VAE factor)."""
+        voc = self.pipe.vocoder.config
+        factor = np.prod(voc.upsample_rates) / voc.sampling_rate
+        height = int(duration / factor)
+        vsf = self.vae_scale_factor
+        return int(math.ceil(height / vsf)) * vsf
+
+    def _level(self, block: str) -> int:
+        n_down = len(self.denoiser.down_blocks)
+        kind, _, idx = block.partition(".")
+        if kind == "down_blocks":
+            return int(idx)
+        if kind == "mid_block":
+            return n_down - 1
+        return n_down - 1 - int(idx)
+
+    def planned_lattice(self, name: str, duration: float) -> tuple[int, int]:
+        """Query lattice of site ``name`` for ``duration`` s, from the architecture."""
+        match = parse_site(name)
+        if match is None:
+            raise EngineError(f"{name} is not an AudioLDM2 UNet attention site")
+        t = self.mel_frames(duration) // self.vae_scale_factor
+        f = int(self.pipe.vocoder.config.model_in_dim) // self.vae_scale_factor
+        for _ in range(self._level(match["block"])):
+            t, f = -(-t // 2), -(-f // 2)  # stride-2 conv with padding 1: ceil(n / 2)
+        return t, f
+
+    def frame_shapes(self, request: GenerationRequest) -> dict[str, tuple[int, int, int]]:
+        keys = {"loa": self.n_loa_tokens, "t5": len(self.tokens(request.prompt)["t5"])}
+        shapes = {}
+        for site in self.sites():
+            t, f = self.planned_lattice(site.name, request.duration)
+            k = keys.get(site.context, t * f)
+            shapes[site.name] = (site.heads, t * f, k)
+        return shapes
+
+    # -- prompt, mel ---------------------------------------------------------------------------
+    def tokens(self, prompt: str) -> dict[str, list[str]]:
+        tok = self.pipe.tokenizer_2
+        ids = tok(prompt, truncation=True, max_length=tok.model_max_length).input_ids
+        return {
+            "loa": [f"loa{i}" for i in range(self.n_loa_tokens)],
+            "t5": tok.convert_ids_to_tokens(ids),
+        }
+
+    def mel_spec(self) -> MelSpec:
+        voc = self.pipe.vocoder.config
+        sr = int(voc.sampling_rate)
+        return MelSpec(sample_rate=sr, n_fft=DEFAULT_N_FFT, hop_length=int(np.prod(voc.upsample_rates)),
+                       n_mels=int(voc.model_in_dim), fmin=0.0, fmax=sr / 2, mel_scale="slaney")
+
+    def _validate(self, request: GenerationRequest) -> None:
+        super()._validate(request)
+        voc = self.pipe.vocoder.config
+        shortest = float(np.prod(voc.upsample_rates) / voc.sampling_rate * self.vae_scale_factor)
+        if request.duration < shortest:
+            raise EngineError(f"duration {request.duration} s is below this model's minimum of {shortest:g} s")
+
+    def _extra_hooks(self, state: dict[str, Any]) -> list[tuple[torch.nn.Module, Callable]]:
+        def vocoder_hook(module, args, kwargs):
+            mel = args[0] if args else kwargs.get("input_values")
+            if mel is not None:
+                state["mel"] = mel[0].detach().float().cpu().numpy()
+        return [(self.pipe.vocoder, vocoder_hook)]
+
+    def _run_pipeline(self, request, generator, callback):
+        with torch.no_grad():
+            out = self.pipe(
+                request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                audio_length_in_s=float(request.duration),
+                num_inference_steps=int(request.steps),
+                guidance_scale=float(request.guidance),
+                generator=generator,
+                callback=callback,
+                callback_steps=1,
+                output_type="np",
+            )
+        audio = np.asarray(out.audios[0], dtype=np.float32)
+        return audio, ["mel is the VAE-decoded log-mel fed to the vocoder, (T, n_mels), low first"]

@@ -1,0 +1,285 @@
+"""Shared machinery of the diffusers-pipeline backends: site discovery, one observed run.
+
+A family subclass supplies the denoiser, how each site is classified (kind, context), how a
+site's lattice is read from its parent module's input, the key layout of the prompt, and the
+pipeline call. :meth:`DiffusersBackend.generate` then
+
+1. plans the capture against the memory budget (:mod:`engine.probe.budget`);
+2. attaches capture processors on the chosen sites, a step pre-hook on the denoiser (step
+   counter, cancel check, σ per step) and lattice pre-hooks on the sites' parent modules;
+3. runs the pipeline with a seeded ``torch.Generator`` and the legacy step ``callback``
+   (frames are flushed to the observer and a :class:`StepInfo` is sent after every step);
+4. takes everything off again (also on error or cancel) and assembles the :class:`RunResult`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.backends.base import RunResult
+from engine.backends.recipe import library_versions, scheduler_info, scheduler_sigmas
+from engine.probe.attach import PROCESSOR_SUFFIX, attached, attention_modules
+from engine.probe.attention_math import kv_heads_of
+from engine.probe.budget import plan_capture
+from engine.probe.processors import capture_processor_for
+from engine.probe.recorder import FrameRecorder, cond_index_for
+from engine.types import (
+    CancelToken,
+    EngineError,
+    GenerationRequest,
+    MelSpec,
+    NullObserver,
+    RunObserver,
+    Site,
+    StepInfo,
+)
+
+_SECTION_ORDER = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+
+
+def call_order_key(name: str) -> tuple:
+    """Sort key that puts module paths in the order a UNet/DiT forward calls them
+    (down blocks, mid block, up blocks; numeric indices compared as numbers; attn1 before attn2)."""
+    parts = name.split(".")
+    section = _SECTION_ORDER.get(parts[0], 3)
+    return (section, *[(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts])
+
+
+class DiffusersBackend:
+    """Base of the diffusers-pipeline families (see the module docstring)."""
+
+    family = "diffusers"
+    cfg_order = "uncond_cond"  # CFG batch order of the pipeline: [uncond, cond]
+
+    def __init__(self, pipe, model_id: str, device: str = "cpu", dtype: str = "float32",
+                 revision: str | None = None, warnings: list[str] | None = None) -> None:
+        self.pipe = pipe
+        self.model_id = model_id
+        self.device = device
+        self.dtype = dtype
+        self.revision = revision
+        self.warnings: list[str] = list(warnings or [])
+        self._sites: list[Site] | None = None
+        self._last_lattices: dict[str, tuple[int, int]] = {}
+        for component in getattr(pipe, "components", {}).values():
+            if isinstance(component, torch.nn.Module):
+                component.eval()
+
+    # -- family hooks -------------------------------------------------------------------------
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _classify(self, name: str, module) -> tuple[str, str]:
+        """``(kind, context)`` of the attention module ``name``."""
+        raise NotImplementedError
+
+    def _lattice_parent(self, name: str) -> str:
+        """Module path whose forward input reveals the lattice of site ``name``."""
+        raise NotImplementedError
+
+    def _lattice_from_input(self, name: str, hidden: torch.Tensor,
+                            request: GenerationRequest) -> tuple[tuple[int, int], slice | None]:
+        """Lattice and query crop of site ``name`` from its parent's input ``hidden``."""
+        raise NotImplementedError
+
+    def frame_shapes(self, request: GenerationRequest) -> dict[str, tuple[int, int, int]]:
+        """Per-head frame shape ``(heads, Q, K)`` of every site for ``request``, from the
+        architecture (no model run)."""
+        raise NotImplementedError
+
+    def pad_keys(self, request: GenerationRequest) -> dict[str, torch.Tensor]:
+        """Context -> bool ``(K,)`` marking padded keys of the cond item (for the sink mass)."""
+        return {}
+
+    def _run_pipeline(self, request: GenerationRequest, generator: torch.Generator,
+                      callback: Callable) -> tuple[np.ndarray, list[str]]:
+        """Run the pipeline; return mono float32 audio and notes for the recipe."""
+        raise NotImplementedError
+
+    def _extra_hooks(self, state: dict[str, Any]) -> list[tuple[torch.nn.Module, Callable]]:
+        return []
+
+    def mel_spec(self) -> MelSpec:
+        raise NotImplementedError
+
+    def tokens(self, prompt: str) -> dict[str, list[str]]:
+        raise NotImplementedError
+
+    @property
+    def sample_rate(self) -> int:
+        raise NotImplementedError
+
+    # -- sites ---------------------------------------------------------------------------------
+    def sites(self) -> list[Site]:
+        """Every attention module of the denoiser (cross and self), in call order."""
+        if self._sites is None:
+            modules = attention_modules(self.denoiser)
+            names = sorted(modules, key=call_order_key)
+            found = []
+            for index, name in enumerate(names):
+                module = modules[name]
+                kind, context = self._classify(name, module)
+                found.append(Site(name=name, kind=kind, context=context, heads=module.heads,
+                                  kv_heads=kv_heads_of(module), index=index))
+            self._sites = found
+        return [
+            Site(s.name, s.kind, s.context, s.heads, s.kv_heads, s.index,
+                 self._last_lattices.get(s.name))
+            for s in self._sites
+        ]
+
+    # -- one run -------------------------------------------------------------------------------
+    def _validate(self, request: GenerationRequest) -> None:
+        if not isinstance(request.prompt, str):
+            raise EngineError("prompt must be a string")
+        if request.steps < 1:
+            raise EngineError(f"steps must be at least 1, got {request.steps}")
+        if not request.duration > 0:
+            raise EngineError(f"duration must be positive, got {request.duration} s")
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        observer: RunObserver | None = None,
+        cancel: CancelToken | None = None,
+        run_id: int = 0,
+    ) -> RunResult:
+        """Generate audio, recording attention as the request asks; removes all probes after."""
+        self._validate(request)
+        observer = observer or NullObserver()
+        cancel = cancel or CancelToken()
+        cancel.raise_if_cancelled()
+        plan = plan_capture(self, request)
+        recorder = FrameRecorder(
+            run_id, plan, observer, cond_index_for(self.cfg_order, request.guidance),
+            stream_dir=request.stream_dir,
+            nan_policy=str(request.extras.get("nan_policy", "warn")),
+        )
+        recorder.pad_keys = self.pad_keys(request)
+        denoiser = self.denoiser
+        originals = denoiser.attn_processors
+        processors = {
+            s.name: capture_processor_for(s.name, originals[s.name + PROCESSOR_SUFFIX], recorder)
+            for s in plan.sites
+        }
+        state: dict[str, Any] = {"step": -1, "timesteps": None, "sigmas": None}
+        scheduler = self.pipe.scheduler
+
+        def step_hook(module, args, kwargs):
+            cancel.raise_if_cancelled()
+            state["step"] += 1
+            if state["timesteps"] is None:
+                ts = scheduler.timesteps.detach().cpu().double().numpy()
+                state["timesteps"] = ts
+                state["sigmas"] = scheduler_sigmas(scheduler, ts)
+            recorder.begin_step(state["step"])
+
+        def callback(step_idx, t, latents):
+            recorder.flush()
+            step = state["step"]
+            ts, sig = state["timesteps"], state["sigmas"]
+            observer.on_step(StepInfo(
+                run_id=run_id, step=step, total=request.steps,
+                timestep=float(ts[step]) if step < len(ts) else float(t),
+                sigma=float(sig[step]) if step < len(sig) else float("nan"),
+            ))
+            cancel.raise_if_cancelled()
+
+        hooks: list[tuple[torch.nn.Module, Callable]] = [(denoiser, step_hook)]
+        for parent_name, site_names in self._lattice_parents().items():
+            hooks.append((denoiser.get_submodule(parent_name),
+                          self._make_lattice_hook(site_names, recorder, request)))
+        hooks += self._extra_hooks(state)
+
+        generator = torch.Generator(device="cpu").manual_seed(int(request.seed))
+        start = time.perf_counter()
+        try:
+            with attached(denoiser, processors, hooks):
+                audio, notes = self._run_pipeline(request, generator, callback)
+            rec_warnings = recorder.finish()
+        except BaseException:
+            if recorder.writer is not None:
+                recorder.writer.close()
+            raise
+        elapsed = time.perf_counter() - start
+        self._last_lattices.update(recorder.lattices)
+        n = state["step"] + 1
+        ts = state["timesteps"] if state["timesteps"] is not None else np.zeros(0)
+        sig = state["sigmas"] if state["sigmas"] is not None else np.zeros(0)
+        aux: dict[str, Any] = {}
+        if recorder.sink_mass:
+            aux["sink_mass"] = recorder.sink_mass
+            aux["pad_keys"] = {c: m.cpu().numpy() for c, m in recorder.pad_keys.items()}
+        return RunResult(
+            run_id=run_id,
+            audio=np.ascontiguousarray(audio, dtype=np.float32),
+            sample_rate=self.sample_rate,
+            mel=state.get("mel"),
+            mel_spec=self.mel_spec(),
+            tokens=self.tokens(request.prompt),
+            sites=self.sites(),
+            lattices=dict(recorder.lattices),
+            frames=recorder.frames,
+            sigmas=np.asarray(sig[:n], dtype=np.float64),
+            timesteps=np.asarray(ts[:n], dtype=np.float64),
+            recipe=self._recipe(request, plan, notes),
+            frames_dir=str(recorder.writer.folder) if recorder.writer is not None else None,
+            warnings=[*self.warnings, *plan.warnings, *rec_warnings],
+            elapsed_s=elapsed,
+            aux=aux,
+        )
+
+    def _lattice_parents(self) -> dict[str, list[str]]:
+        parents: dict[str, list[str]] = {}
+        for site in self.sites():
+            parents.setdefault(self._lattice_parent(site.name), []).append(site.name)
+        return parents
+
+    def _make_lattice_hook(self, site_names: list[str], recorder: FrameRecorder,
+                           request: GenerationRequest) -> Callable:
+        def hook(module, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            for name in site_names:
+                lattice, qslice = self._lattice_from_input(name, hidden, request)
+                recorder.set_lattice(name, lattice, qslice)
+        return hook
+
+    def _recipe(self, request: GenerationRequest, plan, notes: list[str]) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "revision": self.revision,
+            "family": self.family,
+            "scheduler": scheduler_info(self.pipe.scheduler),
+            "steps": request.steps,
+            "guidance": request.guidance,
+            "seed": request.seed,
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "duration": request.duration,
+            "device": self.device,
+            "dtype": self.dtype,
+            "versions": library_versions(),
+            "capture": {
+                "enabled": request.capture,
+                "per_head": plan.per_head,
+                "sites": [s.name for s in plan.sites],
+                "steps": list(plan.steps),
+                "streamed": plan.stream,
+                "estimate_bytes": plan.estimate_bytes,
+                "cfg_order": self.cfg_order,
+            },
+            "notes": notes,
+        }
+
+
+def parse_site(name: str) -> re.Match | None:
+    """Split a UNet site path into block, attention index and the rest."""
+    return re.match(r"^(?P<block>(?:down_blocks|up_blocks)\.\d+|mid_block)\.attentions\."
+                    r"(?P<att>\d+)\.transformer_blocks\.(?P<tb>\d+)\.(?P<attn>attn\d)$", name)

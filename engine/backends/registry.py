@@ -1,0 +1,197 @@
+"""``load_backend``: turn a model name (embedded, hub id, local folder) into a loaded backend.
+
+Resolution:
+
+* ``"embedded"`` (default): the embedded model's backend
+  (``engine.models.embedded.backend.load_embedded_backend(device, dtype)``). While that module
+  or its trained weights are missing, a tiny random AudioLDM2 saved under the cache folder is
+  used instead, with a warning
+  on the backend (``backend.warnings``, repeated in every ``RunResult.warnings``).
+* ``"tiny:audioldm2"`` / ``"tiny:stable_audio"``: the tiny random pipelines, built in memory.
+* a local folder written by ``save_pretrained``: the family comes from ``model_index.json``'s
+  ``_class_name``.
+* a hub id (``cvssp/audioldm2``, ``cvssp/audioldm2-music``, ``cvssp/audioldm2-large``,
+  ``stabilityai/stable-audio-open-1.0``, ...): the family comes from the id, or from the cached
+  ``model_index.json``. Loaded with diffusers ``from_pretrained`` (``local_files_only`` when
+  ``HF_HUB_OFFLINE`` is set); missing weights give a one-line :class:`EngineError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from engine.backends.tiny import TINY_FAMILIES, build_tiny, save_tiny
+from engine.device import resolve_device, resolve_dtype
+from engine.types import EngineError
+
+FAMILY_BY_CLASS = {"AudioLDM2Pipeline": "audioldm2", "StableAudioPipeline": "stable_audio"}
+EMBEDDED = "embedded"
+
+
+def cache_dir() -> Path:
+    """Where AIBA Studio keeps generated models (``$AIBA_CACHE_DIR`` or ``~/.cache/aiba-studio``)."""
+    return Path(os.environ.get("AIBA_CACHE_DIR", Path.home() / ".cache" / "aiba-studio"))
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_cache_path(model_id: str) -> Path:
+    """The folder the Hugging Face cache uses for ``model_id``."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return Path(HF_HUB_CACHE) / ("models--" + model_id.replace("/", "--"))
+
+
+def family_of_folder(folder: Path) -> str:
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise EngineError(f"{folder} has no model_index.json; pass a folder written by save_pretrained")
+    class_name = json.loads(index.read_text()).get("_class_name", "")
+    if class_name not in FAMILY_BY_CLASS:
+        raise EngineError(
+            f"{folder} holds a {class_name or 'unknown'} pipeline; supported: {', '.join(FAMILY_BY_CLASS)}"
+        )
+    return FAMILY_BY_CLASS[class_name]
+
+
+def family_of_hub_id(model_id: str) -> str | None:
+    low = model_id.lower()
+    if "audioldm2" in low:
+        return "audioldm2"
+    if "stable-audio" in low or "stable_audio" in low:
+        return "stable_audio"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model_id, "model_index.json")
+    except Exception:  # noqa: BLE001 - an unusual id; treated as unknown below
+        cached = None
+    if isinstance(cached, str):
+        return family_of_folder(Path(cached).parent)
+    return None
+
+
+def _backend_class(family: str):
+    if family == "audioldm2":
+        from engine.backends.audioldm2 import AudioLDM2Backend
+
+        return AudioLDM2Backend
+    if family == "stable_audio":
+        from engine.backends.stable_audio import StableAudioBackend
+
+        return StableAudioBackend
+    raise EngineError(f"unknown model family {family!r}; supported: audioldm2, stable_audio")
+
+
+def _pipeline_class(family: str):
+    import diffusers
+
+    if family == "audioldm2":
+        return diffusers.AudioLDM2Pipeline
+    if family == "stable_audio":
+        if diffusers.CosineDPMSolverMultistepScheduler.__module__.endswith("_objects"):
+            raise EngineError("Stable Audio needs torchsde: run `pip install torchsde`")
+        return diffusers.StableAudioPipeline
+    raise EngineError(f"unknown model family {family!r}")
+
+
+def _snapshot_commit(model_id: str) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model_id, "model_index.json")
+    except Exception:  # noqa: BLE001 - the revision is informational only
+        return None
+    return Path(cached).parent.name if isinstance(cached, str) else None
+
+
+def _finish(pipe, device: str, dtype: str):
+    return pipe.to(device, resolve_dtype(dtype))
+
+
+def load_folder(folder: Path, device: str, dtype: str, model_id: str | None = None):
+    family = family_of_folder(folder)
+    cls = _pipeline_class(family)
+    try:
+        pipe = cls.from_pretrained(str(folder), torch_dtype=resolve_dtype(dtype), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"cannot load the pipeline in {folder}: {str(exc).splitlines()[0]}") from exc
+    return _backend_class(family)(_finish(pipe, device, dtype), model_id or str(folder), device, dtype)
+
+
+def load_hub(model_id: str, device: str, dtype: str):
+    offline = hub_offline()
+    family = family_of_hub_id(model_id)
+    where = hub_cache_path(model_id)
+    how = (f"on a connected machine run `huggingface-cli download {model_id}` and copy {where}, "
+           "or pass a local folder saved with save_pretrained")
+    if family is None:
+        raise EngineError(
+            f"model {model_id!r} is not a known AudioLDM2/Stable Audio id and is not in the cache "
+            f"({where}); {how}"
+        )
+    cls = _pipeline_class(family)
+    try:
+        pipe = cls.from_pretrained(model_id, torch_dtype=resolve_dtype(dtype), local_files_only=offline)
+    except (OSError, ValueError) as exc:
+        state = "offline (HF_HUB_OFFLINE is set)" if offline else "not downloadable here"
+        raise EngineError(
+            f"weights for {model_id!r} are not in the Hugging Face cache ({where}) and the hub is "
+            f"{state}; {how}"
+        ) from exc
+    return _backend_class(family)(_finish(pipe, device, dtype), model_id, device, dtype,
+                                  revision=_snapshot_commit(model_id))
+
+
+def _embedded_fallback(device: str, dtype: str, reason: str):
+    folder = cache_dir() / "tiny-audioldm2"
+    if not (folder / "model_index.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="tiny-audioldm2-", dir=folder.parent))
+        save_tiny("audioldm2", tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process got there first
+            shutil.rmtree(tmp, ignore_errors=True)
+    backend = load_folder(folder, device, dtype, model_id=EMBEDDED)
+    backend.warnings.append(
+        f"the embedded model is not installed yet ({reason}); using a tiny random-weight "
+        f"AudioLDM2 from {folder} (its attention and audio carry no meaning)"
+    )
+    return backend
+
+
+def load_backend(model: str = EMBEDDED, device: str = "cpu", dtype: str = "float32"):
+    """Load ``model`` (``"embedded"``, ``"tiny:<family>"``, a folder or a hub id) as a backend."""
+    if not isinstance(model, str) or not model.strip():
+        raise EngineError("model must be 'embedded', a hub id like cvssp/audioldm2, or a folder")
+    model = model.strip()
+    device = resolve_device(device)
+    resolve_dtype(dtype)
+    if model == EMBEDDED:
+        try:
+            from engine.models.embedded.backend import load_embedded_backend
+
+            return load_embedded_backend(device=device, dtype=dtype)
+        except (ImportError, EngineError) as exc:
+            return _embedded_fallback(device, dtype, reason=str(exc))
+    if model.startswith("tiny:"):
+        family = model.split(":", 1)[1]
+        if family not in TINY_FAMILIES:
+            raise EngineError(f"unknown tiny model {model!r}; use tiny:audioldm2 or tiny:stable_audio")
+        pipe = build_tiny(family)
+        return _backend_class(family)(_finish(pipe, device, dtype), model, device, dtype)
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise EngineError(f"{path} is a file; pass the folder written by save_pretrained")
+        return load_folder(path, device, dtype)
+    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        return load_hub(model, device, dtype)
+    raise EngineError(f"no folder {path} and {model!r} is not a hub id (owner/name); check the name")

@@ -1,0 +1,144 @@
+"""Stable Audio Open (``StableAudioPipeline``): sites, tokens, one observed run.
+
+**Stable Audio has true cross-attention in every DiT block.** Each ``StableAudioDiTBlock`` has
+``attn1`` (self-attention with partial RoPE) and ``attn2``, an ``Attention`` built with
+``cross_attention_dim`` and called with ``encoder_hidden_states`` = the projected conditioning
+tokens (T5 tokens + ``seconds_start`` + ``seconds_end``): 24 cross-attention sites
+``transformer_blocks.{i}.attn2`` in the real 24-layer model (the test
+``test_stable_audio_sites_are_all_cross`` checks ``is_cross_attention`` and that the keys have
+the conditioning length on every block). This runs counter to the AIBA paper's Appendix A.4
+claim that SAO conditions only by token concatenation: it does both — a single global
+(timing + timestep) token is also prepended to the latent sequence.
+
+Layout handled here:
+
+* the latent is time-only, so the lattice is ``(T_frames, 1)``;
+* query 0 (the prepended global token) is dropped and queries are cropped to the latent frames
+  that carry audio for the requested duration (``ceil(duration * sr / hop)``);
+* GQA: query head ``h`` uses K/V head ``h // (heads // kv_heads)``;
+* keys are ``tokenizer.model_max_length`` T5 positions (padded with ``"<pad>"``; padding is
+  zeroed, not masked, so pads absorb softmax mass) + ``seconds_start`` + ``seconds_end``.
+
+**Delivered frames hold the raw probabilities over all keys, pads included** (rows sum to 1).
+The mass on padded keys is also reported per frame and query as ``RunResult.aux["sink_mass"]``
+and the pad positions as ``aux["pad_keys"]``; :func:`engine.probe.sinks.renormalise_over_real_keys`
+gives the renormalised distribution over the real tokens. CFG order is ``[uncond, cond]``; the
+stereo output is averaged to mono.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from engine.backends.diffusers_backend import DiffusersBackend
+from engine.types import EngineError, GenerationRequest, MelSpec
+
+SECONDS_TOKENS = ["seconds_start", "seconds_end"]
+ANALYSIS_N_MELS = 128
+
+
+class StableAudioBackend(DiffusersBackend):
+    """A loaded ``StableAudioPipeline`` (hub id, folder, or tiny)."""
+
+    family = "stable_audio"
+    cfg_order = "uncond_cond"
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.pipe.transformer
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.pipe.vae.config.sampling_rate)
+
+    @property
+    def hop(self) -> int:
+        return int(self.pipe.vae.hop_length)
+
+    @property
+    def max_duration(self) -> float:
+        return self.pipe.transformer.config.sample_size * self.hop / self.sample_rate
+
+    def audio_frames(self, duration: float, latent_frames: int | None = None) -> int:
+        """Latent frames that carry audio for ``duration`` s (the pipeline crops the rest)."""
+        total = latent_frames or int(self.pipe.transformer.config.sample_size)
+        samples = int(duration * self.sample_rate)
+        return max(1, min(total, math.ceil(samples / self.hop)))
+
+    def _classify(self, name: str, module) -> tuple[str, str]:
+        if name.endswith("attn2") and module.is_cross_attention:
+            return "cross", "text"
+        return "self", "self"
+
+    def _lattice_parent(self, name: str) -> str:
+        return name.rsplit(".", 1)[0]  # the DiT block
+
+    def _lattice_from_input(self, name, hidden, request):
+        latent_frames = int(hidden.shape[1]) - 1  # drop the prepended global token
+        n = self.audio_frames(request.duration, latent_frames)
+        return (n, 1), slice(1, 1 + n)  # self sites: cropped queries, all 1 + L keys
+
+    def key_count(self) -> int:
+        return int(self.pipe.tokenizer.model_max_length) + len(SECONDS_TOKENS)
+
+    def frame_shapes(self, request: GenerationRequest) -> dict[str, tuple[int, int, int]]:
+        n = self.audio_frames(request.duration)
+        total = int(self.pipe.transformer.config.sample_size) + 1
+        shapes = {}
+        for site in self.sites():
+            if site.kind == "cross":
+                shapes[site.name] = (site.heads, n, self.key_count())
+            else:
+                shapes[site.name] = (site.heads, n, total)
+        return shapes
+
+    def _token_ids(self, prompt: str):
+        tok = self.pipe.tokenizer
+        return tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True)
+
+    def tokens(self, prompt: str) -> dict[str, list[str]]:
+        enc = self._token_ids(prompt)
+        words = self.pipe.tokenizer.convert_ids_to_tokens(enc.input_ids)
+        words = [w if m else "<pad>" for w, m in zip(words, enc.attention_mask, strict=True)]
+        return {"text": words + SECONDS_TOKENS}
+
+    def pad_keys(self, request: GenerationRequest) -> dict[str, torch.Tensor]:
+        mask = torch.tensor(self._token_ids(request.prompt).attention_mask, dtype=torch.bool)
+        pads = torch.cat([~mask, torch.zeros(len(SECONDS_TOKENS), dtype=torch.bool)])
+        return {"text": pads.to(self.pipe.transformer.device)}
+
+    def mel_spec(self) -> MelSpec:
+        """An analysis mel (the model has none): hop = one latent frame, so lattice rows align."""
+        sr = self.sample_rate
+        return MelSpec(sample_rate=sr, n_fft=max(2048, self.hop), hop_length=self.hop,
+                       n_mels=ANALYSIS_N_MELS, fmin=0.0, fmax=sr / 2, mel_scale="slaney")
+
+    def _validate(self, request: GenerationRequest) -> None:
+        super()._validate(request)
+        if request.duration > self.max_duration:
+            raise EngineError(
+                f"duration {request.duration} s is over this model's maximum of {self.max_duration:.2f} s"
+            )
+
+    def _run_pipeline(self, request, generator, callback):
+        with torch.no_grad():
+            out = self.pipe(
+                request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                audio_end_in_s=float(request.duration),
+                num_inference_steps=int(request.steps),
+                guidance_scale=float(request.guidance),
+                generator=generator,
+                callback=callback,
+                callback_steps=1,
+                output_type="np",
+            )
+        audio = np.asarray(out.audios[0], dtype=np.float32)
+        notes = ["frames hold probabilities over all keys incl. T5 pads (see aux['sink_mass'])"]
+        if audio.ndim == 2:
+            notes.append(f"{audio.shape[0]}-channel output averaged to mono")
+            audio = audio.mean(axis=0)
+        return audio, notes

@@ -1,0 +1,160 @@
+"""Headless commands behind ``python main.py <command>``.
+
+Each command turns an :class:`EngineError` into a one-line message on stderr and exit code 2;
+heavy imports happen inside the command so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.types import EngineError, RunCancelled
+
+
+class TerminalProgress:
+    """A tqdm progress bar on stderr, usable as ``callable(done, total)``."""
+
+    def __init__(self, desc: str, unit: str = "step") -> None:
+        self.desc = desc
+        self.unit = unit
+        self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self._bar is None:
+            self._bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr, leave=True)
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from engine.analyze import AnalyzeOptions, analyze
+
+    try:
+        grid_t, grid_f = (int(v) for v in args.grid.lower().split("x"))
+    except ValueError as exc:
+        raise EngineError(f"bad --grid {args.grid!r}: write it as TIMExMEL, e.g. 128x64") from exc
+    options = AnalyzeOptions(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        model=args.model,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        duration=args.duration,
+        sites=args.sites,
+        per_head=args.per_head,
+        device=args.device,
+        grid=(grid_t, grid_f),
+        pooling=args.pooling,
+        keywords=[w.strip() for w in args.keywords.split(",") if w.strip()] if args.keywords else None,
+        boundary=args.boundary,
+        aggregator=args.aggregator,
+        weighting=args.weighting,
+        memory_budget_mb=args.memory_budget_mb,
+        stream_dir=args.stream_dir,
+        figures=not args.no_figures,
+        out=args.out,
+    )
+    bar = TerminalProgress("denoising")
+    try:
+        out = analyze(options, progress=bar)
+    finally:
+        bar.close()
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from engine.data.render import render_dataset
+
+    if args.tracks < 1:
+        raise EngineError(f"--tracks must be at least 1 (got {args.tracks})")
+    bar = TerminalProgress("rendering", unit="track")
+    try:
+        paths = render_dataset(
+            Path(args.out), args.tracks, seed=args.seed, duration_s=args.duration,
+            soundfont=args.soundfont, progress=bar,
+        )
+    finally:
+        bar.close()
+    print(f"wrote {len(paths)} tracks to {args.out}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from engine.models.embedded.train import train_default
+
+    folder = train_default(Path(args.out), data_dir=Path(args.data) if args.data else None, seed=args.seed)
+    print(f"wrote model to {folder}")
+    return 0
+
+
+def _cmd_sites(args: argparse.Namespace) -> int:
+    from engine.backends.registry import load_backend
+
+    backend = load_backend(args.model, device=args.device)
+    print(f"model: {backend.model_id} ({backend.family})")
+    for site in backend.sites():
+        lattice = "x".join(str(v) for v in site.lattice) if site.lattice else "-"
+        print(f"{site.index:3d}  {site.kind:5s}  {site.context:5s}  heads={site.heads:<3d} kv={site.kv_heads:<3d} lattice={lattice:8s} {site.name}")
+    for context, toks in backend.tokens(args.prompt).items():
+        print(f"tokens[{context}]: {' | '.join(toks)}")
+    return 0
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "analyze": _cmd_analyze,
+    "render-dataset": _cmd_render,
+    "train-default": _cmd_train,
+    "sites": _cmd_sites,
+}
+
+
+def quiet_libraries() -> None:
+    """Silence the loading bars and chatter of diffusers/transformers in the terminal."""
+    import logging
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TQDM_DISABLE", "0")
+    for name in ("diffusers", "transformers", "accelerate", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from diffusers.utils import logging as dlog
+
+        dlog.disable_progress_bar()
+        dlog.set_verbosity_error()
+        from transformers.utils import logging as tlog
+
+        tlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+    except ImportError:  # pragma: no cover - both are dependencies
+        pass
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; user errors become one line on stderr and exit code 2."""
+    if args.command in ("analyze", "sites", "train-default"):
+        quiet_libraries()
+    try:
+        return HANDLERS[args.command](args)
+    except RunCancelled:
+        print("error: cancelled", file=sys.stderr)
+        return 130
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Models that ship with AIBA Studio (weights under ``resources/models/``)."""

@@ -1,0 +1,180 @@
+"""Word-level tokenizer and tiny transformer text encoder of the embedded model.
+
+Every sequence starts with ``<bos>``; the empty prompt is ``<bos>`` alone (the CFG "null"
+caption). Synonyms share their canonical word's id ("drum" -> "drums"), but the token strings
+keep the words the user wrote. Unknown words become ``<unk>`` and are *reported*.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from engine.types import EngineError
+
+PAD, BOS, UNK = "<pad>", "<bos>", "<unk>"
+
+# canonical caption word of each Slakh instrument class the model can be trained on
+CLASS_WORDS: dict[str, str] = {
+    "Bass": "bass",
+    "Drums": "drums",
+    "Guitar": "guitar",
+    "Piano": "piano",
+    "Strings": "strings",
+    "Strings (continued)": "strings",
+    "Organ": "organ",
+    "Brass": "brass",
+    "Reed": "reed",
+    "Pipe": "flute",
+    "Synth Lead": "lead",
+    "Synth Pad": "pad",
+    "Chromatic Percussion": "mallets",
+}
+
+CONNECTOR_WORDS = ("a", "an", "the", "and", "with", "playing", "plus", "solo", "together", "some",
+                   "of", "music", "sound", "synth", "in", "on", "loop", "sample", "track", "line")
+
+ALIASES: dict[str, str] = {
+    "drum": "drums", "drumkit": "drums", "kit": "drums", "percussion": "drums", "beat": "drums",
+    "basses": "bass", "bassline": "bass", "electric": "guitar", "guitars": "guitar",
+    "pianos": "piano", "keyboard": "piano", "string": "strings", "violin": "strings",
+    "violins": "strings", "cello": "strings", "orchestra": "strings", "organs": "organ",
+    "trumpet": "brass", "trumpets": "brass", "horn": "brass", "horns": "brass", "trombone": "brass",
+    "sax": "reed", "saxophone": "reed", "clarinet": "reed", "oboe": "reed", "flutes": "flute",
+    "pipes": "flute", "pipe": "flute", "synthesizer": "synth", "pads": "pad", "leads": "lead",
+    "marimba": "mallets", "vibraphone": "mallets", "xylophone": "mallets", "bells": "mallets",
+}
+
+_WORD = re.compile(r"[a-z]+")
+
+
+class WordTokenizer:
+    """``tokenize(prompt) -> (ids, token_strings, unknown_words)``; ids start with ``<bos>``."""
+
+    def __init__(self, words: list[str], aliases: dict[str, str], max_length: int = 16) -> None:
+        self.id_to_word = [PAD, BOS, UNK, *[w for w in words if w not in (PAD, BOS, UNK)]]
+        self.word_to_id = {w: i for i, w in enumerate(self.id_to_word)}
+        self.aliases = {a: c for a, c in aliases.items() if c in self.word_to_id}
+        self.max_length = max_length
+
+    @classmethod
+    def default(cls) -> WordTokenizer:
+        words = sorted(set(CLASS_WORDS.values()) | set(CONNECTOR_WORDS))
+        return cls(words, ALIASES)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.id_to_word)
+
+    @property
+    def pad_id(self) -> int:
+        return self.word_to_id[PAD]
+
+    def word_id(self, word: str) -> int | None:
+        word = self.aliases.get(word, word)
+        return self.word_to_id.get(word) if word not in (PAD, BOS, UNK) else None
+
+    def tokenize(self, prompt: str) -> tuple[list[int], list[str], list[str]]:
+        """Ids and token strings (``<bos>`` first) and the words the vocabulary lacks.
+
+        Words beyond ``max_length - 1`` raise an :class:`EngineError`.
+        """
+        words = _WORD.findall(prompt.lower())
+        if len(words) > self.max_length - 1:
+            raise EngineError(f"prompt has {len(words)} words; the embedded model reads at most "
+                              f"{self.max_length - 1}: shorten it")
+        ids, strings, unknown = [self.word_to_id[BOS]], [BOS], []
+        for word in words:
+            wid = self.word_id(word)
+            if wid is None:
+                unknown.append(word)
+                wid = self.word_to_id[UNK]
+            ids.append(wid)
+            strings.append(word)
+        return ids, strings, unknown
+
+    def batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded ids ``(B, L)`` and a keep-mask ``(B, L)`` (1 = real token), L = longest prompt."""
+        seqs = [self.tokenize(p)[0] for p in prompts]
+        return self.pad(seqs)
+
+    def pad(self, seqs: list[list[int]], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        length = max(len(s) for s in seqs) if length is None else length
+        ids = torch.full((len(seqs), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), length), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        return ids, mask
+
+    def save(self, path: str | Path) -> None:
+        data = {"words": self.id_to_word, "aliases": self.aliases, "max_length": self.max_length}
+        Path(path).write_text(json.dumps(data, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> WordTokenizer:
+        try:
+            data = json.loads(Path(path).read_text())
+            tok = cls(data["words"], data["aliases"], int(data["max_length"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise EngineError(f"cannot read the vocabulary {path}: {exc}; re-create the model folder") from exc
+        if tok.id_to_word != data["words"]:
+            raise EngineError(f"vocabulary {path} must start with {PAD}, {BOS}, {UNK}")
+        return tok
+
+
+@dataclass
+class TextEncoderConfig:
+    vocab_size: int
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    ff_dim: int = 128
+    max_length: int = 16
+
+
+class TinyTextEncoder(nn.Module):
+    """Token + position embedding, pre-norm transformer layers, final LayerNorm: ``(B, L, d)``."""
+
+    def __init__(self, config: TextEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token = nn.Embedding(config.vocab_size, config.d_model)
+        self.position = nn.Embedding(config.max_length, config.d_model)
+        layer = nn.TransformerEncoderLayer(config.d_model, config.n_heads, config.ff_dim, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(config.d_model)
+        nn.init.normal_(self.token.weight, std=0.02)
+        nn.init.normal_(self.position.weight, std=0.02)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        h = self.token(ids) + self.position(positions)[None]
+        h = self.layers(h, src_key_padding_mask=mask == 0)
+        return self.norm(h)
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(asdict(self.config), indent=1))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()},
+                  str(folder / "model.safetensors"))
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TinyTextEncoder:
+        folder = Path(folder)
+        try:
+            config = TextEncoderConfig(**json.loads((folder / "config.json").read_text()))
+            state = load_file(str(folder / "model.safetensors"))
+        except (OSError, TypeError, ValueError) as exc:
+            raise EngineError(f"cannot load the text encoder from {folder}: {exc}") from exc
+        model = cls(config)
+        model.load_state_dict(state)
+        return model.eval()

@@ -1,0 +1,94 @@
+"""Attention probabilities of one batch item of a diffusers ``Attention`` call, in fp32.
+
+The stock SDPA processors never materialise the probabilities, so they are recomputed here from
+the same inputs, following the steps of ``AttnProcessor2_0`` / ``StableAudioAttnProcessor2_0``
+(spatial/group norm, cross norm, q/k norms, partial RoPE, GQA) and using SDPA's own scale
+``1/sqrt(head_dim)`` (SDPA ignores ``attn.scale``; the two agree unless ``scale_qk=False``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def head_dim_of(attn) -> int:
+    """Per-head width of an ``Attention`` module (``to_q.out_features // heads``)."""
+    return attn.to_q.out_features // attn.heads
+
+
+def kv_heads_of(attn) -> int:
+    """Number of K/V heads (``heads`` unless the module uses GQA/MQA)."""
+    return attn.to_k.out_features // head_dim_of(attn)
+
+
+def _rotate_partial(x: torch.Tensor, rotary_emb) -> torch.Tensor:
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    rot_dim = rotary_emb[0].shape[-1]
+    rotated = apply_rotary_emb(x[..., :rot_dim], rotary_emb, use_real=True, use_real_unbind_dim=-2)
+    return torch.cat((rotated, x[..., rot_dim:]), dim=-1)
+
+
+@torch.no_grad()
+def attention_probs(
+    attn,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    sample: int,
+    temb: torch.Tensor | None = None,
+    rotary_emb=None,
+) -> torch.Tensor:
+    """``softmax(q kᵀ / sqrt(d) + mask)`` of batch item ``sample`` as fp32 ``(heads, Q, K)``."""
+    batch = hidden_states.shape[0]
+    if attn.spatial_norm is not None and temb is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    if hidden_states.ndim == 4:
+        b, c, h, w = hidden_states.shape
+        hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+    context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+    key_len = context.shape[1]
+
+    mask = None
+    if attention_mask is not None:
+        mask = attn.prepare_attention_mask(attention_mask, key_len, batch)
+        mask = mask.view(batch, attn.heads, -1, mask.shape[-1])[sample]
+
+    x = hidden_states[sample : sample + 1]
+    if getattr(attn, "group_norm", None) is not None:
+        x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+    query = attn.to_q(x)
+    if encoder_hidden_states is None:
+        ctx = x
+    else:
+        ctx = encoder_hidden_states[sample : sample + 1]
+        if attn.norm_cross:
+            ctx = attn.norm_encoder_hidden_states(ctx)
+    key = attn.to_k(ctx)
+
+    head_dim = query.shape[-1] // attn.heads
+    kv_heads = key.shape[-1] // head_dim
+    query = query.view(1, -1, attn.heads, head_dim).transpose(1, 2)
+    key = key.view(1, -1, kv_heads, head_dim).transpose(1, 2)
+    if kv_heads != attn.heads:
+        key = torch.repeat_interleave(key, attn.heads // kv_heads, dim=1)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    query = query.float()
+    key = key.float()
+    if rotary_emb is not None:
+        query = _rotate_partial(query, rotary_emb)
+        if not attn.is_cross_attention:
+            key = _rotate_partial(key, rotary_emb)
+
+    scores = torch.matmul(query[0], key[0].transpose(-1, -2)) * (1.0 / math.sqrt(head_dim))
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask.float()
+    return torch.softmax(scores, dim=-1)

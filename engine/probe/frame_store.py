@@ -1,0 +1,68 @@
+"""Attention frames on disk: one ``.npy`` per (step, site) plus an ``index.json``.
+
+Layout of a frames folder::
+
+    index.json                      {"frames": [{"step", "site", "file", "lattice", "context",
+                                                 "head_mean", "shape"}, ...]}
+    s0003__down_blocks.1.attentions.1.transformer_blocks.0.attn2.npy   float16 (H, Q, K)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.types import EngineError
+
+INDEX_NAME = "index.json"
+
+
+def frame_file_name(step: int, site: str) -> str:
+    return f"s{step:04d}__{site}.npy"
+
+
+class FrameStoreWriter:
+    """Writes frames to ``folder`` as they arrive; :meth:`close` writes the index atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EngineError(f"cannot create stream folder {folder}: {exc.strerror}; pick another stream_dir") from exc
+        self.folder = folder
+        self.entries: list[dict[str, Any]] = []
+
+    def write(self, step: int, site: str, array: np.ndarray, lattice: tuple[int, int],
+              context: str, head_mean: bool) -> None:
+        name = frame_file_name(step, site)
+        np.save(self.folder / name, array)
+        self.entries.append({
+            "step": int(step), "site": site, "file": name, "lattice": list(lattice),
+            "context": context, "head_mean": bool(head_mean), "shape": list(array.shape),
+        })
+
+    def close(self) -> None:
+        tmp = self.folder / (INDEX_NAME + ".tmp")
+        tmp.write_text(json.dumps({"frames": self.entries}, indent=1))
+        os.replace(tmp, self.folder / INDEX_NAME)
+
+
+def load_frame_index(folder: str | Path) -> list[dict[str, Any]]:
+    """The entries of a frames folder's ``index.json``."""
+    path = Path(folder) / INDEX_NAME
+    if not path.is_file():
+        raise EngineError(f"no {INDEX_NAME} in {folder}; pass a folder written by a streamed run")
+    return json.loads(path.read_text())["frames"]
+
+
+def load_frames(folder: str | Path, mmap: bool = True) -> dict[tuple[int, str], np.ndarray]:
+    """All frames of a frames folder as ``{(step, site): (H, Q, K) float16}`` (memory-mapped)."""
+    folder = Path(folder)
+    return {
+        (e["step"], e["site"]): np.load(folder / e["file"], mmap_mode="r" if mmap else None)
+        for e in load_frame_index(folder)
+    }

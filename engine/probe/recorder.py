@@ -1,0 +1,179 @@
+"""The recorder of one run: reduces attention on the device, hands frames to the observer, keeps
+them within the memory budget (or streams them to disk), and flags non-finite attention.
+
+Capture processors call :meth:`FrameRecorder.add` with fp32 ``(heads, Q, K)`` probabilities; the
+recorder crops queries to the site's lattice (``query_slices``), computes the padding "sink mass"
+where a context has padded keys, reduces to the head mean unless per-head capture was asked for,
+casts to fp16 and buffers the tensors on the device. :meth:`flush` (called at the end of every
+denoising step) moves them to the host in one go, checks them for NaN/inf, stores them and
+delivers an :class:`~engine.types.AttentionFrame` per (step, site) to the observer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.probe.frame_store import FrameStoreWriter
+from engine.types import AttentionFrame, EngineError, RunObserver, Site
+
+NAN_POLICIES = ("warn", "raise")
+
+
+@dataclass
+class CapturePlan:
+    """What one run records: sites, steps, head reduction, and where frames go."""
+
+    sites: list[Site]
+    steps: list[int]
+    per_head: bool
+    budget_bytes: int
+    stream: bool = False
+    estimate_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def site_names(self) -> set[str]:
+        return {s.name for s in self.sites}
+
+
+def cond_index_for(order: str, guidance: float) -> Callable[[int], int]:
+    """Index of the (first) conditional batch item given the family's CFG order.
+
+    ``order`` is ``"uncond_cond"`` (AudioLDM2, Stable Audio in diffusers) or ``"cond_uncond"``
+    (ACE-Step, stable-audio-tools). Without CFG (``guidance <= 1``) the batch is all conditional.
+    """
+    if order not in ("uncond_cond", "cond_uncond"):
+        raise EngineError(f"unknown CFG order {order!r}; use 'uncond_cond' or 'cond_uncond'")
+    if guidance <= 1.0:
+        return lambda batch: 0
+    if order == "uncond_cond":
+        return lambda batch: batch // 2
+    return lambda batch: 0
+
+
+class FrameRecorder:
+    """Collects the attention frames of one run (see the module docstring)."""
+
+    def __init__(
+        self,
+        run_id: int,
+        plan: CapturePlan,
+        observer: RunObserver,
+        cond_index: Callable[[int], int],
+        stream_dir: str | None = None,
+        nan_policy: str = "warn",
+    ) -> None:
+        if nan_policy not in NAN_POLICIES:
+            raise EngineError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        self.run_id = run_id
+        self.plan = plan
+        self.observer = observer
+        self.cond_index = cond_index
+        self.nan_policy = nan_policy
+        self.step = -1
+        self._sites = {s.name: s for s in plan.sites}
+        self._steps = set(plan.steps)
+        self.lattices: dict[str, tuple[int, int]] = {}
+        self.query_slices: dict[str, slice] = {}
+        self.pad_keys: dict[str, torch.Tensor] = {}  # context -> bool (K,) True at padded keys
+        self.frames: dict[tuple[int, str], np.ndarray] = {}
+        self.sink_mass: dict[tuple[int, str], np.ndarray] = {}
+        self.nonfinite: dict[str, list[int]] = {}
+        self.kept_bytes = 0
+        self.dropped = 0
+        self._pending: list[tuple[int, str, torch.Tensor, torch.Tensor | None]] = []
+        self.writer = FrameStoreWriter(Path(stream_dir)) if plan.stream and stream_dir else None
+
+    # -- called from hooks and processors -------------------------------------------------
+    def begin_step(self, step: int) -> None:
+        """Start denoising step ``step`` (flushes what the previous step recorded)."""
+        self.flush()
+        self.step = step
+
+    def wants(self, site: str) -> bool:
+        return self.step in self._steps and site in self._sites
+
+    def set_lattice(self, site: str, lattice: tuple[int, int], query_slice: slice) -> None:
+        self.lattices[site] = (int(lattice[0]), int(lattice[1]))
+        self.query_slices[site] = query_slice
+
+    @torch.no_grad()
+    def add(self, site: str, probs: torch.Tensor) -> None:
+        """Record fp32 ``(heads, Q, K)`` probabilities of ``site`` at the current step."""
+        qs = self.query_slices.get(site)
+        if qs is not None:
+            probs = probs[:, qs]
+        pad = self.pad_keys.get(self._sites[site].context)
+        sink = None
+        if pad is not None and pad.shape[0] == probs.shape[-1]:
+            sink = probs[..., pad.to(probs.device)].sum(-1).mean(0)
+        reduced = probs if self.plan.per_head else probs.mean(0, keepdim=True)
+        self._pending.append((self.step, site, reduced.to(torch.float16), sink))
+
+    # -- host side ---------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Move pending frames to the host, check, store and deliver them."""
+        pending, self._pending = self._pending, []
+        for step, site, tensor, sink in pending:
+            array = tensor.detach().to("cpu").numpy()
+            array.setflags(write=False)
+            if not np.isfinite(array).all():
+                self.nonfinite.setdefault(site, []).append(step)
+                if self.nan_policy == "raise":
+                    raise EngineError(
+                        f"attention has NaN/inf at site {site}, step {step}; "
+                        "try float32 or fewer steps, or set extras['nan_policy']='warn' to go on"
+                    )
+            if sink is not None:
+                sink_np = sink.detach().to("cpu", torch.float32).numpy()
+                sink_np.setflags(write=False)
+                self.sink_mass[(step, site)] = sink_np
+            self._store(step, site, array)
+            info = self._sites[site]
+            self.observer.on_frame(
+                AttentionFrame(
+                    run_id=self.run_id,
+                    step=step,
+                    site=site,
+                    probs=array,
+                    lattice=self.lattices.get(site, (array.shape[1], 1)),
+                    context=info.context,
+                    head_mean=not self.plan.per_head,
+                )
+            )
+
+    def _store(self, step: int, site: str, array: np.ndarray) -> None:
+        lattice = self.lattices.get(site, (array.shape[1], 1))
+        if self.writer is not None:
+            self.writer.write(step, site, array, lattice, self._sites[site].context,
+                              not self.plan.per_head)
+        if self.kept_bytes + array.nbytes <= self.plan.budget_bytes:
+            self.frames[(step, site)] = array
+            self.kept_bytes += array.nbytes
+        else:
+            self.dropped += 1
+
+    def finish(self) -> list[str]:
+        """Flush, close the store and return the warnings of the recording."""
+        self.flush()
+        warnings: list[str] = []
+        if self.writer is not None:
+            self.writer.close()
+        for site, steps in self.nonfinite.items():
+            warnings.append(f"attention has NaN/inf at site {site}, steps {steps}")
+        if self.dropped:
+            where = (
+                f"all frames are in {self.writer.folder}"
+                if self.writer is not None
+                else "they were not kept"
+            )
+            warnings.append(
+                f"{self.dropped} frames did not fit the memory budget of "
+                f"{self.plan.budget_bytes / 2**20:.1f} MB; {where}"
+            )
+        return warnings

@@ -1,0 +1,131 @@
+"""Heads: one toggle per head per site with its relevance score; presets all / top-k / none."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.analysis_adapter import head_relevance, top_heads
+from gui.workspace import Workspace
+
+
+class HeadsDock(QDockWidget):
+    """Toggles write the workspace's head masks; the aggregated map follows at once."""
+
+    def __init__(self, workspace: Workspace, parent=None) -> None:
+        super().__init__("Heads", parent)
+        self.setObjectName("dock_heads")
+        self.ws = workspace
+        self._filling = False
+        self.scores: dict[str, np.ndarray] = {}
+        body = QWidget()
+        lay = QVBoxLayout(body)
+        presets = QHBoxLayout()
+        self.all_button = QPushButton("All")
+        self.none_button = QPushButton("None")
+        self.topk_button = QPushButton("Top-k")
+        self.k = QSpinBox(minimum=1, maximum=64, value=2)
+        for w in (self.all_button, self.none_button, self.topk_button, self.k):
+            presets.addWidget(w)
+        lay.addLayout(presets)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["site / head", "relevance"])
+        self.tree.setColumnWidth(0, 260)
+        lay.addWidget(self.tree, 1)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        lay.addWidget(self.note)
+        self.setWidget(body)
+        self.all_button.clicked.connect(lambda: self.preset("all"))
+        self.none_button.clicked.connect(lambda: self.preset("none"))
+        self.topk_button.clicked.connect(lambda: self.preset("topk"))
+        self.tree.itemChanged.connect(self._on_item)
+        workspace.currentChanged.connect(self.rebuild)
+        workspace.runUpdated.connect(self.rebuild)
+        workspace.headMasksChanged.connect(self._sync_checks)
+
+    @Slot()
+    def rebuild(self) -> None:
+        """Refill the tree from the current run (scores use every recorded step)."""
+        run = self.ws.current
+        self._filling = True
+        try:
+            self.tree.clear()
+            self.scores = {}
+            if run is None:
+                return
+            sel = self.ws.selection
+            n_tokens = len(run.tokens_for(sel.site)) if sel.site else 0
+            context = run.context_of(sel.site) if sel.site else None
+            frames = {k: v for k, v in run.frames.items() if run.context_of(k[1]) == context}
+            self.scores = head_relevance(frames, n_tokens, sel.tokens)
+            head_mean = not self.scores and bool(run.frames)
+            for name in run.site_names:
+                score = self.scores.get(name)
+                if score is None:
+                    continue
+                top = QTreeWidgetItem([name, f"{len(score)} heads"])
+                top.setData(0, Qt.ItemDataRole.UserRole, (name, None))
+                self.tree.addTopLevelItem(top)
+                mask = self.ws.head_masks.get(name, [True] * len(score))
+                for h, s in enumerate(score):
+                    child = QTreeWidgetItem([f"head {h}", f"{s:.4f}"])
+                    child.setData(0, Qt.ItemDataRole.UserRole, (name, h))
+                    child.setFlags(child.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                    child.setCheckState(0, Qt.CheckState.Checked if mask[h] else Qt.CheckState.Unchecked)
+                    top.addChild(child)
+                top.setExpanded(True)
+            self.note.setText(
+                "frames are head-mean: tick “record every head” in Run to toggle heads" if head_mean else
+                "relevance: label-free log-ratio of attention on the chosen tokens vs the others"
+            )
+        finally:
+            self._filling = False
+
+    def preset(self, which: str) -> None:
+        masks = {}
+        for name, score in self.scores.items():
+            masks[name] = [which == "all"] * len(score)
+        if which == "topk" and self.scores:
+            masks = top_heads(self.scores, self.k.value())
+        self.ws.set_head_masks(masks)
+
+    def set_head(self, site: str, head: int, on: bool) -> None:
+        score = self.scores.get(site)
+        n = len(score) if score is not None else 0
+        mask = list(self.ws.head_masks.get(site, [True] * n))
+        mask[head] = on
+        self.ws.set_head_mask(site, mask)
+
+    @Slot(QTreeWidgetItem, int)
+    def _on_item(self, item: QTreeWidgetItem, column: int) -> None:
+        if self._filling or column != 0:
+            return
+        name, head = item.data(0, Qt.ItemDataRole.UserRole)
+        if head is not None:
+            self.set_head(name, head, item.checkState(0) == Qt.CheckState.Checked)
+
+    @Slot()
+    def _sync_checks(self) -> None:
+        self._filling = True
+        try:
+            for i in range(self.tree.topLevelItemCount()):
+                top = self.tree.topLevelItem(i)
+                name, _ = top.data(0, Qt.ItemDataRole.UserRole)
+                mask = self.ws.head_masks.get(name)
+                for j in range(top.childCount()):
+                    on = True if mask is None else mask[j]
+                    top.child(j).setCheckState(0, Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+        finally:
+            self._filling = False

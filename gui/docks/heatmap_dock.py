@@ -1,0 +1,307 @@
+"""Live heatmap: the selected attention map on the time × mel plane, with Hz axis and read-out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QDoubleSpinBox,
+    QGridLayout,
+    QLabel,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.analysis_adapter import AGGREGATORS, POOLINGS, WEIGHTINGS, mel_centres_hz, selected_map
+from gui.workspace import Workspace
+
+COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis")
+LEVEL_MODES = ("auto", "percentile", "manual")
+HZ_TICKS = (20, 50, 100, 200, 500, 1000, 2000, 4000, 8000, 16000)
+
+
+def hz_axis_ticks(centres_hz: np.ndarray, n_rows: int) -> list[tuple[float, str]]:
+    """Ticks ``(y, label)`` for an image whose rows ``0..n_rows`` tile the mel bands low→high."""
+    n = len(centres_hz)
+    ticks = []
+    for hz in HZ_TICKS:
+        if centres_hz[0] <= hz <= centres_hz[-1]:
+            band = float(np.interp(hz, centres_hz, np.arange(n)))
+            y = (band + 0.5) * n_rows / n
+            ticks.append((y, f"{hz // 1000}k" if hz >= 1000 else str(hz)))
+    return ticks
+
+
+class HeatmapDock(QDockWidget):
+    """Shows one site × step × head map, or the aggregate, updated as frames arrive."""
+
+    cursorMoved = Signal(str)  # read-out text
+    mapChanged = Signal()  # a new map is shown
+
+    def __init__(self, workspace: Workspace, grid: tuple[int, int] = (128, 64), parent=None) -> None:
+        super().__init__("Live heatmap", parent)
+        self.setObjectName("dock_heatmap")
+        self.ws = workspace
+        self.grid = grid
+        self.image_array: np.ndarray | None = None  # exactly what is shown (T, F)
+        self.updates = 0
+        self.shown_key: tuple | None = None  # (run id, Selection) of the shown map
+        self._updating = False
+        body = QWidget()
+        lay = QVBoxLayout(body)
+        lay.setContentsMargins(2, 2, 2, 2)
+        controls = QGridLayout()
+        self.mode = QComboBox()
+        self.mode.addItems(["site", "aggregate"])
+        self.site = QComboBox()
+        self.site.setMinimumContentsLength(18)
+        self.step = QSlider(Qt.Orientation.Horizontal)
+        self.step_label = QLabel("step –")
+        self.head = QComboBox()
+        self.token = QComboBox()
+        self.pooling = QComboBox()
+        self.pooling.addItems(POOLINGS)
+        self.aggregator = QComboBox()
+        self.aggregator.addItems(AGGREGATORS)
+        self.weighting = QComboBox()
+        self.weighting.addItems(WEIGHTINGS)
+        self.cmap = QComboBox()
+        self.cmap.addItems(COLORMAPS)
+        self.levels_mode = QComboBox()
+        self.levels_mode.addItems(LEVEL_MODES)
+        self.percentile = QDoubleSpinBox(decimals=1, minimum=50.0, maximum=100.0, value=99.0, suffix=" %")
+        self.lo = QDoubleSpinBox(decimals=4, minimum=-1e6, maximum=1e6, value=0.0, singleStep=0.01)
+        self.hi = QDoubleSpinBox(decimals=4, minimum=-1e6, maximum=1e6, value=1.0, singleStep=0.01)
+        self.follow = QCheckBox("follow live")
+        self.follow.setChecked(True)
+        row = [("view", self.mode), ("site", self.site), ("head", self.head), ("token", self.token)]
+        for i, (name, w) in enumerate(row):
+            controls.addWidget(QLabel(name), 0, 2 * i)
+            controls.addWidget(w, 0, 2 * i + 1)
+        row2 = [("pool", self.pooling), ("aggr.", self.aggregator), ("weight", self.weighting), ("cmap", self.cmap)]
+        for i, (name, w) in enumerate(row2):
+            controls.addWidget(QLabel(name), 1, 2 * i)
+            controls.addWidget(w, 1, 2 * i + 1)
+        controls.addWidget(QLabel("levels"), 2, 0)
+        controls.addWidget(self.levels_mode, 2, 1)
+        controls.addWidget(self.percentile, 2, 2)
+        controls.addWidget(self.lo, 2, 3)
+        controls.addWidget(self.hi, 2, 4)
+        controls.addWidget(self.follow, 2, 5)
+        controls.addWidget(self.step_label, 2, 6)
+        controls.addWidget(self.step, 2, 7)
+        lay.addLayout(controls)
+        self.plot = pg.PlotWidget()
+        self.plot.setBackground("w")
+        self.plot.setLabel("bottom", "time", units="s")
+        self.plot.setLabel("left", "frequency (Hz, mel-spaced)")
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.item = pg.ImageItem(axisOrder="col-major")
+        self.plot.addItem(self.item)
+        self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get("viridis"), interactive=False, width=12)
+        self.colorbar.setImageItem(self.item, insert_in=self.plot.getPlotItem())
+        self.play_line = pg.InfiniteLine(pos=0.0, angle=90, pen=pg.mkPen("r", width=1))
+        self.plot.addItem(self.play_line)
+        self.play_line.setZValue(10)
+        lay.addWidget(self.plot, 1)
+        self.readout = QLabel("–")
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.readout)
+        self.setWidget(body)
+        self._mouse_proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=60, slot=self._on_mouse)
+        self.mode.currentTextChanged.connect(self._on_controls)
+        self.site.currentTextChanged.connect(self._on_site)
+        self.head.currentIndexChanged.connect(self._on_controls)
+        self.token.currentIndexChanged.connect(self._on_controls)
+        for combo in (self.pooling, self.aggregator, self.weighting):
+            combo.currentTextChanged.connect(self._on_controls)
+        self.follow.toggled.connect(self._on_controls)
+        self.step.valueChanged.connect(self._on_step)
+        self.cmap.currentTextChanged.connect(self._redraw_levels)
+        self.levels_mode.currentTextChanged.connect(self._redraw_levels)
+        for spin in (self.percentile, self.lo, self.hi):
+            spin.valueChanged.connect(self._redraw_levels)
+        workspace.currentChanged.connect(self._on_current)
+        workspace.framesAdded.connect(self._on_frames)
+        workspace.selectionChanged.connect(self.refresh)
+        workspace.headMasksChanged.connect(self.refresh)
+        workspace.runUpdated.connect(self._on_current)
+
+    # ---- workspace → widgets ---------------------------------------------------------------
+    @Slot()
+    def _on_current(self) -> None:
+        self._sync_lists()
+        self.refresh()
+
+    @Slot(object)
+    def _on_frames(self, keys) -> None:
+        self._sync_lists()
+
+    def _sync_lists(self) -> None:
+        run, sel = self.ws.current, self.ws.selection
+        self._updating = True
+        try:
+            names = run.site_names if run else []
+            if [self.site.itemText(i) for i in range(self.site.count())] != names:
+                self.site.clear()
+                self.site.addItems(names)
+            if sel.site:
+                self.site.setCurrentText(sel.site)
+            steps = run.steps if run else []
+            self.step.setRange(min(steps, default=0), max(steps, default=0))
+            self.step.setValue(sel.step)
+            heads = 1
+            if run and sel.site:
+                probs = next((p for (s, n), p in run.frames.items() if n == sel.site), None)
+                heads = probs.shape[0] if probs is not None else 1
+            want_heads = ["mean"] + ([f"head {h}" for h in range(heads)] if heads > 1 else [])
+            if [self.head.itemText(i) for i in range(self.head.count())] != want_heads:
+                self.head.clear()
+                self.head.addItems(want_heads)
+            self.head.setCurrentIndex(0 if sel.head is None else sel.head + 1)
+            toks = run.tokens_for(sel.site) if run and sel.site else []
+            want_toks = ["all tokens"] + [f"{i}: {t}" for i, t in enumerate(toks)]
+            if [self.token.itemText(i) for i in range(self.token.count())] != want_toks:
+                self.token.clear()
+                self.token.addItems(want_toks)
+            self.token.setCurrentIndex(0 if not sel.tokens else sel.tokens[0] + 1)
+            self.mode.setCurrentText(sel.mode)
+            self.pooling.setCurrentText(sel.pooling)
+            self.aggregator.setCurrentText(sel.aggregator)
+            self.weighting.setCurrentText(sel.weighting)
+            self.follow.setChecked(sel.follow_live)
+        finally:
+            self._updating = False
+
+    # ---- widgets → workspace ---------------------------------------------------------------
+    @Slot()
+    def _on_controls(self, *_) -> None:
+        if self._updating:
+            return
+        h = self.head.currentIndex()
+        t = self.token.currentIndex()
+        self.ws.select(
+            mode=self.mode.currentText(),
+            head=None if h <= 0 else h - 1,
+            tokens=None if t <= 0 else (t - 1,),
+            pooling=self.pooling.currentText(),
+            aggregator=self.aggregator.currentText(),
+            weighting=self.weighting.currentText(),
+            follow_live=self.follow.isChecked(),
+        )
+
+    @Slot(str)
+    def _on_site(self, name: str) -> None:
+        if not self._updating and name:
+            self.ws.select(site=name, head=None, tokens=None)
+
+    @Slot(int)
+    def _on_step(self, value: int) -> None:
+        if not self._updating:
+            self.ws.select(step=value, follow_live=False)
+
+    # ---- drawing -----------------------------------------------------------------------------
+    @Slot()
+    def refresh(self) -> None:
+        """Recompute the shown map from the workspace and repaint."""
+        run, sel = self.ws.current, self.ws.selection
+        self._sync_lists()
+        total = run.request.steps if run else 0
+        self.step_label.setText(f"step {sel.step + 1}/{total}" if run else "step –")
+        if run is None:
+            return
+        m = selected_map(run, sel, self.ws.head_masks, self.grid)
+        if m is None:
+            return
+        self.image_array = np.array(m, dtype=np.float32)  # own copy: what export writes
+        self.image_array.setflags(write=False)
+        self.updates += 1
+        self.item.setImage(self.image_array, autoLevels=False, levels=self.levels())
+        self.shown_key = (run.run_id, sel)
+        n_rows = run.mel_spec.n_mels if run.mel_spec else self.grid[1]
+        self.item.setRect(QRectF(0.0, 0.0, run.duration(), float(n_rows)))
+        self.plot.setXRange(0.0, run.duration(), padding=0)
+        self.plot.setYRange(0.0, float(n_rows), padding=0)
+        if run.mel_spec is not None:
+            ticks = hz_axis_ticks(mel_centres_hz(run.mel_spec), n_rows)
+            self.plot.getAxis("left").setTicks([ticks, []])
+        self._redraw_levels()
+        self.mapChanged.emit()
+
+    def levels(self) -> tuple[float, float]:
+        a = self.image_array
+        if a is None or a.size == 0:
+            return (0.0, 1.0)
+        mode = self.levels_mode.currentText()
+        if mode == "manual":
+            lo, hi = self.lo.value(), self.hi.value()
+        elif mode == "percentile":
+            p = self.percentile.value()
+            lo, hi = float(np.percentile(a, 100.0 - p)), float(np.percentile(a, p))
+        else:
+            lo, hi = float(a.min()), float(a.max())
+        if not hi > lo:
+            hi = lo + 1e-6
+        return (lo, hi)
+
+    @Slot()
+    def _redraw_levels(self, *_) -> None:
+        lo, hi = self.levels()
+        cmap = pg.colormap.get(self.cmap.currentText())
+        self.colorbar.setColorMap(cmap)
+        self.colorbar.setLevels((lo, hi))
+        if self.image_array is not None:
+            self.item.setLevels((lo, hi))
+
+    def set_play_position(self, seconds: float) -> None:
+        self.play_line.setPos(seconds)
+
+    @Slot(object)
+    def _on_mouse(self, event) -> None:
+        pos = event[0]
+        run = self.ws.current
+        if run is None or self.image_array is None or not self.plot.sceneBoundingRect().contains(pos):
+            return
+        p = self.plot.getPlotItem().vb.mapSceneToView(pos)
+        self.readout.setText(self.describe(p.x(), p.y()))
+        self.cursorMoved.emit(self.readout.text())
+
+    def describe(self, t_s: float, y: float) -> str:
+        """Read-out text at time ``t_s`` seconds and row coordinate ``y`` (mel-band units)."""
+        run, sel, a = self.ws.current, self.ws.selection, self.image_array
+        if run is None or a is None:
+            return "–"
+        n_rows = run.mel_spec.n_mels if run.mel_spec else a.shape[1]
+        ti = int(np.clip(t_s / max(run.duration(), 1e-9) * a.shape[0], 0, a.shape[0] - 1))
+        fi = int(np.clip(y / n_rows * a.shape[1], 0, a.shape[1] - 1))
+        hz = "?"
+        if run.mel_spec is not None:
+            centres = mel_centres_hz(run.mel_spec)
+            hz = f"{np.interp((fi + 0.5) * n_rows / a.shape[1] - 0.5, np.arange(len(centres)), centres):.0f} Hz"
+        head = "mean" if sel.head is None else str(sel.head)
+        where = "aggregate" if sel.mode == "aggregate" else sel.site
+        return f"t={t_s:.3f} s  f={hz}  value={a[ti, fi]:.4g}  site={where}  step={sel.step}  head={head}"
+
+    # ---- view state ----------------------------------------------------------------------------
+    def view_state(self) -> dict:
+        return {
+            "cmap": self.cmap.currentText(),
+            "levels_mode": self.levels_mode.currentText(),
+            "percentile": self.percentile.value(),
+            "manual_levels": [self.lo.value(), self.hi.value()],
+        }
+
+    def apply_view_state(self, state: dict) -> None:
+        self.cmap.setCurrentText(state.get("cmap", "viridis"))
+        self.levels_mode.setCurrentText(state.get("levels_mode", "auto"))
+        self.percentile.setValue(float(state.get("percentile", 99.0)))
+        lo, hi = state.get("manual_levels", [0.0, 1.0])
+        self.lo.setValue(float(lo))
+        self.hi.setValue(float(hi))
+        self._redraw_levels()

@@ -1,0 +1,270 @@
+"""Player: waveform and mel of the generated audio, play cursor, play/pause/loop/seek, A/B, band solo."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, QTimer, Signal, Slot
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.analysis.band_solo import band_solo
+from engine.types import EngineError
+from gui.audio_output import AudioOutput, NullOutput
+from gui.workspace import RunData, Workspace
+
+POLL_MS = 30
+MAX_CURVE_POINTS = 4000
+
+
+def envelope(audio: np.ndarray, n: int = MAX_CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Min/max envelope of ``audio`` in at most ``n`` points (x in samples, y interleaved)."""
+    a = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if a.size <= n:
+        return np.arange(a.size, dtype=np.float64), a
+    per = int(np.ceil(a.size / (n // 2)))
+    pad = (-a.size) % per
+    blocks = np.pad(a, (0, pad)).reshape(-1, per)
+    y = np.empty(blocks.shape[0] * 2, dtype=np.float32)
+    y[0::2], y[1::2] = blocks.min(axis=1), blocks.max(axis=1)
+    return np.repeat(np.arange(blocks.shape[0]) * per, 2).astype(np.float64), y
+
+
+class PlayerDock(QDockWidget):
+    """Plays run A or B (or A's attended band); emits the audible position for the heatmap cursor."""
+
+    positionChanged = Signal(float)
+    message = Signal(str)
+
+    def __init__(self, workspace: Workspace, output: AudioOutput, parent=None) -> None:
+        super().__init__("Player", parent)
+        self.setObjectName("dock_player")
+        self.ws = workspace
+        self.output = output
+        self.map_provider: Callable[[], np.ndarray | None] = lambda: None
+        self.loaded_audio: np.ndarray | None = None
+        body = QWidget()
+        lay = QVBoxLayout(body)
+        lay.setContentsMargins(2, 2, 2, 2)
+        row = QHBoxLayout()
+        self.play_button = QPushButton("Play")
+        self.stop_button = QPushButton("Stop")
+        self.loop = QCheckBox("loop")
+        self.a_run = QComboBox()
+        self.b_run = QComboBox()
+        self.ab = QPushButton("A")
+        self.ab.setCheckable(True)
+        self.ab.setToolTip("switch between run A and run B")
+        self.solo = QCheckBox("solo attended band")
+        self.threshold = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, value=0.5, singleStep=0.05)
+        self.threshold.setToolTip("keep cells whose normalised attention is at least this")
+        self.time_label = QLabel("0.00 / 0.00 s")
+        for w in (self.play_button, self.stop_button, self.loop, QLabel("A"), self.a_run, QLabel("B"),
+                  self.b_run, self.ab, self.solo, self.threshold, self.time_label):
+            row.addWidget(w)
+        row.addStretch(1)
+        lay.addLayout(row)
+        self.wave = pg.PlotWidget()
+        self.wave.setBackground("w")
+        self.wave.setLabel("bottom", "time", units="s")
+        self.wave.setMouseEnabled(x=False, y=False)
+        self.wave.hideButtons()
+        self.wave.setMaximumHeight(140)
+        self.curve = self.wave.plot(pen=pg.mkPen("#246", width=1))
+        self.mel_plot = pg.PlotWidget()
+        self.mel_plot.setBackground("w")
+        self.mel_plot.setMouseEnabled(x=False, y=False)
+        self.mel_plot.hideButtons()
+        self.mel_plot.setLabel("left", "mel band")
+        self.mel_item = pg.ImageItem(axisOrder="col-major")
+        self.mel_item.setLookupTable(pg.colormap.get("magma").getLookupTable(nPts=256))
+        self.mel_plot.addItem(self.mel_item)
+        self.mel_plot.setXLink(self.wave)
+        self.cursors = [pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen("r")) for _ in range(2)]
+        self.wave.addItem(self.cursors[0])
+        self.mel_plot.addItem(self.cursors[1])
+        lay.addWidget(self.wave)
+        lay.addWidget(self.mel_plot, 1)
+        self.setWidget(body)
+        self.timer = QTimer(self)
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.poll)
+        self.play_button.clicked.connect(self.toggle_play)
+        self.stop_button.clicked.connect(self.stop)
+        self.loop.toggled.connect(self._on_loop)
+        self.ab.toggled.connect(self._on_source)
+        self.a_run.currentIndexChanged.connect(self._on_source)
+        self.b_run.currentIndexChanged.connect(self._on_source)
+        self.solo.toggled.connect(self._on_source)
+        self.threshold.valueChanged.connect(self._on_threshold)
+        self.wave.scene().sigMouseClicked.connect(self._on_click)
+        self._filling = False
+        workspace.historyChanged.connect(self._fill_runs)
+        workspace.currentChanged.connect(self._on_current)
+        workspace.runUpdated.connect(self._on_current)
+
+    # ---- sources ---------------------------------------------------------------------------
+    def _finished_runs(self) -> list[RunData]:
+        return [r for r in self.ws.history if r.result is not None]
+
+    @Slot()
+    def _fill_runs(self) -> None:
+        self._filling = True
+        try:
+            runs = self._finished_runs()
+            labels = [f"#{r.run_id} seed {r.request.seed}" for r in runs]
+            for combo in (self.a_run, self.b_run):
+                keep = combo.currentData()
+                combo.clear()
+                for r, text in zip(runs, labels, strict=True):
+                    combo.addItem(text, r.run_id)
+                i = combo.findData(keep)
+                combo.setCurrentIndex(i if i >= 0 else combo.count() - 1)
+            if self.b_run.count() > 1 and self.b_run.currentData() == self.a_run.currentData():
+                self.b_run.setCurrentIndex(self.b_run.count() - 2)
+        finally:
+            self._filling = False
+
+    @Slot()
+    def _on_current(self) -> None:
+        self._fill_runs()
+        run = self.ws.current
+        if run is not None and run.result is not None:
+            self._filling = True
+            self.a_run.setCurrentIndex(self.a_run.findData(run.run_id))
+            self.ab.setChecked(False)
+            self._filling = False
+            self._on_source()
+
+    def source_run(self) -> RunData | None:
+        combo = self.b_run if self.ab.isChecked() else self.a_run
+        run_id = combo.currentData()
+        return self.ws.find(run_id) if run_id is not None else None
+
+    def source_audio(self) -> tuple[np.ndarray, int] | None:
+        """The audio that Play plays now: run A or B, band-soloed when asked."""
+        run = self.source_run()
+        if run is None or run.result is None:
+            return None
+        audio, sr = np.asarray(run.result.audio, dtype=np.float32).reshape(-1), run.result.sample_rate
+        if self.solo.isChecked():
+            tf_map = self.map_provider()
+            if tf_map is None or run.mel_spec is None:
+                self.message.emit("solo needs a heatmap and the model's mel definition")
+            else:
+                try:
+                    audio = band_solo(audio, sr, tf_map, run.mel_spec, threshold=self.threshold.value())
+                except EngineError as exc:
+                    self.message.emit(str(exc))
+        return audio, sr
+
+    @Slot()
+    def _on_source(self, *_) -> None:
+        if self._filling:
+            return
+        self.ab.setText("B" if self.ab.isChecked() else "A")
+        src = self.source_audio()
+        if src is None:
+            return
+        was_playing = self.output.is_playing()
+        pos = self.output.position()
+        self.load(*src)
+        self.output.seek(min(pos, self.output.duration))
+        if was_playing:
+            self.output.play()
+
+    @Slot()
+    def _on_threshold(self, *_) -> None:
+        if self.solo.isChecked():
+            self._on_source()
+
+    def refresh_solo(self) -> None:
+        """The heatmap changed: refilter when soloing."""
+        if self.solo.isChecked():
+            self._on_source()
+
+    def load(self, audio: np.ndarray, sample_rate: int) -> None:
+        try:
+            self.output.load(audio, sample_rate)
+        except Exception as exc:  # device refused the stream: fall back to silence
+            self.message.emit(f"audio output failed ({exc}); playing silently")
+            self.output = NullOutput()
+            self.output.load(audio, sample_rate)
+        self.output.set_loop(self.loop.isChecked())
+        self.loaded_audio = np.asarray(audio, dtype=np.float32)
+        x, y = envelope(audio)
+        self.curve.setData(x / sample_rate, y)
+        run = self.source_run()
+        duration = len(audio) / sample_rate
+        if run is not None and run.result is not None and run.result.mel is not None:
+            mel = np.asarray(run.result.mel, dtype=np.float32)
+            self.mel_item.setImage(mel, autoLevels=False, levels=(float(mel.min()), float(mel.max()) + 1e-9))
+            self.mel_item.setRect(QRectF(0.0, 0.0, duration, float(mel.shape[1])))
+        self.wave.setXRange(0.0, duration, padding=0)
+        self._show_position(self.output.position())
+
+    # ---- transport ---------------------------------------------------------------------------
+    @Slot()
+    def toggle_play(self) -> None:
+        if self.output.duration == 0:
+            self._on_source()
+        if self.output.is_playing():
+            self.output.pause()
+        else:
+            self.output.play()
+        self._sync_button()
+
+    @Slot()
+    def stop(self) -> None:
+        self.output.stop()
+        self._sync_button()
+        self._show_position(0.0)
+
+    def seek(self, seconds: float) -> None:
+        self.output.seek(seconds)
+        self._show_position(self.output.position())
+
+    @Slot(bool)
+    def _on_loop(self, on: bool) -> None:
+        self.output.set_loop(on)
+
+    def _sync_button(self) -> None:
+        playing = self.output.is_playing()
+        self.play_button.setText("Pause" if playing else "Play")
+        if playing:
+            self.timer.start()
+        else:
+            self.timer.stop()
+
+    @Slot()
+    def poll(self) -> None:
+        self._show_position(self.output.position())
+        if not self.output.is_playing():
+            self._sync_button()
+
+    def _show_position(self, seconds: float) -> None:
+        for line in self.cursors:
+            line.setPos(seconds)
+        self.time_label.setText(f"{seconds:.2f} / {self.output.duration:.2f} s")
+        self.positionChanged.emit(seconds)
+
+    @Slot(object)
+    def _on_click(self, event) -> None:
+        vb = self.wave.getPlotItem().vb
+        if self.output.duration and self.wave.sceneBoundingRect().contains(event.scenePos()):
+            self.seek(float(np.clip(vb.mapSceneToView(event.scenePos()).x(), 0.0, self.output.duration)))
+
+    def close_output(self) -> None:
+        self.timer.stop()
+        self.output.close()

@@ -1,0 +1,549 @@
+"""The workstation window: docks, menus and shortcuts, engine wiring, sessions, export, autosave."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QStandardPaths, Qt, QTimer, Slot
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+)
+
+from engine.backends.base import RunResult
+from engine.session import SESSION_SUFFIX, Session, load_session, save_session
+from engine.types import EngineError, GenerationRequest
+from gui import export
+from gui.audio_output import AudioOutput, make_output
+from gui.docks.heads_dock import HeadsDock
+from gui.docks.heatmap_dock import HeatmapDock
+from gui.docks.log_dock import LogDock
+from gui.docks.metrics_dock import MetricsDock
+from gui.docks.overview_dock import OverviewDock
+from gui.docks.player_dock import PlayerDock
+from gui.docks.run_dock import RunDock
+from gui.engine_thread import EngineBridge, ModelInfo
+from gui.preferences_dialog import PreferencesDialog
+from gui.settings import (
+    add_recent,
+    load_preferences,
+    recent_files,
+    restore_layout,
+    save_layout,
+    save_preferences,
+)
+from gui.workspace import RunData, Selection, Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One entry of the action table: menu, id, title, shortcut, handler name."""
+
+    menu: str
+    id: str
+    title: str
+    shortcut: str
+    handler: str
+
+
+ACTIONS = (
+    ActionSpec("File", "open_session", "&Open session…", "Ctrl+O", "open_session_dialog"),
+    ActionSpec("File", "save_session", "&Save session", "Ctrl+S", "save_session_action"),
+    ActionSpec("File", "save_session_as", "Save session &as…", "Ctrl+Shift+S", "save_session_as"),
+    ActionSpec("File", "export", "&Export…", "Ctrl+E", "export_dialog"),
+    ActionSpec("File", "preferences", "&Preferences…", "Ctrl+,", "show_preferences"),
+    ActionSpec("File", "quit", "&Quit", "Ctrl+Q", "close"),
+    ActionSpec("Run", "generate", "&Generate", "Ctrl+G", "generate_from_panel"),
+    ActionSpec("Run", "cancel", "&Cancel run", "Esc", "cancel_run"),
+    ActionSpec("Navigate", "play", "&Play / pause", "Space", "play_pause"),
+    ActionSpec("Navigate", "step_back", "Previous step", "Left", "step_back"),
+    ActionSpec("Navigate", "step_fwd", "Next step", "Right", "step_forward"),
+    ActionSpec("Navigate", "site_up", "Previous site", "Up", "site_up"),
+    ActionSpec("Navigate", "site_down", "Next site", "Down", "site_down"),
+    ActionSpec("Help", "shortcuts", "&Keyboard shortcuts", "F1", "show_shortcuts"),
+    ActionSpec("Help", "about", "&About", "", "show_about"),
+)
+
+
+def autosave_path() -> Path:
+    base = Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
+    base.mkdir(parents=True, exist_ok=True)
+    return base / f"autosave{SESSION_SUFFIX}"
+
+
+class MainWindow(QMainWindow):
+    """QMainWindow with the dock panels around nothing: every view is a dock."""
+
+    def __init__(self, model: str = "embedded", output: AudioOutput | None = None) -> None:
+        super().__init__()
+        self.setObjectName("aiba_main_window")
+        self.setWindowTitle("AIBA Studio")
+        self.resize(1500, 950)
+        self.setDockNestingEnabled(True)
+        self.prefs = load_preferences()
+        self.workspace = Workspace(self)
+        self.bridge = EngineBridge(self)
+        note = ""
+        if output is None:
+            output, note = make_output(self.prefs.audio_output)
+        self.session_path: Path | None = None
+        self.run_dock = RunDock(self)
+        self.run_dock.model.setCurrentText(model)
+        self.run_dock.memory_budget_mb = self.prefs.memory_budget_mb
+        if self.run_dock.device.findText(self.prefs.device) >= 0:
+            self.run_dock.device.setCurrentText(self.prefs.device)
+        self.heatmap = HeatmapDock(self.workspace, parent=self)
+        self.heatmap.cmap.setCurrentText(self.prefs.colormap)
+        self.overview = OverviewDock(self.workspace, self)
+        self.heads = HeadsDock(self.workspace, self)
+        self.player = PlayerDock(self.workspace, output, self)
+        self.metrics = MetricsDock(self.workspace, self)
+        self.log_dock = LogDock(self.workspace, self)
+        self.player.map_provider = self.shown_map
+        self.metrics.map_provider = self.shown_map
+        self.docks: list[QDockWidget] = [
+            self.run_dock, self.heatmap, self.overview, self.heads, self.player, self.metrics, self.log_dock,
+        ]
+        self._place_docks()
+        self.default_state = self.saveState()
+        self._build_menus()
+        self._build_status()
+        self._wire()
+        restore_layout(self)
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.timeout.connect(self.autosave)
+        self._apply_autosave()
+        self._error_box: QMessageBox | None = None
+        self.log("AIBA Studio ready; " + (note or f"audio: {output.name}"))
+
+    # ---- construction ------------------------------------------------------------------------
+    def _place_docks(self) -> None:
+        features = (
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
+        for dock in self.docks:
+            dock.setFeatures(features)
+        left, right, bottom = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
+        self.addDockWidget(left, self.run_dock)
+        self.addDockWidget(right, self.heatmap)
+        self.splitDockWidget(self.run_dock, self.heatmap, Qt.Orientation.Horizontal)
+        self.addDockWidget(right, self.overview)
+        self.splitDockWidget(self.heatmap, self.overview, Qt.Orientation.Horizontal)
+        self.tabifyDockWidget(self.overview, self.metrics)
+        self.overview.raise_()
+        self.splitDockWidget(self.run_dock, self.heads, Qt.Orientation.Vertical)
+        self.addDockWidget(bottom, self.player)
+        self.addDockWidget(bottom, self.log_dock)
+        self.splitDockWidget(self.player, self.log_dock, Qt.Orientation.Horizontal)
+        self.resizeDocks([self.run_dock, self.heatmap, self.overview], [330, 700, 420], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.heatmap, self.player], [620, 260], Qt.Orientation.Vertical)
+
+    def _build_menus(self) -> None:
+        self.actions_by_id: dict[str, QAction] = {}
+        menus = {}
+        for spec in ACTIONS:
+            if spec.menu not in menus:
+                menus[spec.menu] = self.menuBar().addMenu(f"&{spec.menu}")
+            action = QAction(spec.title, self)
+            if spec.shortcut:
+                action.setShortcut(QKeySequence(spec.shortcut))
+            action.triggered.connect(getattr(self, spec.handler))
+            menus[spec.menu].addAction(action)
+            self.addAction(action)
+            self.actions_by_id[spec.id] = action
+        self.recent_menu = menus["File"].addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        view = self.menuBar().addMenu("&View")
+        for dock in self.docks:
+            view.addAction(dock.toggleViewAction())
+        view.addSeparator()
+        reset = QAction("&Reset layout", self)
+        reset.triggered.connect(self.reset_layout)
+        view.addAction(reset)
+        self.actions_by_id["reset_layout"] = reset
+        self.menuBar().insertMenu(menus["Help"].menuAction(), view)
+
+    def _build_status(self) -> None:
+        self.status_label = QLabel("idle")
+        self.status_progress = QProgressBar()
+        self.status_progress.setMaximumWidth(200)
+        self.status_progress.setRange(0, 1)
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.status_progress)
+
+    def _wire(self) -> None:
+        b = self.bridge
+        b.modelLoaded.connect(self._on_model_loaded)
+        b.modelFailed.connect(self._on_model_failed)
+        b.runStarted.connect(self._on_run_started)
+        b.framesReady.connect(self._on_frames)
+        b.stepDone.connect(self._on_step)
+        b.runFinished.connect(self._on_finished)
+        b.runFailed.connect(self._on_failed)
+        b.runCancelled.connect(self._on_cancelled)
+        b.busyChanged.connect(self.run_dock.set_busy)
+        self.run_dock.generateRequested.connect(self.generate)
+        self.run_dock.cancelRequested.connect(self.cancel_run)
+        self.log_dock.reopenRequested.connect(self.reopen_run)
+        self.heatmap.mapChanged.connect(self.metrics.refresh)
+        self.heatmap.mapChanged.connect(self.player.refresh_solo)
+        self.heatmap.cursorMoved.connect(self.statusBar().showMessage)
+        self.player.positionChanged.connect(self.heatmap.set_play_position)
+        self.player.message.connect(self.log)
+
+    # ---- messages ------------------------------------------------------------------------------
+    @Slot(str)
+    def log(self, message: str) -> None:
+        self.log_dock.log(message)
+        self.status_label.setText(message)
+
+    def show_error(self, message: str) -> None:
+        """Status bar + log + one non-modal message box (reused), never blocking."""
+        self.log_dock.log(message, "error")
+        self.status_label.setText(f"error: {message}")
+        self.run_dock.show_error(message)
+        if self._error_box is None:
+            self._error_box = QMessageBox(QMessageBox.Icon.Warning, "AIBA Studio", message, parent=self)
+            self._error_box.setModal(False)
+            self._error_box.setWindowModality(Qt.WindowModality.NonModal)
+        self._error_box.setText(message)
+        self._error_box.show()
+
+    # ---- runs ----------------------------------------------------------------------------------
+    def shown_map(self):
+        return self.heatmap.image_array
+
+    @Slot()
+    def generate_from_panel(self) -> None:
+        self.run_dock.request_generate()
+
+    @Slot(str, str, object)
+    def generate(self, model: str, device: str, request: GenerationRequest) -> int | None:
+        if self.workspace.head_masks and request.head_mask is None:
+            request.head_mask = None  # masks stay a view setting; the engine records every head
+        try:
+            run_id = self.bridge.generate(model, device, request)
+        except EngineError as exc:
+            self.show_error(str(exc))
+            return None
+        run = RunData(run_id, model, device, request, status="running")
+        self.workspace.add_run(run)
+        self.status_progress.setRange(0, request.steps)
+        self.status_progress.setValue(0)
+        self.log(f"run #{run_id}: {model} on {device}, {request.steps} steps, “{request.prompt}”")
+        return run_id
+
+    @Slot()
+    def cancel_run(self) -> None:
+        if self.bridge.cancel():
+            self.log("cancelling…")
+
+    @Slot(object)
+    def _on_model_loaded(self, info: ModelInfo) -> None:
+        self.log(f"loaded {info.model} ({info.family}, {len(info.sites)} attention sites) on {info.device} in {info.load_s:.1f} s")
+
+    @Slot(str)
+    def _on_model_failed(self, message: str) -> None:
+        self.show_error(message)
+
+    @Slot(int, object)
+    def _on_run_started(self, run_id: int, info: dict) -> None:
+        run = self.workspace.find(run_id)
+        if run is None:
+            return
+        run.sites = list(info.get("sites", []))
+        run.tokens = dict(info.get("tokens", {}))
+        run.mel_spec = info.get("mel_spec")
+        run.status = "running"
+        self.run_dock.message.setText("denoising…")
+        self.workspace.update_run(run)
+
+    @Slot(int, object)
+    def _on_frames(self, run_id: int, frames) -> None:
+        self.workspace.add_frames(run_id, frames)
+
+    @Slot(object)
+    def _on_step(self, info) -> None:
+        run = self.workspace.find(info.run_id)
+        if run is not None:
+            run.steps_done = info.step + 1
+        self.run_dock.set_progress(info.step + 1, info.total)
+        self.status_progress.setRange(0, info.total)
+        self.status_progress.setValue(info.step + 1)
+
+    @Slot(object)
+    def _on_finished(self, result: RunResult) -> None:
+        run = self.workspace.find(result.run_id)
+        if run is None:
+            return
+        run.apply_result(result)
+        self.workspace.update_run(run)
+        if run is self.workspace.current:
+            self.workspace.set_current(run)
+        for w in result.warnings:
+            self.log_dock.log(w, "warn")
+        self.run_dock.message.setText(f"done in {result.elapsed_s:.1f} s")
+        self.log(f"run #{result.run_id} done: {len(result.audio) / result.sample_rate:.2f} s of audio, {len(result.frames)} frames, {result.elapsed_s:.1f} s")
+
+    @Slot(int, str)
+    def _on_failed(self, run_id: int, message: str) -> None:
+        run = self.workspace.find(run_id)
+        if run is not None:
+            run.status, run.message = "failed", message
+            self.workspace.update_run(run)
+        self.status_progress.setRange(0, 1)
+        self.status_progress.setValue(0)
+        self.show_error(message)
+
+    @Slot(int)
+    def _on_cancelled(self, run_id: int) -> None:
+        run = self.workspace.find(run_id)
+        if run is not None:
+            run.status = "cancelled"
+            self.workspace.update_run(run)
+        self.run_dock.progress.setRange(0, 1)
+        self.run_dock.message.setText("cancelled")
+        self.status_progress.setRange(0, 1)
+        self.log(f"run #{run_id} cancelled")
+
+    @Slot(int)
+    def reopen_run(self, run_id: int) -> None:
+        run = self.workspace.find(run_id)
+        if run is not None and run is not self.workspace.current:
+            self.workspace.set_current(run)
+            self.run_dock.set_request(run.model, run.device, run.request)
+            self.log(f"reopened run #{run_id}")
+
+    # ---- navigation --------------------------------------------------------------------------------
+    @Slot()
+    def play_pause(self) -> None:
+        self.player.toggle_play()
+
+    @Slot()
+    def step_back(self) -> None:
+        self.workspace.step_by(-1)
+
+    @Slot()
+    def step_forward(self) -> None:
+        self.workspace.step_by(1)
+
+    @Slot()
+    def site_up(self) -> None:
+        self.workspace.site_by(-1)
+
+    @Slot()
+    def site_down(self) -> None:
+        self.workspace.site_by(1)
+
+    # ---- sessions ----------------------------------------------------------------------------------
+    def current_session(self) -> Session:
+        run = self.workspace.current
+        if run is None:
+            request = self.run_dock.build_request()
+            if request is None:
+                raise EngineError("nothing to save: fix the Run fields or generate first")
+            model, device, result = self.run_dock.model.currentText(), self.run_dock.device.currentText(), None
+        else:
+            request, model, device, result = run.request, run.model, run.device, run.result
+        view = {"selection": self.workspace.selection.to_dict(), "heatmap": self.heatmap.view_state()}
+        return Session(model, device, request, dict(self.workspace.head_masks), view, result)
+
+    def save_session_to(self, path: str | Path, include_arrays: bool = True) -> Path:
+        written = save_session(path, self.current_session(), include_arrays)
+        self.session_path = written
+        add_recent(str(written))
+        self.log(f"saved session {written}")
+        return written
+
+    def open_session(self, path: str | Path) -> Session:
+        """Load a session and show it exactly as saved."""
+        session = load_session(path)
+        self.run_dock.set_request(session.model, session.device, session.request)
+        if session.result is not None:
+            if self.workspace.find(session.result.run_id) is not None:  # keep ids unique
+                session.result.run_id = max(r.run_id for r in self.workspace.history) + 1000
+            run = RunData.from_result(session.result, session.model, session.device, session.request)
+            self.workspace.add_run(run)
+        self.workspace.set_head_masks(session.head_masks)
+        sel = session.view.get("selection")
+        if sel:
+            self.workspace.selection = Selection.from_dict(sel)
+            self.workspace.selectionChanged.emit()
+        self.heatmap.apply_view_state(session.view.get("heatmap", {}))
+        self.session_path = Path(path)
+        add_recent(str(path))
+        self.log(f"opened session {path}")
+        return session
+
+    @Slot()
+    def save_session_action(self) -> None:
+        if self.session_path is None:
+            self.save_session_as()
+            return
+        try:
+            self.save_session_to(self.session_path)
+        except (EngineError, OSError, TypeError) as exc:
+            self.show_error(f"could not save the session: {exc}")
+
+    @Slot()
+    def save_session_as(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save session", "", f"AIBA session (*{SESSION_SUFFIX})")
+        if path:
+            try:
+                self.save_session_to(path)
+            except (EngineError, OSError, TypeError) as exc:
+                self.show_error(f"could not save the session: {exc}")
+
+    @Slot()
+    def open_session_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open session", "", f"AIBA session (*{SESSION_SUFFIX})")
+        if path:
+            self._open_guarded(path)
+
+    def _open_guarded(self, path: str) -> None:
+        try:
+            self.open_session(path)
+        except (EngineError, OSError) as exc:
+            self.show_error(str(exc))
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for path in recent_files():
+            action = self.recent_menu.addAction(path)
+            action.setData(path)
+            action.triggered.connect(self._open_recent)
+        if not self.recent_menu.actions():
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    @Slot()
+    def _open_recent(self) -> None:
+        action = self.sender()
+        if isinstance(action, QAction) and action.data():
+            self._open_guarded(str(action.data()))
+
+    @Slot()
+    def autosave(self) -> Path | None:
+        if self.workspace.current is None or self.bridge.busy:
+            return None
+        try:
+            path = save_session(autosave_path(), self.current_session(), include_arrays=True)
+        except (EngineError, OSError, TypeError) as exc:
+            self.log_dock.log(f"autosave failed: {exc}", "warn")
+            return None
+        self.log_dock.log(f"autosaved to {path}")
+        return path
+
+    def _apply_autosave(self) -> None:
+        minutes = self.prefs.autosave_minutes
+        if minutes > 0:
+            self.autosave_timer.start(int(minutes * 60_000))
+        else:
+            self.autosave_timer.stop()
+
+    # ---- export ---------------------------------------------------------------------------------------
+    def export_to(self, path: str | Path) -> Path:
+        """Export by file type: .png/.svg the heatmap figure, .csv/.npz data, .wav/.flac audio."""
+        suffix = Path(path).suffix.lower()
+        run = self.workspace.current
+        if suffix == ".png":
+            return export.export_png(self.heatmap.widget(), path)
+        if suffix == ".svg":
+            return export.export_svg(self.heatmap.widget(), path)
+        if run is None:
+            raise EngineError("nothing to export yet: generate a run first")
+        if suffix == ".csv":
+            if self.heatmap.image_array is None:
+                raise EngineError("no map is shown: wait for the first step")
+            return export.export_csv(run, self.heatmap.image_array, path)
+        if suffix == ".npz":
+            return export.export_npz(run, self.heatmap.image_array, path)
+        if suffix in (".wav", ".flac"):
+            if run.result is None:
+                raise EngineError("the run has no audio yet: wait for it to finish")
+            src = self.player.source_audio() if self.player.solo.isChecked() else None
+            audio, sr = src if src is not None else (run.result.audio, run.result.sample_rate)
+            return export.export_audio(audio, sr, path)
+        raise EngineError(f"cannot export {Path(path).name}: use .png, .svg, .csv, .npz, .wav or .flac")
+
+    @Slot()
+    def export_dialog(self) -> None:
+        filters = "PNG figure (*.png);;SVG figure (*.svg);;CSV map (*.csv);;NPZ data (*.npz);;WAV audio (*.wav);;FLAC audio (*.flac)"
+        path, _ = QFileDialog.getSaveFileName(self, "Export", "", filters)
+        if path:
+            try:
+                written = self.export_to(path)
+                self.log(f"exported {written}")
+            except (EngineError, OSError) as exc:
+                self.show_error(str(exc))
+
+    # ---- dialogs / layout -------------------------------------------------------------------------------
+    @Slot()
+    def show_preferences(self) -> None:
+        dialog = PreferencesDialog(self.prefs, self)
+        if dialog.exec():
+            self.apply_preferences(dialog.preferences())
+
+    def apply_preferences(self, prefs) -> None:
+        errors = prefs.validate()
+        if errors:
+            self.show_error("; ".join(errors))
+            return
+        self.prefs = prefs
+        save_preferences(prefs)
+        if self.run_dock.device.findText(prefs.device) >= 0:
+            self.run_dock.device.setCurrentText(prefs.device)
+        self.run_dock.memory_budget_mb = prefs.memory_budget_mb
+        self.heatmap.cmap.setCurrentText(prefs.colormap)
+        if prefs.audio_output != self.player.output.name and prefs.audio_output != "auto":
+            self.player.close_output()
+            self.player.output, note = make_output(prefs.audio_output)
+            self.log(f"audio: {note}")
+        self._apply_autosave()
+
+    @Slot()
+    def show_shortcuts(self) -> None:
+        lines = [f"<tr><td><b>{s.shortcut}</b></td><td>{s.title.replace('&', '')}</td></tr>" for s in ACTIONS if s.shortcut]
+        box = QMessageBox(QMessageBox.Icon.Information, "Keyboard shortcuts", "<table>" + "".join(lines) + "</table>", parent=self)
+        box.setModal(False)
+        box.show()
+        self._shortcuts_box = box
+
+    @Slot()
+    def show_about(self) -> None:
+        import torch
+
+        text = f"AIBA Studio — torch {torch.__version__}, CUDA {'yes' if torch.cuda.is_available() else 'no'}"
+        box = QMessageBox(QMessageBox.Icon.Information, "About AIBA Studio", text, parent=self)
+        box.setModal(False)
+        box.show()
+        self._about_box = box
+
+    @Slot()
+    def reset_layout(self) -> None:
+        for dock in self.docks:
+            dock.setFloating(False)
+            dock.show()
+        self.restoreState(self.default_state)
+        self.log("layout reset")
+
+    def shutdown(self) -> None:
+        """Stop timers, the player and the engine thread (joins it)."""
+        self.autosave_timer.stop()
+        self.player.close_output()
+        self.bridge.shutdown()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt naming)
+        save_layout(self)
+        self.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,108 @@
+"""AIBA Studio entry point.
+
+``python main.py`` opens the workstation GUI; ``python main.py <command>`` runs headless.
+Every capability of the GUI is reachable here so it can be scripted, tested and batched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def command(name: str, help_text: str):
+    """Register a sub-command: the decorated function adds its arguments to a parser."""
+
+    def wrap(func: Callable[[argparse.ArgumentParser], None]):
+        COMMANDS[name] = (help_text, func)
+        return func
+
+    return wrap
+
+
+@command("analyze", "generate with attention capture and write audio, maps and figures")
+def _analyze_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", required=True, help="text prompt")
+    p.add_argument("--negative-prompt", default="", help="negative prompt (CFG)")
+    p.add_argument("--model", default="embedded", help="'embedded', a hub id or a local folder")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duration", type=float, default=4.0, help="seconds of audio")
+    p.add_argument("--sites", default=None, help="comma-separated site names or indices (default: all cross)")
+    p.add_argument("--per-head", action="store_true", help="keep every head (default: head-mean)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--grid", default="128x64", help="target time x mel grid, e.g. 128x64")
+    p.add_argument("--pooling", default="mean", choices=["mean", "max"], help="token pooling for the pooled map")
+    p.add_argument("--keywords", default=None, help="pool only these words (comma-separated), e.g. bass,drums")
+    p.add_argument("--boundary", default="nearest", choices=["nearest", "zero", "reflect"],
+                   help="edge handling of the bilinear resize")
+    p.add_argument("--aggregator", default="mean", choices=["mean", "max", "topk"])
+    p.add_argument("--weighting", default="uniform", choices=["uniform", "sigma-late"])
+    p.add_argument("--memory-budget-mb", type=float, default=2048.0)
+    p.add_argument("--stream-dir", default=None, help="stream frames to this folder when over budget")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--out", required=True, help="output folder (created; must not hold a previous run)")
+
+
+@command("render-dataset", "render a Slakh2100-format dataset with FluidSynth")
+def _render_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracks", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per track")
+    p.add_argument("--soundfont", default=None, help="a .sf2 file (default: the system GM soundfont)")
+
+
+@command("train-default", "render data and train the embedded default model")
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder for the trained model")
+    p.add_argument("--data", default=None, help="reuse a rendered dataset folder")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("sites", "list the attention sites of a model and the prompt's tokens")
+def _sites_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--prompt", default="bass and drums")
+    p.add_argument("--device", default="cpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description="AIBA Studio: look inside text-to-audio diffusion models while they generate.",
+    )
+    parser.add_argument("--self-test", action="store_true", help="open the GUI, run a short generation, exit 0 on success")
+    parser.add_argument("--screenshot", default=None, help="with --self-test: save a screenshot here")
+    parser.add_argument("--model", dest="gui_model", default="embedded", help="model the GUI starts with")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    for name, (help_text, add_args) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    from engine import cli
+
+    return cli.dispatch(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command:
+        return _run_command(args)
+    from gui import app
+
+    if args.self_test:
+        return app.self_test(args.screenshot, model=args.gui_model)
+    return app.run([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    sys.exit(main())
