@@ -56,6 +56,9 @@ def _render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--duration", type=float, default=20.0, help="seconds per track")
     p.add_argument("--soundfont", default=None, help="a .sf2 file (default: the system GM soundfont)")
+    p.add_argument("--source", default="mixed", choices=["mixed", "patterns", "corpus"],
+                   help="generated patterns, music21 corpus scores, or both")
+    p.add_argument("--workers", type=int, default=1, help="parallel render processes")
 
 
 @command("train-default", "render data and train the embedded default model")

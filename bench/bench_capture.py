@@ -42,7 +42,9 @@ def stock_call(backend, req: GenerationRequest) -> None:
 
 
 def run_mode(backend, req: GenerationRequest, mode: str) -> float:
-    start = time.perf_counter()
+    """CPU time of one run (process CPU time: robust to other jobs on a shared machine;
+    equals wall time for one torch thread on the CPU)."""
+    start = time.process_time()
     if mode == "stock":
         stock_call(backend, req)
     else:
@@ -50,7 +52,7 @@ def run_mode(backend, req: GenerationRequest, mode: str) -> float:
         fields["capture"] = mode != "hooks only"
         fields["per_head"] = mode == "per-head"
         backend.generate(GenerationRequest(**fields))
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def bench(model: str, steps: int, duration: float, repeats: int) -> dict:
@@ -85,9 +87,9 @@ def main() -> None:
             rows.append(bench(model, args.steps, args.duration, args.repeats))
         except EngineError as exc:
             print(f"skipped {model}: {exc}", file=sys.stderr)
-    print(f"Capture overhead, {args.repeats} interleaved repeats, median; torch threads "
+    print(f"Capture overhead (process CPU time), {args.repeats} interleaved repeats, median; torch threads "
           f"{torch.get_num_threads()}\n")
-    print("| model | cross sites | steps | clip s | stock s | hooks only | head-mean | per-head |")
+    print("| model | cross sites | steps | clip s | stock CPU s | hooks only | head-mean | per-head |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         model = row["model"]

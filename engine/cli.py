@@ -75,7 +75,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from engine.data.render import render_dataset
+    from engine.data import render_dataset
 
     if args.tracks < 1:
         raise EngineError(f"--tracks must be at least 1 (got {args.tracks})")
@@ -83,7 +83,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     try:
         paths = render_dataset(
             Path(args.out), args.tracks, seed=args.seed, duration_s=args.duration,
-            soundfont=args.soundfont, progress=bar,
+            soundfont=args.soundfont, progress=bar, workers=args.workers, source=args.source,
         )
     finally:
         bar.close()

@@ -46,7 +46,9 @@ class PlaybackBuffer:
                     self.playing = False
                 return
             take = min(n - done, total - self.frame)
-            np.multiply(data[self.frame : self.frame + take, None], self.gain, out=out[done : done + take])
+            src = data[self.frame : self.frame + take]
+            for ch in range(out.shape[1]):  # per channel: broadcasting would allocate a temporary
+                np.multiply(src, self.gain, out=out[done : done + take, ch])
             self.frame += take
             done += take
             if self.frame >= total and self.loop:

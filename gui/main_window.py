@@ -289,8 +289,6 @@ class MainWindow(QMainWindow):
             return
         run.apply_result(result)
         self.workspace.update_run(run)
-        if run is self.workspace.current:
-            self.workspace.set_current(run)
         for w in result.warnings:
             self.log_dock.log(w, "warn")
         self.run_dock.message.setText(f"done in {result.elapsed_s:.1f} s")

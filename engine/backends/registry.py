@@ -112,7 +112,11 @@ def _snapshot_commit(model_id: str) -> str | None:
 
 
 def _finish(pipe, device: str, dtype: str):
-    return pipe.to(device, resolve_dtype(dtype))
+    """Move to ``device``; cast only when the weights are not in ``dtype`` yet."""
+    pipe = pipe.to(device)
+    if pipe.dtype != resolve_dtype(dtype):
+        pipe = pipe.to(dtype=resolve_dtype(dtype))
+    return pipe
 
 
 def load_folder(folder: Path, device: str, dtype: str, model_id: str | None = None):

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample-rate", type=int, default=16000)
     ap.add_argument("--soundfont", default=None)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--source", choices=SOURCES, default="patterns")
+    ap.add_argument("--source", choices=SOURCES, default="mixed")
     ap.add_argument("--start-index", type=int, default=1)
     args = ap.parse_args(argv)
     t0 = time.monotonic()

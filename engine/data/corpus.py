@@ -9,6 +9,7 @@ comping instruments. Sometimes a drum groove is added. Activity masks make solo 
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,9 @@ def _voices(path: str) -> tuple[tuple[tuple[float, float, tuple[int, ...]], ...]
     """Per voice: (offset, length, MIDI pitches) in quarter notes, ties merged."""
     from music21 import corpus
 
-    score = corpus.parse(path)
+    with warnings.catch_warnings():  # music21 warns about odd measures in some corpus files
+        warnings.simplefilter("ignore")
+        score = corpus.parse(path)
     voices = []
     for part in score.parts:
         events = []

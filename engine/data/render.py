@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pretty_midi
 import soundfile as sf
 import yaml
 
@@ -155,9 +156,8 @@ def render_track(out_dir: Path, index: int, settings: RenderSettings) -> Path:
     return final
 
 
-def _single(arr: Arrangement, instrument) -> Any:
-    import pretty_midi
-
+def _single(arr: Arrangement, instrument: pretty_midi.Instrument) -> pretty_midi.PrettyMIDI:
+    """A MIDI file holding one stem, at the arrangement's tempo."""
     pm = pretty_midi.PrettyMIDI(initial_tempo=arr.tempo)
     pm.instruments.append(instrument)
     return pm
@@ -171,11 +171,11 @@ def _render_one(args: tuple[str, int, RenderSettings]) -> str:
 def render_dataset(out_dir: str | Path, tracks: int, seed: int = 0, duration_s: float = 20.0,
                    sample_rate: int = 16000, soundfont: str | Path | None = None,
                    progress: Callable[[int, int], None] | None = None, workers: int = 1,
-                   source: str = "patterns", start_index: int = 1) -> list[Path]:
+                   source: str = "mixed", start_index: int = 1) -> list[Path]:
     """Render ``tracks`` Slakh-format tracks into ``out_dir`` and return their folders in order.
 
     ``source``: ``"patterns"`` (generated arrangements), ``"corpus"`` (music21 scores) or
-    ``"mixed"``. Track folders are ``Track{start_index:05d}`` onwards; existing ones are replaced.
+    ``"mixed"`` (about 30 % corpus). ``workers`` > 1 renders in a process pool. Track folders are ``Track{start_index:05d}`` onwards; existing ones are replaced.
     """
     if int(tracks) < 1:
         raise EngineError(f"tracks must be at least 1, got {tracks}; pass --tracks N with N >= 1")

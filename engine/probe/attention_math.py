@@ -31,7 +31,6 @@ def _rotate_partial(x: torch.Tensor, rotary_emb) -> torch.Tensor:
     return torch.cat((rotated, x[..., rot_dim:]), dim=-1)
 
 
-@torch.no_grad()
 def attention_probs(
     attn,
     hidden_states: torch.Tensor,
@@ -41,7 +40,10 @@ def attention_probs(
     temb: torch.Tensor | None = None,
     rotary_emb=None,
 ) -> torch.Tensor:
-    """``softmax(q kᵀ / sqrt(d) + mask)`` of batch item ``sample`` as fp32 ``(heads, Q, K)``."""
+    """``softmax(q kᵀ / sqrt(d) + mask)`` of batch item ``sample`` as fp32 ``(heads, Q, K)``.
+
+    Call under ``torch.no_grad()`` (the capture processors run inside the pipelines' no-grad).
+    """
     batch = hidden_states.shape[0]
     if attn.spatial_norm is not None and temb is not None:
         hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -85,10 +87,12 @@ def attention_probs(
         if not attn.is_cross_attention:
             key = _rotate_partial(key, rotary_emb)
 
-    scores = torch.matmul(query[0], key[0].transpose(-1, -2)) * (1.0 / math.sqrt(head_dim))
-    if mask is not None:
-        if mask.dtype == torch.bool:
+    scale = 1.0 / math.sqrt(head_dim)
+    if mask is not None and mask.dtype != torch.bool:
+        bias = mask.float().expand(attn.heads, query.shape[2], key.shape[2])
+        scores = torch.baddbmm(bias, query[0], key[0].transpose(-1, -2), alpha=scale)
+    else:
+        scores = torch.matmul(query[0], key[0].transpose(-1, -2)).mul_(scale)
+        if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        else:
-            scores = scores + mask.float()
     return torch.softmax(scores, dim=-1)

@@ -32,10 +32,11 @@ class CaptureAttnProcessor:
     def _record(self, attn, hidden_states, encoder_hidden_states, attention_mask, **extra) -> None:
         if self.recorder.wants(self.site):
             sample = self.recorder.cond_index(hidden_states.shape[0])
-            probs = attention_probs(
-                attn, hidden_states, encoder_hidden_states, attention_mask, sample, **extra
-            )
-            self.recorder.add(self.site, probs)
+            with torch.no_grad():
+                probs = attention_probs(
+                    attn, hidden_states, encoder_hidden_states, attention_mask, sample, **extra
+                )
+                self.recorder.add(self.site, probs)
 
     def __call__(
         self,

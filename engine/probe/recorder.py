@@ -102,7 +102,6 @@ class FrameRecorder:
         self.lattices[site] = (int(lattice[0]), int(lattice[1]))
         self.query_slices[site] = query_slice
 
-    @torch.no_grad()
     def add(self, site: str, probs: torch.Tensor) -> None:
         """Record fp32 ``(heads, Q, K)`` probabilities of ``site`` at the current step."""
         qs = self.query_slices.get(site)

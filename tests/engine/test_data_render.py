@@ -26,7 +26,7 @@ SR = 16000
 def rendered(tmp_path_factory) -> tuple[Path, list[Path], list[tuple[int, int]]]:
     out = tmp_path_factory.mktemp("render_a")
     calls: list[tuple[int, int]] = []
-    paths = render_dataset(out, 2, seed=7, duration_s=DUR, sample_rate=SR,
+    paths = render_dataset(out, 2, seed=7, duration_s=DUR, sample_rate=SR, source="patterns",
                            progress=lambda d, n: calls.append((d, n)))
     return out, paths, calls
 
@@ -102,9 +102,11 @@ def test_audio_follows_active_bars(rendered):
 
 def test_same_seed_is_byte_identical_and_other_seed_differs(rendered, tmp_path):
     out, paths, _ = rendered
-    again = render_dataset(tmp_path / "b", 1, seed=7, duration_s=DUR, sample_rate=SR, workers=1)
-    assert _digest(again[0]) == _digest(paths[0])
-    other = render_dataset(tmp_path / "c", 1, seed=8, duration_s=DUR, sample_rate=SR)
+    again = render_dataset(tmp_path / "b", 2, seed=7, duration_s=DUR, sample_rate=SR,
+                           source="patterns", workers=2)
+    assert [_digest(p) for p in again] == [_digest(p) for p in paths]
+    other = render_dataset(tmp_path / "c", 1, seed=8, duration_s=DUR, sample_rate=SR,
+                           source="patterns")
     assert _digest(other[0])["mix.wav"] != _digest(paths[0])["mix.wav"]
 
 
@@ -134,3 +136,13 @@ def test_generated_arrangements_balance_classes_and_have_solo_bars():
     for cls in MAIN_CLASSES:
         assert track_classes[cls] / n > 0.4, (cls, track_classes[cls])
     assert solo_tracks / n > 0.5
+
+
+def test_mixed_source_draws_both_generators(tmp_path):
+    # seed 7: tracks 1 and 3 draw the corpus, track 2 the pattern generator
+    paths = render_dataset(tmp_path, 3, seed=7, duration_s=2.0)
+    sources = [yaml.safe_load((p / "metadata.yaml").read_text())["source"].split(":")[0]
+               for p in paths]
+    assert sources == ["music21", "patterns", "music21"]
+    ds = SlakhDataset(tmp_path)
+    assert len(ds) == 3 and ds.scan_report == []

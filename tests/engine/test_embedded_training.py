@@ -101,7 +101,7 @@ def test_train_default_is_deterministic_and_writes_a_model(data_dir, tmp_path):
     wa = load_file(str(a / "unet" / "diffusion_pytorch_model.safetensors"))
     wb = load_file(str(b / "unet" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    rows = list(csv.DictReader(open(a / "loss_log.csv")))
+    rows = list(csv.DictReader((a / "loss_log.csv").read_text().splitlines()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert all(np.isfinite(float(r["loss"])) for r in rows)
     info = json.loads((a / "training.json").read_text())

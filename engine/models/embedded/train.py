@@ -80,7 +80,7 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 
 def train_default(out_dir: str | Path, data_dir: str | Path | None = None, tracks: int = 240,
-                  steps: int = 3000, seed: int = 0, threads: int = 2, batch_size: int = 16,
+                  steps: int = 1800, seed: int = 0, threads: int = 1, batch_size: int = 16,
                   lr: float = 1e-3, classes: tuple[str, ...] = DEFAULT_CLASSES,
                   work_dir: str | Path | None = None, log_every: int = 25,
                   progress: Callable[[int, int], None] | None = None,
@@ -189,3 +189,23 @@ def validation_loss(unet: torch.nn.Module, enc: torch.nn.Module, sampler: ClipSa
                         encoder_hidden_states=enc(ids, mask), encoder_attention_mask=mask).sample
             losses.append(float(torch.nn.functional.mse_loss(pred, noise)))
     return float(np.mean(losses))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m engine.models.embedded.train --out DIR [--steps N] ...``"""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="train the embedded default model")
+    parser.add_argument("--out", required=True, help="model folder to write")
+    parser.add_argument("--data", default=None, help="existing Slakh-format folder (default: render one)")
+    parser.add_argument("--tracks", type=int, default=240)
+    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    train_default(args.out, data_dir=args.data, tracks=args.tracks, steps=args.steps, seed=args.seed,
+                  threads=args.threads)
+
+
+if __name__ == "__main__":
+    main()

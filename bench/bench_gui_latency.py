@@ -1,0 +1,107 @@
+"""GUI responsiveness during a real generation.
+
+* Event-loop stall: a 5 ms QTimer probe in the GUI thread; a stall is a gap between two
+  timeouts beyond the 5 ms period (the longest is what a user feels as a freeze).
+* Step-to-screen latency: from the engine thread emitting a frame (time taken in that thread)
+  to the live heatmap showing the map of that (step, site) (``HeatmapDock.mapChanged``).
+
+Usage: ``OMP_NUM_THREADS=1 python bench/bench_gui_latency.py [--model tiny:audioldm2] [--steps 25]``
+(offscreen when there is no display).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+PROBE_MS = 5
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny:audioldm2")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--duration", type=float, default=1.0)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    import torch
+    from PySide6.QtCore import QEventLoop, QStandardPaths, Qt, QTimer
+
+    from engine.types import GenerationRequest
+    from gui.app import make_app
+    from gui.audio_output import NullOutput
+    from gui.main_window import MainWindow
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    QStandardPaths.setTestModeEnabled(True)
+    app = make_app([sys.argv[0]])
+    window = MainWindow(model=args.model, output=NullOutput())
+    window.show()
+    loop = QEventLoop()
+
+    # load first so the measurement covers denoising, not model loading
+    window.bridge.modelLoaded.connect(loop.quit)
+    window.bridge.modelFailed.connect(lambda m: (print("load failed:", m), loop.quit()))
+    window.bridge.load(args.model, args.device)
+    loop.exec()
+
+    emitted: dict[tuple[int, str], float] = {}
+    latencies: list[float] = []
+    ticks: list[float] = []
+
+    def on_frame_in_engine_thread(frame) -> None:  # DirectConnection: runs in the engine thread
+        emitted.setdefault((frame.step, frame.site), time.perf_counter())
+
+    window.bridge._worker.frame.connect(on_frame_in_engine_thread, Qt.ConnectionType.DirectConnection)
+
+    def on_map() -> None:
+        sel = window.workspace.selection
+        t0 = emitted.get((sel.step, sel.site))
+        if t0 is not None and window.bridge.busy:
+            latencies.append(time.perf_counter() - t0)
+
+    window.heatmap.mapChanged.connect(on_map)
+    probe = QTimer()
+    probe.setTimerType(Qt.TimerType.PreciseTimer)
+    probe.setInterval(PROBE_MS)
+    probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    done: dict[str, str] = {}
+    window.bridge.runFinished.connect(lambda r: (done.setdefault("end", "done"), loop.quit()))
+    window.bridge.runFailed.connect(lambda i, m: (done.setdefault("end", m), loop.quit()))
+    request = GenerationRequest(prompt="bass and drums", steps=args.steps, duration=args.duration, per_head=True)
+    probe.start()
+    t_start = time.perf_counter()
+    window.generate(args.model, args.device, request)
+    loop.exec()
+    elapsed = time.perf_counter() - t_start
+    probe.stop()
+    window.shutdown()
+    if done.get("end") != "done":
+        print("run failed:", done.get("end"))
+        return 1
+    gaps = np.diff(np.asarray(ticks)) * 1000.0
+    lat = np.asarray(latencies) * 1000.0
+    print(f"model {args.model} on {args.device}, {args.steps} steps, {args.duration} s clip, run {elapsed:.2f} s")
+    print(f"event-loop probe ({PROBE_MS} ms): {len(ticks)} ticks; gap p50 {np.percentile(gaps, 50):.1f} ms, "
+          f"p99 {np.percentile(gaps, 99):.1f} ms, longest {gaps.max():.1f} ms (stall {gaps.max() - PROBE_MS:.1f} ms)")
+    if lat.size:
+        print(f"step-to-screen latency: {lat.size} live maps of {args.steps} steps; mean {lat.mean():.1f} ms, "
+              f"p95 {np.percentile(lat, 95):.1f} ms, max {lat.max():.1f} ms")
+    else:
+        print("step-to-screen latency: no live map was shown")
+    app.processEvents()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
