@@ -27,6 +27,7 @@ from engine.backends.recipe import library_versions, scheduler_info, scheduler_s
 from engine.probe.attach import PROCESSOR_SUFFIX, attached, attention_modules
 from engine.probe.attention_math import kv_heads_of
 from engine.probe.budget import plan_capture
+from engine.probe.intervention import intervention_hooks, interventions_of, wrap_sites
 from engine.probe.processors import capture_processor_for
 from engine.probe.recorder import FrameRecorder, cond_index_for
 from engine.types import (
@@ -164,11 +165,12 @@ class DiffusersBackend:
         )
         recorder.pad_keys = self.pad_keys(request)
         denoiser = self.denoiser
-        originals = denoiser.attn_processors
-        processors = {
-            s.name: capture_processor_for(s.name, originals[s.name + PROCESSOR_SUFFIX], recorder)
-            for s in plan.sites
-        }
+        originals = {k[: -len(PROCESSOR_SUFFIX)]: v for k, v in denoiser.attn_processors.items()}
+        interventions = interventions_of(request.extras)
+        processors = wrap_sites(interventions, attention_modules(denoiser), originals)
+        for s in plan.sites:
+            processors[s.name] = capture_processor_for(
+                s.name, processors.get(s.name, originals[s.name]), recorder)
         state: dict[str, Any] = {"step": -1, "timesteps": None, "sigmas": None}
         scheduler = self.pipe.scheduler
 
@@ -193,14 +195,18 @@ class DiffusersBackend:
             cancel.raise_if_cancelled()
 
         hooks: list[tuple[torch.nn.Module, Callable]] = [(denoiser, step_hook)]
-        for parent_name, site_names in self._lattice_parents().items():
+        for parent_name, site_names in self._lattice_parents(plan.sites).items():
             hooks.append((denoiser.get_submodule(parent_name),
                           self._make_lattice_hook(site_names, recorder, request)))
         hooks += self._extra_hooks(state)
+        hooks += intervention_hooks(interventions, self, state)
 
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed))
         start = time.perf_counter()
         try:
+            for iv in interventions:
+                if hasattr(iv, "begin"):
+                    iv.begin(self, request)
             with attached(denoiser, processors, hooks):
                 audio, notes = self._run_pipeline(request, generator, callback)
             rec_warnings = recorder.finish()
@@ -208,6 +214,10 @@ class DiffusersBackend:
             if recorder.writer is not None:
                 recorder.writer.close()
             raise
+        finally:
+            for iv in interventions:
+                if hasattr(iv, "end"):
+                    iv.end()
         elapsed = time.perf_counter() - start
         self._last_lattices.update(recorder.lattices)
         n = state["step"] + 1
@@ -236,9 +246,10 @@ class DiffusersBackend:
             aux=aux,
         )
 
-    def _lattice_parents(self) -> dict[str, list[str]]:
+    def _lattice_parents(self, sites: list[Site]) -> dict[str, list[str]]:
+        """Parent module -> captured sites whose lattice its input reveals."""
         parents: dict[str, list[str]] = {}
-        for site in self.sites():
+        for site in sites:
             parents.setdefault(self._lattice_parent(site.name), []).append(site.name)
         return parents
 
@@ -276,6 +287,10 @@ class DiffusersBackend:
                 "cfg_order": self.cfg_order,
             },
             "notes": notes,
+            "interventions": [
+                iv.describe() if hasattr(iv, "describe") else type(iv).__name__
+                for iv in interventions_of(request.extras)
+            ],
         }
 
 

@@ -70,7 +70,7 @@ class HeadsDock(QDockWidget):
             context = run.context_of(sel.site) if sel.site else None
             frames = {k: v for k, v in run.frames.items() if run.context_of(k[1]) == context}
             self.scores = head_relevance(frames, n_tokens, sel.tokens)
-            head_mean = not self.scores and bool(run.frames)
+            head_mean = not self.scores and bool(run.frames) and run.result is not None
             for name in run.site_names:
                 score = self.scores.get(name)
                 if score is None:
@@ -87,6 +87,7 @@ class HeadsDock(QDockWidget):
                     top.addChild(child)
                 top.setExpanded(True)
             self.note.setText(
+                "relevance scores appear when the run finishes" if run.result is None else
                 "frames are head-mean: tick “record every head” in Run to toggle heads" if head_mean else
                 "relevance: label-free log-ratio of attention on the chosen tokens vs the others"
             )

@@ -13,6 +13,7 @@ from engine.analysis.melscale import grid_hz
 from engine.analysis.metrics import frequency_profile_of, profile_correlation
 from engine.analysis.templates import INSTRUMENT_BANDS, band_mask, band_template
 from engine.types import EngineError
+from gui.docks.heatmap_dock import hz_axis_ticks
 from gui.workspace import Workspace
 
 
@@ -35,9 +36,9 @@ class MetricsDock(QDockWidget):
         lay.addLayout(row)
         self.plot = pg.PlotWidget()
         self.plot.setBackground("w")
-        self.plot.setLogMode(x=True, y=False)
-        self.plot.setLabel("bottom", "frequency", units="Hz")
+        self.plot.setLabel("bottom", "frequency (Hz, mel-spaced)")
         self.plot.setLabel("left", "attention (mean over time)")
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.curve = self.plot.plot(pen=pg.mkPen("#136", width=2), symbol="o", symbolSize=3)
         self.band = pg.LinearRegionItem(movable=False, brush=pg.mkBrush(255, 140, 0, 50))
         self.plot.addItem(self.band)
@@ -56,7 +57,9 @@ class MetricsDock(QDockWidget):
             return
         hz = grid_hz(run.mel_spec, g.shape[1])
         profile = frequency_profile_of(g)
-        self.curve.setData(hz, profile)
+        x = np.arange(g.shape[1]) + 0.5  # bin centres on a mel-spaced axis, as in the heatmap
+        self.curve.setData(x, profile)
+        self.plot.getAxis("bottom").setTicks([hz_axis_ticks(hz, g.shape[1]), []])
         name = self.template.currentText()
         try:
             t = band_template(name)
@@ -64,7 +67,8 @@ class MetricsDock(QDockWidget):
         except EngineError as exc:
             self.label.setText(str(exc))
             return
-        self.band.setRegion((np.log10(max(t.band[0], hz[0])), np.log10(min(t.band[1], hz[-1]))))
+        lo, hi = (float(np.interp(f, hz, x, left=0.0, right=g.shape[1])) for f in t.band)
+        self.band.setRegion((lo, hi))
         r, rho = profile_correlation(g, mask.astype(np.float64))
         share = float(profile[mask].sum() / profile.sum()) if profile.sum() > 0 else float("nan")
         self.scores = {"pearson": r, "spearman": rho, "in_band_share": share, "band_fraction": float(mask.mean())}

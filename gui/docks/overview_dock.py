@@ -116,9 +116,8 @@ class OverviewDock(QDockWidget):
             r, c = origin
             self.mosaic[r : r + f, c : c + t] = cell.T[::-1]  # frequency up, time right
             changed = True
-        if changed:
-            shown = np.nan_to_num(self.mosaic, nan=0.0)
-            self.item.setImage(shown, autoLevels=False, levels=(0.0, 1.0))
+        if changed:  # NaN (cells not recorded yet, gaps) is drawn transparent
+            self.item.setImage(self.mosaic.copy(), autoLevels=False, levels=(0.0, 1.0))
 
     def _on_click(self, event) -> None:
         pos = event.pos()

@@ -91,6 +91,9 @@ class PlayerDock(QDockWidget):
         self.mel_item.setLookupTable(pg.colormap.get("magma").getLookupTable(nPts=256))
         self.mel_plot.addItem(self.mel_item)
         self.mel_plot.setXLink(self.wave)
+        self.wave.setXRange(0.0, 1.0, padding=0)
+        self.wave.setYRange(-1.0, 1.0, padding=0)
+        self.mel_plot.setYRange(0.0, 1.0, padding=0)
         self.cursors = [pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen("r")) for _ in range(2)]
         self.wave.addItem(self.cursors[0])
         self.mel_plot.addItem(self.cursors[1])

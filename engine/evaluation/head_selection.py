@@ -1,0 +1,160 @@
+"""Selective head aggregation on the evaluation's per-head data (``heads/<item>.npz``).
+
+Per class, heads (all cross-attention sites × heads of the main context) are ranked twice:
+
+* **label-free**: ``s = mean_r s_{h,r} − λ·std_r s_{h,r}`` over the selection items' runs, where
+  ``s_{h,r}`` is the head's log-ratio of attention per concept token to attention per other token
+  (:mod:`engine.analysis.heads`); no ground truth is used;
+* **oracle** (clearly labelled): the head's mean AP (or IoU) against the ground-truth mask over the
+  selection items — it uses the labels the maps are judged by, so it is an upper reference only.
+
+Tracks are split in two (sorted track ids, alternating): rankings come from the *selection* tracks,
+scores from the *evaluation* tracks, so not even the oracle is scored on its own labels. With a
+single track both halves are that track and the result is marked ``in_sample``.
+
+Compared on the evaluation items: all heads (DAAM-style mean of every head map), label-free top-k,
+label-free bottom-k and oracle top-k, by IoU@τ, AP and Pearson correlation of the frequency
+profile with the stem profile. The ordered-weakening curves remove heads most-relevant first.
+Head masks are saved as ``{site: [bool, ...]}`` (``GenerationRequest.head_mask``'s format).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.analysis.heads import (
+    oracle_head_scores,
+    ordered_weakening,
+    rank_heads,
+    select_heads,
+    selective_map,
+)
+from engine.analysis.metrics import average_precision, profile_correlation, tf_iou
+from engine.evaluation.tables import read_jsonl, write_table
+from engine.types import EngineError
+
+VARIANTS = ("all heads (DAAM-style)", "label-free top-k", "label-free bottom-k", "ORACLE top-k")
+
+
+def load_head_data(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(maps {site: (H, T, F)}, log-ratios {site: (H,)})`` of one item, sites sorted."""
+    with np.load(path) as data:
+        maps = {k[4:]: data[k].astype(np.float64) for k in sorted(data.files) if k.startswith("map/")}
+        ratios = {k[6:]: data[k].astype(np.float64) for k in sorted(data.files) if k.startswith("ratio/")}
+    return maps, ratios
+
+
+def label_free_scores(ratios: list[dict[str, np.ndarray]], lam: float = 1.0) -> dict[str, np.ndarray]:
+    """``mean_r − λ·std_r`` (population std) of the runs' per-head log-ratios, per site."""
+    sites = list(ratios[0])
+    return {s: np.stack([r[s] for r in ratios]).mean(axis=0)
+            - lam * np.stack([r[s] for r in ratios]).std(axis=0) for s in sites}
+
+
+def split_tracks(tracks: list[str]) -> tuple[set[str], set[str], bool]:
+    """``(selection, evaluation, in_sample)``: alternate sorted tracks; one track serves both."""
+    ordered = sorted(set(tracks))
+    if len(ordered) < 2:
+        return set(ordered), set(ordered), True
+    return set(ordered[0::2]), set(ordered[1::2]), False
+
+
+def save_mask(mask: dict[str, list[bool]], path: Path) -> Path:
+    path.write_text(json.dumps({s: [bool(v) for v in m] for s, m in mask.items()}, indent=1))
+    return path
+
+
+def _item_scores(m: np.ndarray, gt: np.ndarray, stem_profile: np.ndarray, tau: float) -> list[float]:
+    return [tf_iou(m, gt, tau), average_precision(m, gt), profile_correlation(m, stem_profile)[0]]
+
+
+def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap", gt: str = "band",
+                       tau: float = 0.5, lam: float = 1.0, figures: bool = True) -> dict[str, Any]:
+    """Rank heads per class, save top/bottom-k masks, compare variants, write weakening curves.
+
+    Reads ``out/items.jsonl``, ``out/heads/*.npz`` and ``out/maps/*.npz`` (written by ``run_eval``
+    with ``per_head=True``); writes ``out/heads/masks/*.json``, ``heads_comparison.{csv,md}``,
+    ``weakening.csv`` and ``weakening.png``. Returns a summary.
+    """
+    from engine.evaluation.runner import safe_name
+
+    folder = Path(out)
+    records = [r for r in read_jsonl(folder / "items.jsonl")
+               if (folder / "heads" / f"{safe_name(r['id'])}.npz").is_file()]
+    if not records:
+        raise EngineError(f"no per-head data in {folder / 'heads'}: run eval with per-head capture")
+    mask_dir = folder / "heads" / "masks"
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[list[Any]] = []
+    curves: dict[str, list[np.ndarray]] = {"label-free order": [], "ORACLE order": [],
+                                           "reverse label-free order": []}
+    weak_rows: list[list[Any]] = []
+    summary: dict[str, Any] = {"classes": {}}
+    for c in dict.fromkeys(r["class"] for r in records):
+        recs = [r for r in records if r["class"] == c]
+        sel, evl, in_sample = split_tracks([r["track"] for r in recs])
+        data = []
+        for r in recs:
+            maps, ratios = load_head_data(folder / "heads" / f"{safe_name(r['id'])}.npz")
+            with np.load(folder / "maps" / f"{safe_name(r['id'])}.npz") as m:
+                mask = m[f"gt_{gt}"].astype(bool)
+            data.append((r, maps, ratios, mask, np.asarray(r["profiles"]["stem"])))
+        sel_data = [d for d in data if d[0]["track"] in sel]
+        eval_data = [d for d in data if d[0]["track"] in evl]
+        lf = label_free_scores([d[2] for d in sel_data], lam)
+        per_item = [oracle_head_scores(d[1], d[3], metric, tau) for d in sel_data if d[3].any()]
+        oracle = ({s: np.nanmean([o[s] for o in per_item], axis=0) for s in per_item[0]}
+                  if per_item else None)
+        n_heads = sum(v.size for v in lf.values())
+        kk = k if k is not None else max(1, n_heads // 4)
+        kk = min(kk, n_heads)
+        masks = {"label-free top-k": select_heads(lf, kk, "top"),
+                 "label-free bottom-k": select_heads(lf, kk, "bottom")}
+        if oracle is not None and all(np.all(np.isfinite(v)) for v in oracle.values()):
+            masks["ORACLE top-k"] = select_heads(oracle, kk, "top")
+        files = {
+            "label-free top-k": save_mask(masks["label-free top-k"], mask_dir / f"{c}_labelfree_top{kk}.json"),
+            "label-free bottom-k": save_mask(masks["label-free bottom-k"],
+                                             mask_dir / f"{c}_labelfree_bottom{kk}.json"),
+        }
+        if "ORACLE top-k" in masks:
+            files["ORACLE top-k"] = save_mask(masks["ORACLE top-k"], mask_dir / f"{c}_ORACLE_top{kk}.json")
+        for variant in VARIANTS:
+            if variant != VARIANTS[0] and variant not in masks:
+                continue
+            vals = [_item_scores(selective_map(d[1], masks.get(variant)), d[3], d[4], tau)
+                    for d in eval_data]
+            mean = [float(np.nanmean(col)) if np.any(np.isfinite(col)) else float("nan")
+                    for col in np.array(vals, dtype=float).T]
+            rows.append([c, variant, kk, len(eval_data), *mean])
+        orders = {"label-free order": rank_heads(lf)}
+        orders["reverse label-free order"] = orders["label-free order"][::-1]
+        if "ORACLE top-k" in masks:
+            orders["ORACLE order"] = rank_heads(oracle)
+        for name, order in orders.items():
+            ys = [ordered_weakening(d[1], order, d[3], metric, tau)[1] for d in eval_data if d[3].any()]
+            if not ys:
+                continue
+            curve = np.nanmean(np.stack(ys), axis=0)
+            curves[name].append(curve)
+            weak_rows += [[c, name, i, float(v)] for i, v in enumerate(curve)]
+        summary["classes"][c] = {"k": kk, "heads": n_heads, "selection_tracks": sorted(sel),
+                                 "evaluation_tracks": sorted(evl), "in_sample": in_sample,
+                                 "masks": {v: str(p) for v, p in files.items()}}
+    write_table(folder, "heads_comparison",
+                ["Instrument", "Heads kept", "k", "items", "IoU@tau", "AP", "Pearson (stem profile)"],
+                rows, f"Selective head aggregation ({gt} ground truth; ORACLE uses the labels)")
+    write_table(folder, "weakening", ["Instrument", "order", "removed", metric], weak_rows,
+                f"Ordered weakening ({metric}, {gt} ground truth)")
+    if figures and any(curves.values()):
+        from engine.evaluation.figures import weakening_figure
+
+        mean_curves = {n: np.mean(np.stack(v), axis=0) for n, v in curves.items() if v}
+        weakening_figure(mean_curves, folder / "weakening.png", metric)
+    summary["comparison"] = [dict(zip(["class", "variant", "k", "items", "iou", "ap", "pearson"],
+                                      r, strict=True)) for r in rows]
+    return summary

@@ -1,0 +1,467 @@
+"""``python main.py eval``: the AIBA evaluation over a Slakh-format dataset, resumable.
+
+For each usable track (:class:`engine.data.slakh.SlakhDataset`), each evaluated class with a stem
+in the track and each prompt template of the class, one *item* is generated (fixed seed), its
+attention mapped to the grid (:mod:`engine.evaluation.maps`) and scored against the item's ground
+truths (:mod:`engine.evaluation.ground_truth`). Outputs in ``out/``:
+
+``config.json``          the settings that determine the numbers (a resumed run must match them)
+``items.jsonl``          one scored item per line, appended and flushed as soon as it is done
+``errors.jsonl``         items that failed and tracks the reader skipped (the run goes on)
+``maps/<item>.npz``      the item's map, the generated clip's mel (dB), the ground-truth masks
+``heads/<item>.npz``     per-head concept maps and label-free log-ratios (``per_head=True``)
+``layer_weights.json``   fitted layer weights (``weighting="learned"``)
+``table1_*``, ``table3_*``, ``profiles_*`` (.csv/.md), ``figure2_profiles.png``,
+``figure3_examples.png``, ``report.json``, and ``heads/`` results of :func:`run_head_selection`.
+
+Resuming: items whose id is in ``items.jsonl`` are not generated again; failed items are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.analysis.aggregate import fit_layer_weights
+from engine.analysis.melscale import grid_hz, power_to_db
+from engine.analysis.templates import stem_mel_grid
+from engine.data.classes import MAIN_CLASSES
+from engine.data.slakh import SlakhDataset, Track
+from engine.evaluation.ground_truth import GT_KINDS, class_audio, item_ground_truth
+from engine.evaluation.maps import MapSettings, concept_map, head_data, site_maps
+from engine.evaluation.prompts import class_prompts, load_templates
+from engine.evaluation.scoring import attention_profile, score_map
+from engine.evaluation.tables import read_jsonl, write_tables
+from engine.types import CancelToken, EngineError, GenerationRequest, RunCancelled
+
+Progress = Callable[[int, int], None]
+SEED_MODES = ("per_track", "fixed")
+# settings that do not change any number (left out of the resume check)
+_NOT_IN_CONFIG = ("out", "resume", "figures", "device", "memory_budget_mb")
+
+
+@dataclass
+class EvalOptions:
+    """What ``eval`` does; mirrors the command-line flags (``--dataset``, ``--out``, ...)."""
+
+    dataset: str
+    out: str
+    model: str = "embedded"
+    classes: list[str] | None = None  # None: Bass, Drums, Guitar, Piano, Strings, Organ
+    templates: str | None = None  # YAML file; None: resources/prompts/eval_templates.yaml
+    seed: int = 0
+    seed_mode: str = "per_track"  # per_track: seed + track number; fixed: one seed for all
+    steps: int = 25
+    guidance: float = 3.0
+    duration: float = 4.0
+    offset: float = 0.0  # start of the stem window in the track (s)
+    grid: tuple[int, int] = (128, 64)
+    max_tracks: int | None = None
+    split: str | None = None
+    cross_only: bool = True
+    pooling: str = "keyword"
+    aggregator: str = "mean"
+    topk: int = 3
+    weighting: str = "uniform"
+    alpha: float = 1.0
+    beta: float = 4.0
+    tau: float = 0.5
+    per_head: bool = True
+    resume: bool = True
+    fit_split: str | None = None  # learned weighting: fit on this split of the dataset
+    fit_tracks: int = 4  # learned weighting without fit_split: first N tracks, not evaluated
+    fit_target: str = "band"  # ground truth the layer weights are fitted to
+    head_k: int | None = None  # heads kept by head selection (None: a quarter of all heads)
+    head_metric: str = "ap"
+    threshold_db: float = -30.0
+    min_share: float = 0.1
+    device: str = "cpu"
+    memory_budget_mb: float = 4096.0
+    figures: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def map_settings(self) -> MapSettings:
+        return MapSettings(grid=tuple(self.grid), pooling=self.pooling, aggregator=self.aggregator,
+                           topk=self.topk, weighting=self.weighting, alpha=self.alpha,
+                           beta=self.beta, cross_only=self.cross_only)
+
+    def config(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in _NOT_IN_CONFIG:
+            d.pop(k, None)
+        d["grid"] = list(self.grid)
+        d["dataset"] = str(Path(self.dataset).expanduser().resolve())
+        return d
+
+
+def validate(o: EvalOptions) -> None:
+    """Reject bad options before anything is loaded; each message says what to do."""
+    o.map_settings().check()
+    if not 1 <= o.steps <= 1000:
+        raise EngineError(f"--steps must be between 1 and 1000 (got {o.steps})")
+    if not math.isfinite(o.guidance) or o.guidance < 0:
+        raise EngineError(f"--guidance must be a finite number >= 0 (got {o.guidance})")
+    if not math.isfinite(o.duration) or o.duration <= 0:
+        raise EngineError(f"--duration must be a positive number of seconds (got {o.duration})")
+    if o.offset < 0:
+        raise EngineError(f"--offset must be >= 0 seconds (got {o.offset})")
+    if not 0 < o.tau < 1:
+        raise EngineError(f"--tau must be between 0 and 1 (got {o.tau})")
+    if len(o.grid) != 2 or min(o.grid) < 2:
+        raise EngineError(f"--grid needs two sizes >= 2, e.g. 128x64 (got {o.grid})")
+    if o.seed_mode not in SEED_MODES:
+        raise EngineError(f"--seed-mode must be one of {', '.join(SEED_MODES)}")
+    if o.fit_target not in GT_KINDS:
+        raise EngineError(f"--fit-target must be one of {', '.join(GT_KINDS)}")
+    if o.max_tracks is not None and o.max_tracks < 1:
+        raise EngineError(f"--max-tracks must be at least 1 (got {o.max_tracks})")
+    if o.topk < 1:
+        raise EngineError(f"--topk must be at least 1 (got {o.topk})")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One (track, class, template) evaluation item."""
+
+    id: str
+    track: Track
+    inst_class: str
+    word: str
+    template: int
+    prompt: str
+    seed: int
+
+
+def safe_name(item_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", item_id)
+
+
+def track_number(track: Track, fallback: int) -> int:
+    digits = re.sub(r"\D", "", track.id)
+    return int(digits) if digits else fallback
+
+
+def build_items(tracks: list[Track], options: EvalOptions, templates) -> list[Item]:
+    """Items in track, class, template order (a track without an evaluated class adds none)."""
+    classes = options.classes or list(MAIN_CLASSES)
+    items = []
+    for i, track in enumerate(tracks):
+        present = set(track.classes())
+        seed = options.seed + (track_number(track, i) if options.seed_mode == "per_track" else 0)
+        for c in classes:
+            if c not in present:
+                continue
+            cp = class_prompts(templates, c)
+            for t, prompt in enumerate(cp.prompts):
+                item_id = f"{track.split or '-'}/{track.id}/{c}/{t}"
+                items.append(Item(item_id, track, c, cp.word, t, prompt, seed))
+    return items
+
+
+class _Writer:
+    """Append-only JSON lines, flushed to disk after every record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, allow_nan=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def repair_jsonl(path: Path) -> None:
+    """Cut a torn last line (a write interrupted mid-record) so appends start on a fresh line."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+class Evaluator:
+    """Generates, maps and scores items with one backend (one generation per prompt and seed)."""
+
+    def __init__(self, backend, options: EvalOptions, layer_weights: dict[str, float] | None = None):
+        self.backend = backend
+        self.o = options
+        self.settings = options.map_settings()
+        self.spec = backend.mel_spec()
+        self.layer_weights = layer_weights
+        self.sites = self._sites()
+        self._cache: dict[tuple[str, int], Any] = {}
+        self.generate_calls = 0
+
+    def _sites(self) -> list[str] | None:
+        sites = self.backend.sites()
+        cross = [s for s in sites if s.kind == "cross"]
+        contexts = {s.context for s in cross}
+        main = next((c for c in ("text", "t5") if c in contexts), None)
+        chosen = [s.name for s in cross if main is None or s.context == main]
+        if not self.o.cross_only:
+            chosen += [s.name for s in sites if s.kind == "self"]
+        return chosen or None
+
+    def run(self, item: Item, cancel: CancelToken | None = None):
+        """The backend's run of the item's prompt and seed (one cached result is reused)."""
+        key = (item.prompt, item.seed)
+        if key not in self._cache:
+            self._cache.clear()
+            request = GenerationRequest(
+                prompt=item.prompt, seed=item.seed, steps=self.o.steps, guidance=self.o.guidance,
+                duration=self.o.duration, sites=self.sites, per_head=self.o.per_head,
+                memory_budget_mb=self.o.memory_budget_mb)
+            self.generate_calls += 1
+            result = self.backend.generate(request, None, cancel)
+            bad = [w for w in result.warnings if "NaN" in w or " inf" in w]
+            if bad:
+                raise EngineError(f"{bad[0]}; try fewer steps or another seed")
+            if result.frames_dir is not None:
+                raise EngineError("frames were streamed to disk: raise --memory-budget-mb")
+            self._cache[key] = result
+        return self._cache[key]
+
+    def stem(self, item: Item) -> np.ndarray:
+        """The class's stem audio in the window (read before generating: a bad stem costs nothing)."""
+        return class_audio(item.track, item.inst_class, self.spec.sample_rate, self.o.offset,
+                           self.o.duration)
+
+    def ground_truth(self, item: Item, stem: np.ndarray, result):
+        return item_ground_truth(item.inst_class, stem, self.spec.sample_rate, result.audio,
+                                 result.sample_rate, self.spec, tuple(self.o.grid), self.o.duration,
+                                 self.o.threshold_db, self.o.min_share)
+
+    def score(self, item: Item, folder: Path, cancel: CancelToken | None = None) -> dict[str, Any]:
+        """Generate (or reuse), map, score; writes the item's npz files; returns its record."""
+        start = time.perf_counter()
+        stem = self.stem(item)
+        result = self.run(item, cancel)
+        g = concept_map(result, item.word, self.settings, self.layer_weights)
+        gt = self.ground_truth(item, stem, result)
+        scores = score_map(g, gt, self.o.tau)
+        grid = tuple(self.o.grid)
+        name = safe_name(item.id)
+        mel_db = power_to_db(stem_mel_grid(result.audio, result.sample_rate, self.spec, grid))
+        stem_db = power_to_db(stem_mel_grid(stem, self.spec.sample_rate, self.spec, grid))
+        np.savez_compressed(folder / "maps" / f"{name}.npz", map=g.astype(np.float32),
+                            mel_db=mel_db.astype(np.float32), stem_mel_db=stem_db.astype(np.float32),
+                            **{f"gt_{k}": m for k, m in gt.masks.items()})
+        notes = [w for w in result.warnings if w not in self.backend.warnings]
+        if self.o.per_head:
+            hd = head_data(result, item.word, grid)
+            arrays = {f"map/{s}": m.astype(np.float16) for s, m in hd.maps.items()}
+            arrays.update({f"ratio/{s}": r for s, r in hd.log_ratio.items()})
+            np.savez_compressed(folder / "heads" / f"{name}.npz", **arrays)
+        return {
+            "id": item.id, "track": item.track.id, "split": item.track.split,
+            "class": item.inst_class, "word": item.word, "template": item.template,
+            "prompt": item.prompt, "seed": item.seed, "scores": scores,
+            "profiles": {"attention": attention_profile(g).tolist(),
+                         **{k: np.asarray(v, dtype=float).tolist() for k, v in gt.profiles.items()}},
+            "warnings": notes,
+            "elapsed_s": round(time.perf_counter() - start, 4),
+        }
+
+
+def prepare_folder(options: EvalOptions) -> Path:
+    """Create ``out``; check a resumed run has the same settings, or clear our files when not resuming."""
+    out = Path(options.out).expanduser().resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "maps").mkdir(exist_ok=True)
+        (out / "heads").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise EngineError(f"cannot create {out} ({exc.strerror}): choose a writable --out") from exc
+    cfg_path = out / "config.json"
+    config = options.config()
+    if cfg_path.is_file() and options.resume:
+        old = json.loads(cfg_path.read_text())
+        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        if diff:
+            raise EngineError(f"{out} holds an eval with other settings ({', '.join(diff)}): "
+                              "use the same settings, --no-resume, or a new --out")
+    elif not options.resume:
+        for name in ("items.jsonl", "errors.jsonl", "fit_items.jsonl", "layer_weights.json"):
+            (out / name).unlink(missing_ok=True)
+        for sub in ("maps", "heads"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+            (out / sub).mkdir()
+    cfg_path.write_text(json.dumps(config, indent=2))
+    return out
+
+
+def split_fit_tracks(dataset: SlakhDataset, options: EvalOptions) -> tuple[list[Track], list[Track]]:
+    """``(eval tracks, fit tracks)``: fit tracks only for learned weighting (held out from eval)."""
+    tracks = list(dataset.tracks)
+    if options.weighting != "learned":
+        fit: list[Track] = []
+    elif options.fit_split is not None:
+        fit = list(SlakhDataset(options.dataset, options.fit_split).tracks)
+    else:
+        if len(tracks) <= options.fit_tracks:
+            raise EngineError(f"learned weighting holds out {options.fit_tracks} tracks but the dataset "
+                              f"has {len(tracks)}: lower --fit-tracks or give --fit-split")
+        fit, tracks = tracks[: options.fit_tracks], tracks[options.fit_tracks:]
+    if options.max_tracks is not None:
+        tracks = tracks[: options.max_tracks]
+    return tracks, fit
+
+
+def fit_weights(ev: Evaluator, items: list[Item], out: Path, options: EvalOptions,
+                cancel: CancelToken | None = None) -> dict[str, float]:
+    """Fit layer weights (NNLS on the simplex) on held-out items; cached in layer_weights.json."""
+    path = out / "layer_weights.json"
+    if path.is_file():
+        return json.loads(path.read_text())["weights"]
+    layer_maps, targets, used, sites = [], [], [], None
+    errors = _Writer(out / "errors.jsonl")
+    for item in items:
+        try:
+            stem = ev.stem(item)
+            result = ev.run(item, cancel)
+            maps = site_maps(result, item.word, ev.settings)
+            gt = ev.ground_truth(item, stem, result)
+        except (RunCancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - collected, the fit goes on without the item
+            errors.append({"id": item.id, "phase": "fit", "error": _one_line(exc)})
+            continue
+        sites = sites or sorted(maps)
+        layer_maps.append(np.stack([maps[s] for s in sites]))
+        targets.append(gt.masks[options.fit_target].astype(np.float64))
+        used.append(item.id)
+    if not layer_maps or sites is None:
+        raise EngineError("no held-out item could be used to fit layer weights: check errors.jsonl")
+    w = fit_layer_weights(np.stack(layer_maps), np.stack(targets))
+    weights = {s: float(v) for s, v in zip(sites, w, strict=True)}
+    path.write_text(json.dumps({"weights": weights, "items": used, "target": options.fit_target},
+                               indent=2))
+    return weights
+
+
+def run_eval(options: EvalOptions, progress: Progress | None = None, backend=None,
+             cancel: CancelToken | None = None) -> Path:
+    """Run (or resume) the evaluation and return the output folder (see module docstring).
+
+    ``backend`` overrides ``options.model`` (an already loaded backend, e.g. in tests or the GUI).
+    """
+    validate(options)
+    templates = load_templates(options.templates)
+    for c in options.classes or MAIN_CLASSES:
+        class_prompts(templates, c)
+    dataset = SlakhDataset(options.dataset, options.split)
+    out = prepare_folder(options)
+    for name in ("items.jsonl", "errors.jsonl"):
+        repair_jsonl(out / name)
+    if backend is None:
+        from engine.backends.registry import load_backend
+
+        backend = load_backend(options.model, device=options.device)
+    tracks, fit_tracks = split_fit_tracks(dataset, options)
+    errors = _Writer(out / "errors.jsonl")
+    known_errors = {(e.get("id"), e.get("error")) for e in read_jsonl(out / "errors.jsonl")}
+    for skipped in dataset.scan_report:
+        rec = {"id": str(skipped.path.name), "phase": "scan", "error": skipped.reason}
+        if (rec["id"], rec["error"]) not in known_errors:
+            errors.append(rec)
+    ev = Evaluator(backend, options)
+    if options.weighting == "learned":
+        ev.layer_weights = fit_weights(ev, build_items(fit_tracks, options, templates), out, options,
+                                       cancel)
+    items = build_items(tracks, options, templates)
+    if not items:
+        raise EngineError(f"no track of {options.dataset} has a stem of the classes "
+                          f"{', '.join(options.classes or MAIN_CLASSES)}: check --dataset/--classes")
+    done = {r["id"] for r in read_jsonl(out / "items.jsonl")}
+    writer = _Writer(out / "items.jsonl")
+    started = time.perf_counter()
+    new_items = 0
+    for n, item in enumerate(items):
+        if item.id not in done:
+            try:
+                writer.append(ev.score(item, out, cancel))
+                new_items += 1
+            except (RunCancelled, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+                errors.append({"id": item.id, "phase": "item", "error": _one_line(exc)})
+        if progress is not None:
+            progress(n + 1, len(items))
+    elapsed = time.perf_counter() - started
+    finish(out, options, backend, ev, new_items, elapsed)
+    return out
+
+
+def finish(out: Path, options: EvalOptions, backend, ev: Evaluator, new_items: int,
+           elapsed: float) -> dict[str, Any]:
+    """Tables, figures, head selection and report.json from what is on disk."""
+    records = read_jsonl(out / "items.jsonl")
+    scored = {r["id"] for r in records}
+    open_errors = {(e["id"], e["error"]): e for e in read_jsonl(out / "errors.jsonl")
+                   if e["id"] not in scored}  # resolved by a later retry: not counted
+    report: dict[str, Any] = {
+        "items": len(records), "errors": len(open_errors),
+        "error_ids": sorted({e[0] for e in open_errors}),
+        "generate_calls_this_session": ev.generate_calls,
+        "new_items_this_session": new_items,
+        "items_per_minute": (60.0 * new_items / elapsed) if new_items and elapsed > 0 else None,
+        "model": getattr(backend, "model_id", options.model),
+        "family": getattr(backend, "family", None),
+        "model_warnings": list(getattr(backend, "warnings", [])),
+        "layer_weights": ev.layer_weights,
+    }
+    if records:
+        tables = write_tables(out, records, GT_KINDS, options.tau)
+        report["table1"] = {gt: {a: t[a] for a in ("micro", "macro", "posweighted")}
+                            for gt, t in tables.items()}
+        if options.figures:
+            from engine.evaluation.figures import figure2, figure3
+
+            hz = grid_hz(ev.spec, options.grid[1])
+            figure2(records, hz, out / "figure2_profiles.png",
+                    [c for c in (options.classes or MAIN_CLASSES) if any(r["class"] == c for r in records)])
+            examples = []
+            for c in dict.fromkeys(r["class"] for r in records):
+                rec = next(r for r in records if r["class"] == c)
+                data = np.load(out / "maps" / f"{safe_name(rec['id'])}.npz")
+                examples.append({"title": f"{rec['prompt']} ({rec['track']})",
+                                 "mel_db": data["mel_db"], "map": data["map"]})
+            figure3(examples[:4], hz, options.duration, out / "figure3_examples.png")
+        if options.per_head:
+            from engine.evaluation.head_selection import run_head_selection
+
+            try:
+                report["head_selection"] = run_head_selection(
+                    out, k=options.head_k, metric=options.head_metric, tau=options.tau,
+                    figures=options.figures)
+            except EngineError as exc:
+                report["head_selection"] = {"skipped": str(exc)}
+    (out / "report.json").write_text(json.dumps(_json_safe(report), indent=2, default=str))
+    return report
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace nan/inf by None so report.json is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,146 @@
+"""Tables of the evaluation, computed from the per-item records of ``items.jsonl`` alone.
+
+* Table 1 (AIBA layout): rows Precision / Recall / F1 / IoU, columns Micro / Macro / Posweighted.
+* Table 3 (AIBA layout): one row per class plus ``Macro-avg``, columns Precision / Recall / F1 / IoU.
+* Profile table: per class, the mean over items of IoU@τ, swept IoU, AP, pointing game and the
+  Pearson / Spearman profile correlations (``nan`` values are left out of the mean).
+
+Counting: every item stores the confusion counts of its binarised map against each ground truth.
+A class's scores come from the counts pooled over its items (as if their masks were concatenated);
+``micro`` pools the counts over all classes; ``macro`` is the unweighted mean of the class scores;
+``posweighted`` weights each class by its number of positive ground-truth cells (TP + FN). This is
+:func:`engine.analysis.metrics.class_table` on counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.analysis.metrics import Counts, scores_from_counts
+from engine.types import EngineError
+
+METRICS = ("precision", "recall", "f1", "iou")
+PROFILE_METRICS = ("iou", "iou_sweep_mean", "ap", "pointing", "pearson", "spearman")
+AVERAGES = ("micro", "macro", "posweighted")
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; a torn last line (interrupted write) is ignored."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    out = []
+    lines = p.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:
+                break
+            raise EngineError(f"{p} line {i + 1} is not JSON ({exc.msg}): repair or delete the line") from exc
+    return out
+
+
+def class_counts(items: Iterable[dict[str, Any]], gt: str) -> dict[str, Counts]:
+    """Counts pooled per class for ground-truth kind ``gt``, classes in first-seen order."""
+    pooled: dict[str, list[int]] = {}
+    for it in items:
+        s = it["scores"][gt]
+        acc = pooled.setdefault(it["class"], [0, 0, 0, 0])
+        for j, f in enumerate(("tp", "fp", "fn", "tn")):
+            acc[j] += int(s[f])
+    return {c: Counts(*v) for c, v in pooled.items()}
+
+
+def count_table(counts: dict[str, Counts], zero_division: float = 0.0) -> dict[str, dict[str, float]]:
+    """Per-class and micro / macro / positive-weighted precision, recall, F1, IoU from counts."""
+    if not counts:
+        raise EngineError("no scored items: nothing to tabulate")
+    table = {c: scores_from_counts(k, zero_division) for c, k in counts.items()}
+    total = Counts(*(sum(getattr(k, f) for k in counts.values()) for f in ("tp", "fp", "fn", "tn")))
+    table["micro"] = scores_from_counts(total, zero_division)
+    classes = list(counts)
+    table["macro"] = {m: float(np.mean([table[c][m] for c in classes])) for m in METRICS}
+    support = np.array([counts[c].tp + counts[c].fn for c in classes], dtype=np.float64)
+    table["posweighted"] = (
+        {m: float("nan") for m in METRICS} if support.sum() == 0 else
+        {m: float(np.dot(support, [table[c][m] for c in classes]) / support.sum()) for m in METRICS}
+    )
+    return table
+
+
+def table1_rows(table: dict[str, dict[str, float]]) -> list[list[Any]]:
+    """AIBA Table 1: metric rows × (Micro, Macro, Posweighted)."""
+    names = {"precision": "Precision", "recall": "Recall", "f1": "F1", "iou": "IoU"}
+    return [[names[m], *(table[a][m] for a in AVERAGES)] for m in METRICS]
+
+
+def table3_rows(table: dict[str, dict[str, float]], classes: Sequence[str]) -> list[list[Any]]:
+    """AIBA Table 3: class rows (then Macro-avg) × (Precision, Recall, F1, IoU)."""
+    rows = [[c, *(table[c][m] for m in METRICS)] for c in classes]
+    rows.append(["Macro-avg", *(table["macro"][m] for m in METRICS)])
+    return rows
+
+
+def profile_rows(items: Sequence[dict[str, Any]], gt: str, classes: Sequence[str]) -> list[list[Any]]:
+    """Per class (then ``all``): items and the nan-skipping mean of each profile metric."""
+    rows = []
+    for c in [*classes, "all"]:
+        chosen = [it for it in items if c == "all" or it["class"] == c]
+        vals = []
+        for m in PROFILE_METRICS:
+            xs = [it["scores"][gt][m] for it in chosen if it["scores"][gt].get(m) is not None]
+            vals.append(float(np.mean(xs)) if xs else float("nan"))
+        rows.append([c, len(chosen), *vals])
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+def write_table(folder: Path, name: str, header: Sequence[str], rows: Sequence[Sequence[Any]],
+                title: str = "") -> tuple[Path, Path]:
+    """Write ``name.csv`` (full precision) and ``name.md`` (3 decimals) and return both paths."""
+    csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for r in rows:
+            w.writerow([repr(v) if isinstance(v, float) else v for v in r])
+    lines = [f"**{title}**", ""] if title else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return csv_path, md_path
+
+
+def write_tables(folder: Path, items: Sequence[dict[str, Any]], gts: Sequence[str],
+                 tau: float) -> dict[str, dict[str, dict[str, float]]]:
+    """Tables 1 and 3 and the profile table for every ground-truth kind; returns the count tables."""
+    if not items:
+        raise EngineError("no item was scored: check the dataset and the errors report")
+    classes = list(dict.fromkeys(it["class"] for it in items))
+    out = {}
+    for gt in gts:
+        table = count_table(class_counts(items, gt))
+        out[gt] = table
+        write_table(folder, f"table1_{gt}", ["Metric", "Micro", "Macro", "Posweighted"],
+                    table1_rows(table), f"Table 1 ({gt} ground truth, τ = {tau}, {len(items)} items)")
+        write_table(folder, f"table3_{gt}", ["Instrument", "Precision", "Recall", "F1", "IoU"],
+                    table3_rows(table, classes), f"Table 3 ({gt} ground truth, τ = {tau})")
+        write_table(folder, f"profiles_{gt}",
+                    ["Instrument", "items", "IoU@tau", "IoU swept", "AP", "pointing", "Pearson", "Spearman"],
+                    profile_rows(items, gt, classes), f"Profile and ranking metrics ({gt} ground truth)")
+    return out
