@@ -73,6 +73,7 @@ def _sites_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="embedded")
     p.add_argument("--prompt", default="bass and drums")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds (sets the query lattices shown)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -103,9 +103,11 @@ def _cmd_sites(args: argparse.Namespace) -> int:
     from engine.backends.registry import load_backend
 
     backend = load_backend(args.model, device=args.device)
-    print(f"model: {backend.model_id} ({backend.family})")
+    print(f"model: {backend.model_id} ({backend.family}); lattices (time x freq) for {args.duration:g} s")
+    planned = getattr(backend, "planned_lattice", None)
     for site in backend.sites():
-        lattice = "x".join(str(v) for v in site.lattice) if site.lattice else "-"
+        lat = site.lattice or (planned(site.name, args.duration) if planned else None)
+        lattice = "x".join(str(v) for v in lat) if lat else "-"
         print(f"{site.index:3d}  {site.kind:5s}  {site.context:5s}  heads={site.heads:<3d} kv={site.kv_heads:<3d} lattice={lattice:8s} {site.name}")
     for context, toks in backend.tokens(args.prompt).items():
         print(f"tokens[{context}]: {' | '.join(toks)}")

@@ -123,7 +123,7 @@ def load_folder(folder: Path, device: str, dtype: str, model_id: str | None = No
     family = family_of_folder(folder)
     cls = _pipeline_class(family)
     try:
-        pipe = cls.from_pretrained(str(folder), torch_dtype=resolve_dtype(dtype), local_files_only=True)
+        pipe = cls.from_pretrained(str(folder), dtype=resolve_dtype(dtype), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise EngineError(f"cannot load the pipeline in {folder}: {str(exc).splitlines()[0]}") from exc
     return _backend_class(family)(_finish(pipe, device, dtype), model_id or str(folder), device, dtype)
@@ -142,7 +142,7 @@ def load_hub(model_id: str, device: str, dtype: str):
         )
     cls = _pipeline_class(family)
     try:
-        pipe = cls.from_pretrained(model_id, torch_dtype=resolve_dtype(dtype), local_files_only=offline)
+        pipe = cls.from_pretrained(model_id, dtype=resolve_dtype(dtype), local_files_only=offline)
     except (OSError, ValueError) as exc:
         state = "offline (HF_HUB_OFFLINE is set)" if offline else "not downloadable here"
         raise EngineError(

@@ -81,6 +81,10 @@ class StableAudioBackend(DiffusersBackend):
         n = self.audio_frames(request.duration, latent_frames)
         return (n, 1), slice(1, 1 + n)  # self sites: cropped queries, all 1 + L keys
 
+    def planned_lattice(self, name: str, duration: float) -> tuple[int, int]:
+        """The query lattice of a site for ``duration`` seconds: audio-carrying frames x 1."""
+        return (self.audio_frames(duration), 1)
+
     def key_count(self) -> int:
         return int(self.pipe.tokenizer.model_max_length) + len(SECONDS_TOKENS)
 
