@@ -39,10 +39,7 @@ class TerminalProgress:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from engine.analyze import AnalyzeOptions, analyze
 
-    try:
-        grid_t, grid_f = (int(v) for v in args.grid.lower().split("x"))
-    except ValueError as exc:
-        raise EngineError(f"bad --grid {args.grid!r}: write it as TIMExMEL, e.g. 128x64") from exc
+    grid_t, grid_f = _parse_grid(args.grid)
     options = AnalyzeOptions(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
@@ -71,6 +68,48 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     print(f"wrote {out}")
+    return 0
+
+
+def _parse_grid(text: str) -> tuple[int, int]:
+    try:
+        grid_t, grid_f = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise EngineError(f"bad --grid {text!r}: write it as TIMExMEL, e.g. 128x64") from exc
+    return grid_t, grid_f
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from engine.evaluation import EvalOptions, run_eval
+
+    options = EvalOptions(
+        dataset=args.dataset, out=args.out, model=args.model,
+        classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
+        templates=args.templates, seed=args.seed, seed_mode=args.seed_mode, steps=args.steps,
+        guidance=args.guidance, duration=args.duration, offset=args.offset, grid=_parse_grid(args.grid),
+        max_tracks=args.max_tracks, split=args.split, cross_only=not args.all_sites,
+        pooling=args.pooling, aggregator=args.aggregator, topk=args.topk,
+        weighting=args.weighting.replace("-", "_"), alpha=args.alpha, beta=args.beta, tau=args.tau,
+        per_head=not args.no_per_head, resume=not args.no_resume, fit_split=args.fit_split,
+        fit_tracks=args.fit_tracks, fit_target=args.fit_target, head_k=args.head_k,
+        head_metric=args.head_metric, threshold_db=args.threshold_db, min_share=args.min_share,
+        device=args.device, memory_budget_mb=args.memory_budget_mb, figures=not args.no_figures,
+    )
+    bar = TerminalProgress("evaluating", unit="item")
+    try:
+        out = run_eval(options, progress=bar)
+    finally:
+        bar.close()
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_heads(args: argparse.Namespace) -> int:
+    from engine.evaluation import run_head_selection
+
+    summary = run_head_selection(args.out, k=args.k, metric=args.metric, gt=args.gt, tau=args.tau,
+                                 lam=args.lam, figures=not args.no_figures)
+    print(f"wrote head masks and comparison to {args.out} ({len(summary)} entries)")
     return 0
 
 
@@ -116,6 +155,8 @@ def _cmd_sites(args: argparse.Namespace) -> int:
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "analyze": _cmd_analyze,
+    "eval": _cmd_eval,
+    "head-select": _cmd_heads,
     "render-dataset": _cmd_render,
     "train-default": _cmd_train,
     "sites": _cmd_sites,
@@ -147,7 +188,7 @@ def quiet_libraries() -> None:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command; user errors become one line on stderr and exit code 2."""
-    if args.command in ("analyze", "sites", "train-default"):
+    if args.command in ("analyze", "sites", "train-default", "eval", "head-select"):
         quiet_libraries()
     try:
         return HANDLERS[args.command](args)

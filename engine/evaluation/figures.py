@@ -19,14 +19,14 @@ from engine.analysis.metrics import normalise_map
 from engine.figures import _pyplot, tf_image
 
 
-def _peak1(x: np.ndarray) -> np.ndarray:
-    m = float(np.max(x))
-    return x / m if m > 0 else x
+def _minmax(x: np.ndarray) -> np.ndarray:
+    """Min–max scaled for display (shapes, not levels, are compared; a flat profile stays 0)."""
+    return normalise_map(np.asarray(x, dtype=float))
 
 
 def figure2(items: Sequence[dict[str, Any]], hz: np.ndarray, path: Path,
             classes: Sequence[str] | None = None) -> Path:
-    """Attention profile vs ground-truth profiles per class (one row each)."""
+    """Attention profile vs ground-truth profiles per class (one row each), min–max scaled."""
     plt = _pyplot()
     classes = list(classes or dict.fromkeys(it["class"] for it in items))
     fig, axes = plt.subplots(len(classes), 1, figsize=(6.5, 1.7 * len(classes) + 0.6),
@@ -40,11 +40,11 @@ def figure2(items: Sequence[dict[str, Any]], hz: np.ndarray, path: Path,
         stem = np.mean([it["profiles"]["stem"] for it in chosen], axis=0)
         band = np.asarray(chosen[0]["profiles"]["band"], dtype=float)
         ax.fill_between(hz, 0, band, step="mid", color="0.88", label="band template")
-        ax.plot(hz, _peak1(att), "-", color="C0", lw=1.6, label="attention")
-        ax.plot(hz, _peak1(stem), "--", color="C3", lw=1.3, label="stem profile")
+        ax.plot(hz, _minmax(att), "-", color="C0", lw=1.6, label="attention")
+        ax.plot(hz, _minmax(stem), "--", color="C3", lw=1.3, label="stem profile")
         ax.set_xscale("log")
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel("rel.")
+        ax.set_ylabel("min–max")
         ax.set_title(f"{c} ({len(chosen)} items)", fontsize=9)
     axes[-1, 0].set_xlabel("frequency (Hz)")
     axes[0, 0].legend(fontsize=7, loc="upper right")

@@ -92,7 +92,7 @@ class EvalOptions:
 
     def map_settings(self) -> MapSettings:
         return MapSettings(grid=tuple(self.grid), pooling=self.pooling, aggregator=self.aggregator,
-                           topk=self.topk, weighting=self.weighting, alpha=self.alpha,
+                           topk=self.topk, weighting=self.weighting.replace("-", "_"), alpha=self.alpha,
                            beta=self.beta, cross_only=self.cross_only)
 
     def config(self) -> dict[str, Any]:
@@ -309,7 +309,7 @@ def prepare_folder(options: EvalOptions) -> Path:
 def split_fit_tracks(dataset: SlakhDataset, options: EvalOptions) -> tuple[list[Track], list[Track]]:
     """``(eval tracks, fit tracks)``: fit tracks only for learned weighting (held out from eval)."""
     tracks = list(dataset.tracks)
-    if options.weighting != "learned":
+    if options.map_settings().weighting != "learned":
         fit: list[Track] = []
     elif options.fit_split is not None:
         fit = list(SlakhDataset(options.dataset, options.fit_split).tracks)
@@ -381,7 +381,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None, backend=Non
         if (rec["id"], rec["error"]) not in known_errors:
             errors.append(rec)
     ev = Evaluator(backend, options)
-    if options.weighting == "learned":
+    if ev.settings.weighting == "learned":
         ev.layer_weights = fit_weights(ev, build_items(fit_tracks, options, templates), out, options,
                                        cancel)
     items = build_items(tracks, options, templates)

@@ -11,7 +11,7 @@ from gui.main_window import MainWindow
 
 def _window(qtbot) -> MainWindow:
     window = MainWindow(output=NullOutput())
-    qtbot.addWidget(window)
+    qtbot.addWidget(window, before_close_func=lambda w: w.shutdown())
     window.show()
     return window
 

@@ -1,0 +1,309 @@
+"""Layer-selective attention caching (LSAC, SAM-Audio probing Sec. 2.4 / 4.4).
+
+For each planned site with freeze step ``s``: steps ``< s`` run the stock processor; at step
+``s`` the stock processor runs and ``softmax(QKᵀ/√d + mask)`` of **every** batch item (both CFG
+halves) is cached; at every later step the query–key product is skipped: only ``V = to_v(ctx)``,
+``probs @ V`` (GQA: query head ``h`` uses K/V head ``h // (heads // kv_heads)``) and the output
+projection run. RoPE (Stable Audio ``attn1``) touches only Q and K, so it is baked into the
+cache. A freeze step equal to the last step therefore reproduces the full run.
+
+Presets turn a :class:`~engine.convergence.diagnostics.ConvergenceReport` into a plan for ``T``
+steps (``⌈f·T⌉``, clipped to ``1..T−1``; the paper's Eq. 5 is not legible in our copy, so the
+fractions follow its Sec. 4.2 results: stable layers freeze safely from T/4, fast ones from
+3T/4):
+
+============  =======================  ==========================  =========================
+preset        stable sites             moderate sites (fast, ≤ q75)  other fast sites
+============  =======================  ==========================  =========================
+safe          T/2                      —                           —
+balanced      T/4                      3T/4                        —
+aggressive    T/4                      T/2                         3T/4
+============  =======================  ==========================  =========================
+
+The cache lives on the model's device in the model's dtype; its size is estimated before the run
+(:func:`estimate_cache_bytes`) and enforced while it runs: sites that do not fit the budget are
+left uncached, with a warning in :attr:`LSAC.warnings` (also in ``describe()``, which the run's
+recipe records).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from engine.convergence.site_processors import StepCounter, site_processor_for
+from engine.probe.attention_math import attention_probs
+from engine.types import EngineError, GenerationRequest
+
+LSAC_CHOICES = ("off", "safe", "balanced", "aggressive")
+STOCK_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "StableAudioAttnProcessor2_0")
+DEFAULT_BUDGET_MB = 1024.0
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Freeze points of a preset as fractions of the step count (``None``: not cached)."""
+
+    name: str
+    stable_at: float
+    moderate_at: float | None = None
+    fast_at: float | None = None
+    moderate_quantile: float = 0.75
+
+
+PRESETS: dict[str, Preset] = {
+    "safe": Preset("safe", 0.5),
+    "balanced": Preset("balanced", 0.25, 0.75),
+    "aggressive": Preset("aggressive", 0.25, 0.5, 0.75),
+}
+
+
+def preset_named(name: str) -> Preset:
+    key = str(name).strip().lower()
+    if key not in PRESETS:
+        raise EngineError(f"unknown LSAC preset {name!r}: use one of {', '.join(LSAC_CHOICES)}")
+    return PRESETS[key]
+
+
+def freeze_step_at(fraction: float, steps: int) -> int:
+    """``⌈fraction · steps⌉`` clipped to ``1 .. steps − 1``."""
+    return int(min(steps - 1, max(1, math.ceil(fraction * steps - 1e-9))))
+
+
+def plan_from_preset(report, preset: str | Preset, steps: int,
+                     kinds: tuple[str, ...] = ("self", "cross")) -> dict[str, int]:
+    """Site → freeze step for ``steps`` denoising steps from a convergence report."""
+    p = preset if isinstance(preset, Preset) else preset_named(preset)
+    if steps < 2:
+        raise EngineError(f"LSAC needs at least 2 steps (got {steps})")
+    moderate = set(report.moderate_sites(p.moderate_quantile))
+    plan: dict[str, int] = {}
+    for site, kind, stable in zip(report.sites, report.kinds, report.stable, strict=True):
+        if kind not in kinds:
+            continue
+        frac = p.stable_at if stable else (p.moderate_at if site in moderate else p.fast_at)
+        if frac is not None:
+            step = freeze_step_at(frac, steps)
+            if step < steps - 1:  # freezing at the last step saves nothing
+                plan[site] = step
+    return plan
+
+
+def _batch_of(request: GenerationRequest) -> int:
+    return 2 if request.guidance > 1.0 else 1
+
+
+def cache_shapes(backend, request: GenerationRequest) -> dict[str, tuple[int, int, int, int]]:
+    """Site → ``(batch, heads, Q, K)`` of its cached probabilities (all queries the site
+    computes: Stable Audio's global token and full latent length included)."""
+    shapes = backend.frame_shapes(request)
+    out = {}
+    for site in backend.sites():
+        heads, q, k = shapes[site.name]
+        if getattr(backend, "family", "") == "stable_audio":
+            q = int(backend.pipe.transformer.config.sample_size) + 1
+            k = q if site.kind == "self" else k
+        out[site.name] = (_batch_of(request), heads, q, k)
+    return out
+
+
+def estimate_cache_bytes(backend, request: GenerationRequest, plan: dict[str, int],
+                         itemsize: int = 4) -> dict[str, int]:
+    """Bytes the cache of each planned site will take."""
+    shapes = cache_shapes(backend, request)
+    return {s: math.prod(shapes[s]) * itemsize for s in plan}
+
+
+def cached_attention_output(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
+                            probs: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+    """The output of a stock attention call given its probabilities ``(B, heads, Q, K)``:
+    norms, ``to_v``, ``probs @ V`` per head (GQA by grouping), ``to_out``, residual, rescale."""
+    residual = hidden_states
+    if getattr(attn, "spatial_norm", None) is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    input_ndim = hidden_states.ndim
+    if input_ndim == 4:
+        b, c, h, w = hidden_states.shape
+        hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+    batch = hidden_states.shape[0]
+    if getattr(attn, "group_norm", None) is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    if encoder_hidden_states is None:
+        context = hidden_states
+    elif attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(encoder_hidden_states)
+    else:
+        context = encoder_hidden_states
+    value = attn.to_v(context)
+    head_dim = attn.to_q.out_features // attn.heads
+    kv_heads = value.shape[-1] // head_dim
+    group = attn.heads // kv_heads
+    value = value.view(batch, -1, kv_heads, head_dim).transpose(1, 2).unsqueeze(2)  # (B, kv, 1, K, d)
+    p = probs.to(value.dtype).view(batch, kv_heads, group, probs.shape[-2], probs.shape[-1])
+    out = torch.matmul(p, value).view(batch, attn.heads, -1, head_dim)
+    out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+    out = attn.to_out[0](out)
+    out = attn.to_out[1](out)
+    if input_ndim == 4:
+        out = out.transpose(-1, -2).reshape(b, c, h, w)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
+def batch_probs(attn, hidden_states, encoder_hidden_states, attention_mask, extra) -> torch.Tensor:
+    """fp32 ``(B, heads, Q, K)`` probabilities of every batch item of one call."""
+    return torch.stack([
+        attention_probs(attn, hidden_states, encoder_hidden_states, attention_mask, i, **extra)
+        for i in range(hidden_states.shape[0])
+    ])
+
+
+class LSAC:
+    """The attention-cache intervention (see the module docstring).
+
+    ``plan`` maps site → freeze step; ``budget_mb`` bounds the cache. After a run,
+    :attr:`cache` is emptied; :attr:`stats` and :attr:`warnings` describe what happened.
+    ``keep_cache=True`` keeps the cached probabilities after the run (for inspection/tests).
+    """
+
+    def __init__(self, plan: dict[str, int], budget_mb: float = DEFAULT_BUDGET_MB, name: str = "custom",
+                 keep_cache: bool = False) -> None:
+        if not isinstance(plan, dict):
+            raise EngineError("an LSAC plan maps site names to freeze steps, e.g. {'...attn1': 4}")
+        for site, step in plan.items():
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                raise EngineError(f"freeze step of {site} must be a whole number ≥ 0 (got {step!r})")
+        if not budget_mb > 0:
+            raise EngineError(f"the LSAC cache budget must be positive (got {budget_mb} MB)")
+        self.plan = dict(plan)
+        self.active: dict[str, int] = dict(plan)
+        self.budget_bytes = int(budget_mb * 2**20)
+        self.name = name
+        self.keep_cache = keep_cache
+        self.counter = StepCounter()
+        self.cache: dict[str, torch.Tensor] = {}
+        self.cached_bytes = 0
+        self.peak_bytes = 0
+        self.warnings: list[str] = []
+        self.stats: dict[str, int] = {"reused_calls": 0, "full_calls": 0, "fallback_calls": 0}
+
+    @classmethod
+    def from_preset(cls, report, preset: str, steps: int, budget_mb: float = DEFAULT_BUDGET_MB,
+                    kinds: tuple[str, ...] = ("self", "cross"), **kw: Any) -> LSAC:
+        p = preset_named(preset)
+        return cls(plan_from_preset(report, p, steps, kinds), budget_mb, name=p.name, **kw)
+
+    # -- intervention protocol -------------------------------------------------------------
+    def begin(self, backend, request: GenerationRequest) -> None:
+        self.counter.reset()
+        self.cache.clear()
+        self.cached_bytes = 0
+        self.peak_bytes = 0
+        self.warnings = []
+        self.stats = {"reused_calls": 0, "full_calls": 0, "fallback_calls": 0}
+        names = {s.name for s in backend.sites()}
+        unknown = sorted(set(self.plan) - names)
+        if unknown:
+            raise EngineError(f"unknown LSAC site {unknown[0]!r}: pick names from `python main.py sites`")
+        late = {s: t for s, t in self.plan.items() if t >= request.steps}
+        if late:
+            site, step = next(iter(late.items()))
+            raise EngineError(f"freeze step {step} of {site} is outside 0..{request.steps - 1}: "
+                              f"lower it or raise --steps")
+        self.active = self._fit_budget(backend, request)
+
+    def _fit_budget(self, backend, request: GenerationRequest) -> dict[str, int]:
+        sizes = estimate_cache_bytes(backend, request, self.plan, self._itemsize(backend))
+        if sum(sizes.values()) <= self.budget_bytes:
+            return dict(self.plan)
+        keep: dict[str, int] = {}
+        total = 0
+        for site in sorted(self.plan, key=lambda s: (self.plan[s], sizes[s])):
+            if total + sizes[site] <= self.budget_bytes:
+                keep[site] = self.plan[site]
+                total += sizes[site]
+        dropped = [s for s in self.plan if s not in keep]
+        mb = 2**20
+        self.warnings.append(
+            f"LSAC cache would need {sum(sizes.values()) / mb:.1f} MB, over its budget of "
+            f"{self.budget_bytes / mb:.1f} MB; {len(dropped)} site(s) left uncached "
+            f"(e.g. {dropped[0]}); raise the budget to cache them")
+        return keep
+
+    @staticmethod
+    def _itemsize(backend) -> int:
+        try:
+            return next(backend.denoiser.parameters()).element_size()
+        except (StopIteration, AttributeError):
+            return 4
+
+    def pre_hooks(self, backend, state) -> list:
+        return self.counter.pre_hooks(backend)
+
+    def wrap(self, site: str, module, inner):
+        if site not in self.active:
+            return None
+        if type(inner).__name__ not in STOCK_PROCESSORS:
+            raise EngineError(f"LSAC at {site} must wrap the stock attention processor, found "
+                              f"{type(inner).__name__}: put LSAC first in extras['interventions']")
+        return site_processor_for(site, inner, self._handle)
+
+    def end(self) -> None:
+        if not self.keep_cache:
+            self.cache.clear()
+            self.cached_bytes = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "lsac", "preset": self.name, "plan": dict(self.plan), "active": dict(self.active),
+                "budget_mb": self.budget_bytes / 2**20, "peak_cache_mb": self.peak_bytes / 2**20,
+                **self.stats, "warnings": list(self.warnings)}
+
+    # -- the cached processor --------------------------------------------------------------
+    def _handle(self, site, attn, hidden_states, encoder_hidden_states, attention_mask, extra, call_inner):
+        step, freeze = self.counter.step, self.active.get(site)
+        if freeze is None or step < freeze:
+            self.stats["full_calls"] += 1
+            return call_inner()
+        cached = self.cache.get(site)
+        if step == freeze or cached is None:
+            out = call_inner()
+            if step == freeze and site not in self.cache:
+                self._store(site, attn, hidden_states, encoder_hidden_states, attention_mask, extra)
+            self.stats["full_calls"] += 1
+            return out
+        if cached.shape[0] != hidden_states.shape[0]:
+            self.stats["fallback_calls"] += 1  # a call with another batch size (not a CFG step)
+            return call_inner()
+        self.stats["reused_calls"] += 1
+        with torch.no_grad():
+            return cached_attention_output(attn, hidden_states, encoder_hidden_states, cached,
+                                           extra.get("temb"))
+
+    def _store(self, site, attn, hidden_states, encoder_hidden_states, attention_mask, extra) -> None:
+        with torch.no_grad():
+            probs = batch_probs(attn, hidden_states, encoder_hidden_states, attention_mask, extra)
+        probs = probs.to(attn.to_v.weight.dtype)
+        size = probs.numel() * probs.element_size()
+        if self.cached_bytes + size > self.budget_bytes:
+            self.warnings.append(
+                f"LSAC cache of {site} ({size / 2**20:.1f} MB) does not fit the budget of "
+                f"{self.budget_bytes / 2**20:.1f} MB; it runs uncached")
+            self.active.pop(site, None)
+            return
+        self.cache[site] = probs
+        self.cached_bytes += size
+        self.peak_bytes = max(self.peak_bytes, self.cached_bytes)
+
+
+def with_lsac(request: GenerationRequest, lsac: LSAC) -> GenerationRequest:
+    """A copy of ``request`` whose interventions start with ``lsac`` (it must wrap the stock
+    processors); ``extras["lsac"]`` names the preset."""
+    extras = dict(request.extras)
+    extras["interventions"] = [lsac, *[iv for iv in extras.get("interventions") or [] if iv is not lsac]]
+    extras["lsac"] = lsac.name
+    return dataclasses.replace(request, extras=extras)

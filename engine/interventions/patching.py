@@ -1,0 +1,157 @@
+"""Activation patching of cross-attention keys and values (TADA §3, Eq. 9).
+
+A *target* run with prompt ``P_c`` caches, at every cross-attention layer, the projected keys and
+values and the prepared attention mask (:class:`KVRecorder`). A *source* run with ``P_c̃`` then
+substitutes one layer's K and V (or K only, V only) with the cached ones (:class:`KVPatch`).
+
+**The full CFG batch is cached and substituted**, unconditional half included. Patching the
+conditional half alone cannot reproduce the target run on AudioLDM2, whose unconditional GPT-2
+embeddings depend on the positive prompt's T5 length; and on Stable Audio the unconditional
+context is all zeros unless a negative prompt is given (see the diffusers notes §3.5). With the
+full batch, patching every layer of the source run with the target's K/V reproduces the target
+run. The mask travels with the keys, so prompts of different token counts can be patched (K-only
+and V-only patching need equal key counts).
+
+The text context is the same at every denoising step, so entries are cached per step but stored
+only when they differ from the previous step's (a lookup takes the latest stored step ≤ now).
+Attention probabilities recorded by capture during a *patched* run are those of the source
+prompt's keys (capture recomputes them from the site's inputs); run patched runs without capture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.interventions.layers import RunState
+from engine.interventions.processors import intervention_processor_for
+from engine.types import EngineError
+
+PATCH_MODES = ("kv", "k", "v")
+
+
+@dataclass
+class KVEntry:
+    step: int
+    key: torch.Tensor
+    value: torch.Tensor
+    mask: torch.Tensor | None
+
+
+def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+@dataclass
+class KVCache:
+    """Per site, the K/V/mask entries of one run (deduplicated over steps)."""
+
+    entries: dict[str, list[KVEntry]] = field(default_factory=dict)
+    prompt: str = ""
+    seed: int = 0
+
+    def add(self, site: str, step: int, key, value, mask) -> None:
+        items = self.entries.setdefault(site, [])
+        if items and _same(items[-1].key, key) and _same(items[-1].value, value) and _same(items[-1].mask, mask):
+            return
+        items.append(KVEntry(step, key.detach().clone(), value.detach().clone(),
+                             None if mask is None else mask.detach().clone()))
+
+    def get(self, site: str, step: int) -> KVEntry:
+        items = self.entries.get(site)
+        if not items:
+            raise EngineError(f"no cached keys/values for site {site}: record the target run on that layer")
+        found = [e for e in items if e.step <= step]
+        return found[-1] if found else items[0]
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.entries)
+
+    def stored_entries(self) -> int:
+        return sum(len(v) for v in self.entries.values())
+
+
+class KVRecorder(RunState):
+    """Intervention that caches K/V/mask of ``sites`` into :attr:`cache`; output unchanged."""
+
+    def __init__(self, sites: Sequence[str]) -> None:
+        super().__init__()
+        self.sites = list(sites)
+        self.cache = KVCache()
+
+    def begin(self, backend, request) -> None:
+        super().begin(backend, request)
+        self.cache = KVCache(prompt=request.prompt, seed=int(request.seed))
+
+    def wrap(self, site: str, module, inner):
+        if site not in self.sites:
+            return None
+
+        def record(key, value, mask):
+            self.cache.add(site, self.step, key, value, mask)
+            return key, value, mask
+
+        return intervention_processor_for(site, inner, kv_hook=record)
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "kv_record", "sites": self.sites}
+
+
+class KVPatch(RunState):
+    """Intervention that substitutes K and/or V (``mode`` kv, k, v) at ``sites`` from ``cache``.
+
+    The target's mask goes with its keys (modes kv and k); mode v keeps the source's mask.
+    """
+
+    def __init__(self, cache: KVCache, sites: Sequence[str], mode: str = "kv") -> None:
+        super().__init__()
+        if mode not in PATCH_MODES:
+            raise EngineError(f"unknown patch mode {mode!r}: use kv, k or v")
+        missing = [s for s in sites if s not in cache.entries]
+        if missing:
+            raise EngineError(f"the cache holds no keys/values for {missing[0]}: record the target run on it")
+        if not sites:
+            raise EngineError("no layers to patch: give at least one cross-attention layer")
+        self.cache = cache
+        self.sites = list(sites)
+        self.mode = mode
+
+    def wrap(self, site: str, module, inner):
+        if site not in self.sites:
+            return None
+
+        def substitute(key, value, mask):
+            entry = self.cache.get(site, self.step)
+            if self.mode == "kv":
+                return entry.key, entry.value, entry.mask
+            if entry.key.shape != key.shape:
+                raise EngineError(
+                    f"{self.mode.upper()}-only patching at {site} needs equal key counts (target "
+                    f"{entry.key.shape[1]}, source {key.shape[1]}): use mode kv or prompts of equal length"
+                )
+            if self.mode == "k":
+                return entry.key, value, entry.mask
+            return key, entry.value, mask
+
+        return intervention_processor_for(site, inner, kv_hook=substitute)
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "kv_patch", "mode": self.mode, "sites": self.sites,
+                "target_prompt": self.cache.prompt, "target_seed": self.cache.seed}
+
+
+def impact_score(sim_patched: np.ndarray | float, sim_source: float, sim_target: float) -> np.ndarray:
+    """TADA Eq. 9: ``(sim(l←c, l'←c̃) − sim(c̃)) / (sim(c) − sim(c̃))``; nan where the target and
+    source runs score the same (the concept is not measurable on this pair)."""
+    denom = float(sim_target) - float(sim_source)
+    patched = np.asarray(sim_patched, dtype=np.float64)
+    if not np.isfinite(denom) or abs(denom) < 1e-12:
+        return np.full(patched.shape, np.nan)
+    return (patched - float(sim_source)) / denom

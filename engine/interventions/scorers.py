@@ -1,0 +1,139 @@
+"""Audio–text similarity for patching impact (TADA Eq. 9) and steering alignment.
+
+Every scorer has a ``name`` and reports it with each number it produces.
+
+* :class:`ClapScorer` (``"clap:<folder>"``): cosine similarity of CLAP audio and text
+  embeddings, with a local CLAP checkpoint folder loaded through transformers (``ClapModel`` +
+  ``ClapProcessor``; nothing is downloaded).
+* :class:`BandTemplateScorer` (``"band-template"``, the offline default): Pearson correlation
+  between the audio's mel frequency profile (:func:`engine.analysis.templates.frequency_profile`,
+  on the model's own mel definition) and the concept instrument's knowledge-driven band mask
+  (:func:`engine.analysis.templates.band_mask`). It knows only instrument concepts (Slakh
+  classes and their common names); tempo, mood or genre need CLAP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from engine.analysis.templates import band_mask, band_template, frequency_profile
+from engine.types import EngineError, MelSpec
+
+#: Common instrument words → Slakh class names understood by the band templates.
+CONCEPT_TEMPLATES: dict[str, str] = {
+    "drums": "Drums", "drum": "Drums", "percussion": "Drums", "kick": "Drums",
+    "bass": "Bass", "bassline": "Bass",
+    "guitar": "Guitar", "guitars": "Guitar",
+    "piano": "Piano", "keys": "Piano",
+    "strings": "Strings", "violin": "Strings", "cello": "Strings", "orchestra": "Strings",
+    "organ": "Organ",
+    "brass": "Brass", "trumpet": "Brass", "trombone": "Brass", "horn": "Brass",
+    "reed": "Reed", "saxophone": "Reed", "sax": "Reed", "clarinet": "Reed",
+    "flute": "Pipe", "pipe": "Pipe",
+    "lead": "Synth Lead", "synth lead": "Synth Lead",
+    "pad": "Synth Pad", "synth pad": "Synth Pad",
+    "mallets": "Chromatic Percussion", "marimba": "Chromatic Percussion",
+    "maracas": "Drums",
+}
+
+DEFAULT_MEL = MelSpec(sample_rate=16000, n_fft=1024, hop_length=160, n_mels=64, fmin=0.0, fmax=8000.0)
+
+
+class Scorer(Protocol):
+    """``similarity(audio, sample_rate, concept) -> float``; ``name`` says which scorer it is."""
+
+    name: str
+
+    def similarity(self, audio: np.ndarray, sample_rate: int, concept: str) -> float: ...
+
+
+def template_for(concept: str) -> str:
+    """The Slakh class whose band template stands for ``concept`` (an instrument word)."""
+    key = concept.strip().lower()
+    if key in CONCEPT_TEMPLATES:
+        return CONCEPT_TEMPLATES[key]
+    try:
+        return band_template(concept).name
+    except EngineError:
+        raise EngineError(
+            f"the band-template scorer knows only instrument concepts, not {concept!r}; "
+            "pass a local CLAP checkpoint folder (--clap DIR) to score it"
+        ) from None
+
+
+class BandTemplateScorer:
+    """Correlation of the audio's mel frequency profile with the concept's band template."""
+
+    name = "band-template"
+
+    def __init__(self, mel_spec: MelSpec | None = None, n_bins: int = 64) -> None:
+        self.mel_spec = mel_spec or DEFAULT_MEL
+        self.n_bins = int(n_bins)
+
+    def similarity(self, audio: np.ndarray, sample_rate: int, concept: str) -> float:
+        template = band_mask(template_for(concept), self.mel_spec, self.n_bins).astype(np.float64)
+        x = np.asarray(audio, dtype=np.float64)
+        if x.size == 0 or not np.any(x):
+            return 0.0
+        profile = frequency_profile(x, sample_rate, self.mel_spec, self.n_bins)
+        if template.std() == 0 or profile.std() == 0:
+            return 0.0
+        return float(np.corrcoef(profile, template)[0, 1])
+
+
+class ClapScorer:
+    """Cosine similarity of CLAP embeddings from a local checkpoint folder."""
+
+    def __init__(self, folder: str | Path, device: str = "cpu") -> None:
+        folder = Path(folder).expanduser()
+        if not (folder / "config.json").is_file():
+            raise EngineError(f"{folder} is not a CLAP checkpoint folder (no config.json); "
+                              "pass a folder saved with ClapModel.save_pretrained")
+        try:
+            from transformers import ClapModel, ClapProcessor
+
+            self.model = ClapModel.from_pretrained(str(folder), local_files_only=True).eval().to(device)
+            self.processor = ClapProcessor.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise EngineError(f"cannot load CLAP from {folder}: {str(exc).splitlines()[0]}") from exc
+        self.device = device
+        self.name = f"clap:{folder.name}"
+        self._text: dict[str, np.ndarray] = {}
+
+    def _text_embedding(self, concept: str) -> np.ndarray:
+        import torch
+
+        if concept not in self._text:
+            inputs = self.processor(text=[concept], return_tensors="pt", padding=True)
+            with torch.no_grad():
+                emb = self.model.get_text_features(**{k: v.to(self.device) for k, v in inputs.items()})
+            emb = getattr(emb, "pooler_output", emb)
+            self._text[concept] = emb[0].float().cpu().numpy()
+        return self._text[concept]
+
+    def similarity(self, audio: np.ndarray, sample_rate: int, concept: str) -> float:
+        import torch
+
+        from engine.analysis.melscale import resample_audio
+
+        sr = int(self.processor.feature_extractor.sampling_rate)
+        x = resample_audio(np.asarray(audio, dtype=np.float64), int(sample_rate), sr).astype(np.float32)
+        inputs = self.processor(audio=[x], sampling_rate=sr, return_tensors="pt")
+        with torch.no_grad():
+            emb = self.model.get_audio_features(**{k: v.to(self.device) for k, v in inputs.items()})
+        emb = getattr(emb, "pooler_output", emb)
+        a = emb[0].float().cpu().numpy()
+        t = self._text_embedding(concept)
+        return float(a @ t / (np.linalg.norm(a) * np.linalg.norm(t) + 1e-12))
+
+
+def load_scorer(spec: str | None = None, mel_spec: MelSpec | None = None, device: str = "cpu") -> Scorer:
+    """``None``/``"band-template"`` → :class:`BandTemplateScorer`; ``"clap:<folder>"`` or a
+    folder path → :class:`ClapScorer`."""
+    if spec is None or spec.strip().lower() in ("", "band-template", "band"):
+        return BandTemplateScorer(mel_spec)
+    folder = spec.split(":", 1)[1] if spec.lower().startswith("clap:") else spec
+    return ClapScorer(folder, device=device)

@@ -1,0 +1,167 @@
+"""LSAC on real tiny pipelines: exactness, the cached output rebuilt by hand, budget, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.backends.audioldm2 import AudioLDM2Backend
+from engine.backends.embedded import EmbeddedBackend
+from engine.backends.stable_audio import StableAudioBackend
+from engine.backends.tiny import build_tiny
+from engine.convergence.diagnostics import build_report
+from engine.convergence.lsac import LSAC, estimate_cache_bytes, plan_from_preset, preset_named, with_lsac
+from engine.models.embedded.pipeline import EmbeddedPipeline
+from engine.types import EngineError, GenerationRequest
+
+
+@pytest.fixture(scope="module")
+def ldm():
+    return AudioLDM2Backend(build_tiny("audioldm2"), "tiny:audioldm2")
+
+
+@pytest.fixture(scope="module")
+def sao():
+    return StableAudioBackend(build_tiny("stable_audio"), "tiny:stable_audio")
+
+
+@pytest.fixture(scope="module")
+def emb():
+    return EmbeddedBackend(EmbeddedPipeline.build(seed=2))
+
+
+def _req(backend, **kw) -> GenerationRequest:
+    dur = {"audioldm2": 0.32, "stable_audio": 0.1, "embedded": 1.0}[backend.family]
+    base = {"prompt": "A hammer hitting a wooden surface", "steps": 4, "duration": dur,
+            "guidance": 3.0, "seed": 11, "capture": False}
+    return GenerationRequest(**{**base, **kw})
+
+
+def _all_sites(backend) -> list[str]:
+    return [s.name for s in backend.sites()]
+
+
+@pytest.mark.parametrize("name", ["ldm", "sao"])
+def test_freeze_at_last_step_reproduces_the_full_run(name, request):
+    backend = request.getfixturevalue(name)
+    req = _req(backend)
+    full = backend.generate(req)
+    lsac = LSAC({s: req.steps - 1 for s in _all_sites(backend)})
+    cached = backend.generate(with_lsac(req, lsac))
+    assert np.abs(cached.audio - full.audio).max() <= 1e-6
+    if full.mel is not None:
+        assert np.abs(cached.mel - full.mel).max() <= 1e-6
+    assert lsac.stats["reused_calls"] == 0 and lsac.stats["full_calls"] == 4 * len(_all_sites(backend))
+    # an early freeze really changes the computation: every site reuses its cache twice
+    early = LSAC({s: 1 for s in _all_sites(backend)})
+    out = backend.generate(with_lsac(req, early))
+    assert early.stats["reused_calls"] == 2 * len(_all_sites(backend))
+    assert not np.array_equal(out.audio, full.audio) or not np.array_equal(out.mel, full.mel)
+    assert cached.recipe["interventions"][0]["type"] == "lsac"
+
+
+class _CallRecorder:
+    """Forward hooks that keep the inputs and output of every call of one attention module."""
+
+    def __init__(self, module):
+        self.calls = []
+        self.handle = module.register_forward_hook(self.hook, with_kwargs=True)
+
+    def hook(self, module, args, kwargs, output):
+        hs = args[0] if args else kwargs["hidden_states"]
+        self.calls.append((hs.detach().clone(), kwargs.get("encoder_hidden_states"), output.detach().clone()))
+
+
+def _hand_output(attn, hidden, context, probs):
+    """``probs @ V`` then ``to_out``, written independently of the LSAC code (GQA by repeat)."""
+    x = hidden
+    if x.ndim == 4:
+        b, c, h, w = x.shape
+        x = x.view(b, c, h * w).transpose(1, 2)
+    if attn.group_norm is not None:
+        x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+    ctx = x if context is None else context
+    v = attn.to_v(ctx)
+    d = attn.to_q.out_features // attn.heads
+    kv = v.shape[-1] // d
+    v = v.view(v.shape[0], -1, kv, d).permute(0, 2, 1, 3)
+    v = torch.repeat_interleave(v, attn.heads // kv, dim=1)
+    out = torch.einsum("bhqk,bhkd->bqhd", probs.double(), v.double()).reshape(x.shape[0], -1, attn.heads * d)
+    out = attn.to_out[0](out.float())
+    if hidden.ndim == 4:
+        out = out.transpose(-1, -2).reshape(hidden.shape)
+    return out
+
+
+@pytest.mark.parametrize("name,kind", [("ldm", "self"), ("ldm", "cross"), ("sao", "self"),
+                                       ("sao", "cross"), ("emb", "self"), ("emb", "cross")])
+def test_cached_output_is_cached_probs_times_v(name, kind, request):
+    backend = request.getfixturevalue(name)
+    site = next(s for s in backend.sites() if s.kind == kind)
+    module = backend.denoiser.get_submodule(site.name)
+    lsac = LSAC({site.name: 1}, keep_cache=True)
+    rec = _CallRecorder(module)
+    try:
+        backend.generate(with_lsac(_req(backend), lsac))
+    finally:
+        rec.handle.remove()
+    assert len(rec.calls) == 4 and lsac.stats["reused_calls"] == 2
+    probs = lsac.cache[site.name]
+    batch = rec.calls[0][0].shape[0]
+    assert probs.shape[:2] == (batch, site.heads)
+    assert torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5)
+    with torch.no_grad():
+        for hidden, context, output in rec.calls[2:]:
+            expected = _hand_output(module, hidden, context, probs)
+            assert torch.allclose(output, expected, atol=1e-5, rtol=1e-4)
+        # at the freeze step the stock processor ran: its output equals cache @ V, so the cache
+        # holds the true softmax(QKᵀ) of that call (RoPE, GQA and masks included)
+        hidden, context, output = rec.calls[1]
+        assert torch.allclose(output, _hand_output(module, hidden, context, probs), atol=1e-5, rtol=1e-4)
+        # step 3 reuses step 1's probabilities although its queries and keys differ
+        assert not torch.equal(rec.calls[3][0], rec.calls[1][0])
+
+
+def test_cache_memory_stays_within_its_budget(ldm):
+    req = _req(ldm)
+    plan = {s: 1 for s in _all_sites(ldm)}
+    sizes = estimate_cache_bytes(ldm, req, plan)
+    full = LSAC(plan, keep_cache=True)
+    ldm.generate(with_lsac(req, full))
+    actual = {s: t.numel() * t.element_size() for s, t in full.cache.items()}
+    assert actual == sizes  # the estimate is exact for AudioLDM2
+    budget_bytes = sum(sizes.values()) // 3
+    small = LSAC(plan, budget_mb=budget_bytes / 2**20, keep_cache=True)
+    ldm.generate(with_lsac(req, small))
+    assert 0 < len(small.active) < len(plan) and small.warnings and "budget" in small.warnings[0]
+    assert small.peak_bytes <= budget_bytes
+    assert sum(t.numel() * t.element_size() for t in small.cache.values()) <= budget_bytes
+    assert small.stats["reused_calls"] == 2 * len(small.active)
+
+
+def test_presets_follow_the_report():
+    ent = np.array([[1.0, 1.0, 1.0, 1.0], [1.0, 1.1, 1.2, 1.4], [1.0, 1.2, 1.5, 2.0],
+                    [1.01, 1.3, 1.8, 2.6], [1.01, 1.4, 2.1, 3.2], [1.01, 1.5, 2.4, 3.8],
+                    [1.01, 1.6, 2.7, 4.4], [1.01, 1.7, 3.0, 5.0]])
+    report = build_report(ent, ["a", "b", "c", "d"], ["self"] * 4, group="all")
+    assert report.stable_sites == ["a", "b"] and report.moderate_sites() == ["c"]
+    assert plan_from_preset(report, "safe", 8) == {"a": 4, "b": 4}
+    assert plan_from_preset(report, "balanced", 8) == {"a": 2, "b": 2, "c": 6}
+    assert plan_from_preset(report, "aggressive", 8) == {"a": 2, "b": 2, "c": 4, "d": 6}
+    assert plan_from_preset(report, "Balanced", 8, kinds=("cross",)) == {}
+    with pytest.raises(EngineError, match="unknown LSAC preset"):
+        preset_named("turbo")
+
+
+def test_bad_inputs_give_clear_errors(ldm):
+    req = _req(ldm)
+    site = _all_sites(ldm)[0]
+    with pytest.raises(EngineError, match="unknown LSAC site"):
+        ldm.generate(with_lsac(req, LSAC({"down_blocks.9.attn1": 1})))
+    with pytest.raises(EngineError, match="outside 0..3"):
+        ldm.generate(with_lsac(req, LSAC({site: 4})))
+    with pytest.raises(EngineError, match="whole number"):
+        LSAC({site: -1})
+    with pytest.raises(EngineError, match="budget"):
+        LSAC({site: 1}, budget_mb=0)
