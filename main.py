@@ -46,6 +46,11 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-budget-mb", type=float, default=2048.0)
     p.add_argument("--stream-dir", default=None, help="stream frames to this folder when over budget")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--lsac", default="off", choices=["off", "safe", "balanced", "aggressive"],
+                   help="layer-selective attention caching preset (default off)")
+    p.add_argument("--lsac-profile", default=None,
+                   help="convergence.json from `main.py convergence` (default: profile this request first)")
+    p.add_argument("--lsac-budget-mb", type=float, default=1024.0, help="memory budget of the LSAC cache")
     p.add_argument("--out", required=True, help="output folder (created; must not hold a previous run)")
 
 
@@ -123,6 +128,41 @@ def _sites_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", default="bass and drums")
     p.add_argument("--device", default="cpu")
     p.add_argument("--duration", type=float, default=4.0, help="seconds (sets the query lattices shown)")
+
+
+@command("convergence", "attention entropy per layer and step, stable/fast layers, freeze sweep, LSAC comparison")
+def _convergence_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", required=True, help="text prompt")
+    p.add_argument("--model", default="embedded", help="'embedded', tiny:<family>, a hub id or a local folder")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duration", type=float, default=4.0, help="seconds of audio")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sites", default=None, help="all (default), self, cross, or comma-separated names/indices")
+    p.add_argument("--late-fraction", type=float, default=0.5, help="share of the last transitions that count")
+    p.add_argument("--quantile", type=float, default=0.5, help="stable below this quantile of late change")
+    p.add_argument("--group", default="kind", choices=["kind", "all"], help="split self/cross or pool them")
+    p.add_argument("--pads", default="include", choices=["include", "renormalise"],
+                   help="padded keys: keep the raw distribution or renormalise over real tokens")
+    p.add_argument("--sweep", action="store_true", help="also run the causal-freezing sweep (sites x freeze steps)")
+    p.add_argument("--freeze-steps", default=None, help="comma-separated freeze steps of the sweep")
+    p.add_argument("--compare", default=None,
+                   help="'|'-separated prompts: compare LSAC presets with naive step reduction on them")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds of the comparison")
+    p.add_argument("--presets", default="safe,balanced,aggressive", help="LSAC presets to compare")
+    p.add_argument("--budget-mb", type=float, default=1024.0, help="memory budget of the LSAC cache")
+    p.add_argument("--out", required=True, help="output folder (created; must be new or empty)")
+
+
+def _add_intervention_commands() -> None:
+    """patch, caa, sae, steer, ablate (flags in engine/interventions/cli_args.py)."""
+    from engine.interventions.cli_args import ARGUMENTS
+
+    COMMANDS.update(ARGUMENTS)
+
+
+_add_intervention_commands()
 
 
 def build_parser() -> argparse.ArgumentParser:

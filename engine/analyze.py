@@ -56,6 +56,9 @@ class AnalyzeOptions:
     memory_budget_mb: float = 2048.0
     stream_dir: str | None = None
     figures: bool = True
+    lsac: str = "off"  # layer-selective attention caching preset (engine.convergence.lsac)
+    lsac_profile: str | None = None
+    lsac_budget_mb: float = 1024.0
 
 
 def validate(options: AnalyzeOptions) -> None:
@@ -147,6 +150,11 @@ def analyze(
             memory_budget_mb=options.memory_budget_mb,
             stream_dir=options.stream_dir,
         )
+        if options.lsac != "off":
+            from engine.convergence.command import lsac_for_request
+
+            request = lsac_for_request(backend, request, options.lsac, options.lsac_profile,
+                                       options.lsac_budget_mb)
         result = backend.generate(request, _ProgressObserver(progress), cancel)
         bad = [w for w in result.warnings if "NaN" in w or "inf" in w]
         if bad:

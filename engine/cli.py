@@ -61,6 +61,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         stream_dir=args.stream_dir,
         figures=not args.no_figures,
         out=args.out,
+        lsac=getattr(args, "lsac", "off"),
+        lsac_profile=getattr(args, "lsac_profile", None),
+        lsac_budget_mb=getattr(args, "lsac_budget_mb", 1024.0),
     )
     bar = TerminalProgress("denoising")
     try:
@@ -153,6 +156,37 @@ def _cmd_sites(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise EngineError(f"bad {flag} {text!r}: give whole numbers separated by commas, e.g. 2,4,8") from exc
+
+
+def _cmd_convergence(args: argparse.Namespace) -> int:
+    from engine.convergence.command import ConvergenceOptions, run_convergence
+
+    options = ConvergenceOptions(
+        prompt=args.prompt, out=args.out, model=args.model, steps=args.steps, guidance=args.guidance,
+        seed=args.seed, duration=args.duration, device=args.device, sites=args.sites,
+        late_fraction=args.late_fraction, quantile=args.quantile, group=args.group, pads=args.pads,
+        sweep=args.sweep, freeze_steps=_int_list(args.freeze_steps, "--freeze-steps"),
+        compare_prompts=[p.strip() for p in (args.compare or "").split("|") if p.strip()],
+        seeds=_int_list(args.seeds, "--seeds") or [0],
+        presets=[p.strip() for p in args.presets.split(",") if p.strip()],
+        budget_mb=args.budget_mb,
+    )
+    bar = TerminalProgress("runs", unit="run")
+    try:
+        out = run_convergence(options, progress=bar)
+    finally:
+        bar.close()
+    print(f"wrote {out}")
+    return 0
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "analyze": _cmd_analyze,
     "eval": _cmd_eval,
@@ -160,7 +194,13 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "render-dataset": _cmd_render,
     "train-default": _cmd_train,
     "sites": _cmd_sites,
+    "convergence": _cmd_convergence,
 }
+
+# steering and patching commands (patch, caa, sae, steer, ablate)
+from engine.interventions.cli_args import HANDLERS as _INTERVENTION_HANDLERS  # noqa: E402
+
+HANDLERS.update(_INTERVENTION_HANDLERS)
 
 
 def quiet_libraries() -> None:
@@ -188,7 +228,7 @@ def quiet_libraries() -> None:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command; user errors become one line on stderr and exit code 2."""
-    if args.command in ("analyze", "sites", "train-default", "eval", "head-select"):
+    if args.command in ("analyze", "sites", "train-default", "eval", "head-select", "convergence"):
         quiet_libraries()
     try:
         return HANDLERS[args.command](args)

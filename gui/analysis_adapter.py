@@ -12,7 +12,7 @@ import numpy as np
 
 from engine.analysis.aggregate import METHODS, STEP_POLICIES, aggregate_frames, call_map
 from engine.analysis.heads import label_free_relevance, select_heads
-from engine.analysis.melscale import band_centres_hz
+from engine.analysis.melscale import band_centres_hz, grid_hz
 from engine.types import EngineError, MelSpec
 
 AGGREGATORS = METHODS
@@ -112,6 +112,11 @@ def top_heads(scores: Mapping[str, np.ndarray], k: int) -> dict[str, list[bool]]
     """Masks keeping the ``k`` most relevant heads over all sites."""
     total = sum(len(v) for v in scores.values())
     return select_heads(scores, int(np.clip(k, 1, max(total, 1))), "top")
+
+
+def grid_centres_hz(spec: MelSpec, n_bins: int) -> np.ndarray:
+    """Centre Hz of each of ``n_bins`` frequency bins of a map on the analysis grid."""
+    return grid_hz(spec, n_bins)
 
 
 def mel_centres_hz(spec: MelSpec) -> np.ndarray:

@@ -319,3 +319,28 @@ def report_from_frames(result, *, late_fraction: float = 0.5, quantile: float = 
                         source="frames (head-mean: entropy of the mean attention)" if head_mean else "frames",
                         model_id=str(result.recipe.get("model_id", "")),
                         steps=int(result.recipe.get("steps", len(steps))))
+
+
+def plot_entropy(report: ConvergenceReport, path: str | Path) -> None:
+    """Entropy curves per site (stable solid blue, fast dashed orange), one panel per kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted(set(report.kinds))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 3.6), squeeze=False)
+    steps = np.arange(report.entropy.shape[0])
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for i in range(len(report.sites)):
+            if report.kinds[i] != kind:
+                continue
+            stable = bool(report.stable[i])
+            ax.plot(steps, report.entropy[:, i], "-" if stable else "--", lw=1.2,
+                    color="tab:blue" if stable else "tab:orange", alpha=0.85)
+        ax.set_title(f"{kind}-attention entropy (blue: stable, orange: fast)")
+        ax.set_xlabel("denoising step")
+        ax.set_ylabel("entropy (nats)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

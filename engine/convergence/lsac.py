@@ -119,9 +119,10 @@ def estimate_cache_bytes(backend, request: GenerationRequest, plan: dict[str, in
 
 
 def cached_attention_output(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
-                            probs: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-    """The output of a stock attention call given its probabilities ``(B, heads, Q, K)``:
-    norms, ``to_v``, ``probs @ V`` per head (GQA by grouping), ``to_out``, residual, rescale."""
+                            probs_t: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+    """The output of a stock attention call given its **transposed** probabilities
+    ``probs_t`` = ``(B, heads, K, Q)``: norms, ``to_v``, ``probs @ V`` per head (GQA by
+    grouping), ``to_out``, residual, rescale."""
     residual = hidden_states
     if getattr(attn, "spatial_norm", None) is not None:
         hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -142,10 +143,12 @@ def cached_attention_output(attn, hidden_states: torch.Tensor, encoder_hidden_st
     head_dim = attn.to_q.out_features // attn.heads
     kv_heads = value.shape[-1] // head_dim
     group = attn.heads // kv_heads
-    value = value.view(batch, -1, kv_heads, head_dim).transpose(1, 2).unsqueeze(2)  # (B, kv, 1, K, d)
-    p = probs.to(value.dtype).view(batch, kv_heads, group, probs.shape[-2], probs.shape[-1])
-    out = torch.matmul(p, value).view(batch, attn.heads, -1, head_dim)
-    out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+    # (V^T P^T)^T: with P^T stored contiguous (B, heads, K, Q) the product has the long query
+    # axis as its wide dimension, about twice as fast on CPU as P @ V for small head widths
+    v_t = value.view(batch, -1, kv_heads, head_dim).permute(0, 2, 3, 1).unsqueeze(2)  # (B, kv, 1, d, K)
+    p_t = probs_t.to(value.dtype).view(batch, kv_heads, group, probs_t.shape[-2], probs_t.shape[-1])
+    out = torch.matmul(v_t, p_t).view(batch, attn.heads, head_dim, -1)  # (B, heads, d, Q)
+    out = out.permute(0, 3, 1, 2).reshape(batch, -1, attn.heads * head_dim)
     out = attn.to_out[0](out)
     out = attn.to_out[1](out)
     if input_ndim == 4:
@@ -253,6 +256,13 @@ class LSAC:
                               f"{type(inner).__name__}: put LSAC first in extras['interventions']")
         return site_processor_for(site, inner, self._handle)
 
+    def cached_probs(self, site: str) -> torch.Tensor:
+        """The cached probabilities of ``site`` as ``(B, heads, Q, K)`` (needs ``keep_cache``
+        after a run)."""
+        if site not in self.cache:
+            raise EngineError(f"no cached attention for {site}: it was not frozen in the last run")
+        return self.cache[site].transpose(-1, -2)
+
     def end(self) -> None:
         if not self.keep_cache:
             self.cache.clear()
@@ -287,7 +297,7 @@ class LSAC:
     def _store(self, site, attn, hidden_states, encoder_hidden_states, attention_mask, extra) -> None:
         with torch.no_grad():
             probs = batch_probs(attn, hidden_states, encoder_hidden_states, attention_mask, extra)
-        probs = probs.to(attn.to_v.weight.dtype)
+        probs = probs.to(attn.to_v.weight.dtype).transpose(-1, -2).contiguous()  # (B, H, K, Q)
         size = probs.numel() * probs.element_size()
         if self.cached_bytes + size > self.budget_bytes:
             self.warnings.append(

@@ -155,3 +155,85 @@ def impact_score(sim_patched: np.ndarray | float, sim_source: float, sim_target:
     if not np.isfinite(denom) or abs(denom) < 1e-12:
         return np.full(patched.shape, np.nan)
     return (patched - float(sim_source)) / denom
+
+
+@dataclass
+class PatchReport:
+    """Similarities and Eq. 9 impact of a layer sweep over pairs × seeds (scorer named)."""
+
+    concept: str
+    query: str
+    scorer: str
+    mode: str
+    sites: list[str]
+    layer_numbers: list[int]
+    pairs: list[tuple[str, str]]
+    seeds: list[int]
+    sim_target: np.ndarray  # (P, S)
+    sim_source: np.ndarray  # (P, S)
+    sim_patched: np.ndarray  # (L, P, S)
+
+    @property
+    def impact(self) -> np.ndarray:
+        """Per layer: Eq. 9 on the similarities averaged over pairs and seeds."""
+        return impact_score(self.sim_patched.mean(axis=(1, 2)), float(self.sim_source.mean()),
+                            float(self.sim_target.mean()))
+
+    def functional_layers(self, top: int = 2) -> list[str]:
+        """The ``top`` sites with the highest impact (nan counts as lowest)."""
+        order = np.argsort(-np.nan_to_num(self.impact, nan=-np.inf), kind="stable")
+        return [self.sites[i] for i in order[:top]]
+
+    def to_dict(self) -> dict[str, Any]:
+        imp = self.impact
+        return {
+            "concept": self.concept, "query": self.query, "scorer": self.scorer, "mode": self.mode,
+            "pairs": [list(p) for p in self.pairs], "seeds": self.seeds,
+            "sim_target_mean": float(self.sim_target.mean()), "sim_source_mean": float(self.sim_source.mean()),
+            "layers": [{"layer": n, "site": s, "impact": None if not np.isfinite(v) else float(v),
+                        "sim_patched_mean": float(self.sim_patched[i].mean())}
+                       for i, (n, s, v) in enumerate(zip(self.layer_numbers, self.sites, imp, strict=True))],
+        }
+
+
+def patch_sweep(backend, pairs: Sequence[tuple[str, str]], query: str, scorer, layers=None,
+                seeds: Sequence[int] = (0,), steps: int = 10, guidance: float = 3.0, duration: float = 4.0,
+                mode: str = "kv", concept: str = "", progress=None) -> PatchReport:
+    """For every pair × seed: the target run (cached), the source run, and one source run per
+    layer with that layer's K/V patched from the target; scored against ``query``."""
+    from engine.interventions.layers import layer_numbers, resolve_layers
+    from engine.types import GenerationRequest
+
+    if not pairs:
+        raise EngineError("the prompt-pair set is empty: give at least one (target, source) pair")
+    if not seeds:
+        raise EngineError("give at least one seed")
+    if mode not in PATCH_MODES:
+        raise EngineError(f"unknown patch mode {mode!r}: use kv, k or v")
+    sites = resolve_layers(backend, layers)
+    n_p, n_s, n_l = len(pairs), len(seeds), len(sites)
+    sim_t, sim_s = np.zeros((n_p, n_s)), np.zeros((n_p, n_s))
+    sim_p = np.zeros((n_l, n_p, n_s))
+    total, done = n_p * n_s * (n_l + 2), 0
+
+    def run(prompt, seed, interventions):
+        nonlocal done
+        req = GenerationRequest(prompt=prompt, seed=int(seed), steps=steps, guidance=guidance, duration=duration,
+                                capture=False, extras={"interventions": interventions})
+        result = backend.generate(req)
+        done += 1
+        if progress is not None:
+            progress(done, total)
+        return scorer.similarity(result.audio, result.sample_rate, query)
+
+    for i, (target, source) in enumerate(pairs):
+        if not (isinstance(target, str) and isinstance(source, str) and target.strip() and source.strip()):
+            raise EngineError(f"pair {i} has an empty prompt: every pair needs a target and a source prompt")
+        for j, seed in enumerate(seeds):
+            rec = KVRecorder(sites)
+            sim_t[i, j] = run(target, seed, [rec])
+            sim_s[i, j] = run(source, seed, [])
+            for k, site in enumerate(sites):
+                sim_p[k, i, j] = run(source, seed, [KVPatch(rec.cache, [site], mode)])
+    return PatchReport(concept or query, query, scorer.name, mode, sites, layer_numbers(backend, sites),
+                       [tuple(p) for p in pairs], [int(s) for s in seeds], sim_t, sim_s, sim_p)

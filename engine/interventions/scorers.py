@@ -7,8 +7,9 @@ Every scorer has a ``name`` and reports it with each number it produces.
   ``ClapProcessor``; nothing is downloaded).
 * :class:`BandTemplateScorer` (``"band-template"``, the offline default): Pearson correlation
   between the audio's mel frequency profile (:func:`engine.analysis.templates.frequency_profile`,
-  on the model's own mel definition) and the concept instrument's knowledge-driven band mask
-  (:func:`engine.analysis.templates.band_mask`). It knows only instrument concepts (Slakh
+  64 Slaney bands up to the audio's Nyquist frequency) and the concept instrument's knowledge-driven band mask
+  (:func:`engine.analysis.templates.band_mask`; the fundamental range where the band covers the
+  whole grid, as for drums). It knows only instrument concepts (Slakh
   classes and their common names); tempo, mood or genre need CLAP.
 """
 
@@ -39,9 +40,6 @@ CONCEPT_TEMPLATES: dict[str, str] = {
     "maracas": "Drums",
 }
 
-DEFAULT_MEL = MelSpec(sample_rate=16000, n_fft=1024, hop_length=160, n_mels=64, fmin=0.0, fmax=8000.0)
-
-
 class Scorer(Protocol):
     """``similarity(audio, sample_rate, concept) -> float``; ``name`` says which scorer it is."""
 
@@ -70,15 +68,28 @@ class BandTemplateScorer:
     name = "band-template"
 
     def __init__(self, mel_spec: MelSpec | None = None, n_bins: int = 64) -> None:
-        self.mel_spec = mel_spec or DEFAULT_MEL
+        self.mel_spec = mel_spec
         self.n_bins = int(n_bins)
 
+    def spec_for(self, sample_rate: int) -> MelSpec:
+        """The analysis mel definition: the given one, else 64 Slaney bands 0 Hz–Nyquist with
+        10 ms hops (a model's own mel can be too coarse: the tiny AudioLDM2 has 8 bands)."""
+        if self.mel_spec is not None:
+            return self.mel_spec
+        return MelSpec(sample_rate=int(sample_rate), n_fft=1024, hop_length=max(1, int(sample_rate) // 100),
+                       n_mels=64, fmin=0.0, fmax=float(sample_rate) / 2)
+
     def similarity(self, audio: np.ndarray, sample_rate: int, concept: str) -> float:
-        template = band_mask(template_for(concept), self.mel_spec, self.n_bins).astype(np.float64)
+        spec = self.spec_for(sample_rate)
+        name = template_for(concept)
+        template = band_mask(name, spec, self.n_bins)
+        if template.all():  # a full-band template (Drums) carries no shape: use its fundamentals
+            template = band_mask(name, spec, self.n_bins, which="fundamental")
+        template = template.astype(np.float64)
         x = np.asarray(audio, dtype=np.float64)
         if x.size == 0 or not np.any(x):
             return 0.0
-        profile = frequency_profile(x, sample_rate, self.mel_spec, self.n_bins)
+        profile = frequency_profile(x, sample_rate, spec, self.n_bins)
         if template.std() == 0 or profile.std() == 0:
             return 0.0
         return float(np.corrcoef(profile, template)[0, 1])

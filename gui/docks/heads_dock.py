@@ -54,11 +54,14 @@ class HeadsDock(QDockWidget):
         workspace.currentChanged.connect(self.rebuild)
         workspace.runUpdated.connect(self.rebuild)
         workspace.headMasksChanged.connect(self._sync_checks)
+        workspace.selectionChanged.connect(self._on_selection)
+        self._scored_for: tuple = ()
 
     @Slot()
     def rebuild(self) -> None:
         """Refill the tree from the current run (scores use every recorded step)."""
         run = self.ws.current
+        self._scored_for = self._score_key()
         self._filling = True
         try:
             self.tree.clear()
@@ -93,6 +96,18 @@ class HeadsDock(QDockWidget):
             )
         finally:
             self._filling = False
+
+    def _score_key(self) -> tuple:
+        run, sel = self.ws.current, self.ws.selection
+        if run is None or sel.site is None:
+            return ()
+        return (run.run_id, run.status, run.context_of(sel.site), sel.tokens)
+
+    @Slot()
+    def _on_selection(self) -> None:
+        """Scores depend on the chosen tokens and the site's context: rescore when they change."""
+        if self._score_key() != self._scored_for:
+            self.rebuild()
 
     def preset(self, which: str) -> None:
         masks = {}

@@ -17,7 +17,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gui.analysis_adapter import AGGREGATORS, POOLINGS, WEIGHTINGS, mel_centres_hz, selected_map
+from gui.analysis_adapter import (
+    AGGREGATORS,
+    POOLINGS,
+    WEIGHTINGS,
+    grid_centres_hz,
+    mel_centres_hz,
+    selected_map,
+)
 from gui.workspace import Workspace
 
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis")
@@ -282,8 +289,7 @@ class HeatmapDock(QDockWidget):
         fi = int(np.clip(y / n_rows * a.shape[1], 0, a.shape[1] - 1))
         hz = "?"
         if run.mel_spec is not None:
-            centres = mel_centres_hz(run.mel_spec)
-            hz = f"{np.interp((fi + 0.5) * n_rows / a.shape[1] - 0.5, np.arange(len(centres)), centres):.0f} Hz"
+            hz = f"{grid_centres_hz(run.mel_spec, a.shape[1])[fi]:.0f} Hz"
         head = "mean" if sel.head is None else str(sel.head)
         where = "aggregate" if sel.mode == "aggregate" else sel.site
         return f"t={t_s:.3f} s  f={hz}  value={a[ti, fi]:.4g}  site={where}  step={sel.step}  head={head}"

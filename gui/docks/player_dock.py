@@ -214,7 +214,10 @@ class PlayerDock(QDockWidget):
             mel = np.asarray(run.result.mel, dtype=np.float32)
             self.mel_item.setImage(mel, autoLevels=False, levels=(float(mel.min()), float(mel.max()) + 1e-9))
             self.mel_item.setRect(QRectF(0.0, 0.0, duration, float(mel.shape[1])))
+            self.mel_plot.setYRange(0.0, float(mel.shape[1]), padding=0)
         self.wave.setXRange(0.0, duration, padding=0)
+        peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+        self.wave.setYRange(-peak if peak > 0 else -1.0, peak if peak > 0 else 1.0, padding=0.05)
         self._show_position(self.output.position())
 
     # ---- transport ---------------------------------------------------------------------------

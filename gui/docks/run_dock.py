@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
@@ -142,6 +144,8 @@ class RunDock(QDockWidget):
         outer.addStretch(1)
         self.setWidget(body)
         self.memory_budget_mb = 2048.0
+        # other docks (e.g. steering) add to GenerationRequest.extras through these callables
+        self.extras_providers: list[Callable[[], dict[str, Any]]] = []
         self.generate_button.clicked.connect(self.request_generate)
         self.cancel_button.clicked.connect(self.cancelRequested)
         self._inputs = {
@@ -166,7 +170,10 @@ class RunDock(QDockWidget):
 
     def build_request(self) -> GenerationRequest | None:
         """The request the fields describe, or None after showing what is wrong."""
-        extra = {"per_head": self.per_head.isChecked(), "memory_budget_mb": self.memory_budget_mb}
+        extras: dict[str, Any] = {}
+        for provide in self.extras_providers:
+            extras.update(provide())
+        extra = {"per_head": self.per_head.isChecked(), "memory_budget_mb": self.memory_budget_mb, "extras": extras}
         request, errors = parse_fields(self.fields(), extra)
         for name, w in self._inputs.items():
             w.setStyleSheet("border: 1px solid #d33;" if name in errors else "")

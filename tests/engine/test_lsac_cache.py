@@ -11,7 +11,13 @@ from engine.backends.embedded import EmbeddedBackend
 from engine.backends.stable_audio import StableAudioBackend
 from engine.backends.tiny import build_tiny
 from engine.convergence.diagnostics import build_report
-from engine.convergence.lsac import LSAC, estimate_cache_bytes, plan_from_preset, preset_named, with_lsac
+from engine.convergence.lsac import (
+    LSAC,
+    estimate_cache_bytes,
+    plan_from_preset,
+    preset_named,
+    with_lsac,
+)
 from engine.models.embedded.pipeline import EmbeddedPipeline
 from engine.types import EngineError, GenerationRequest
 
@@ -107,7 +113,7 @@ def test_cached_output_is_cached_probs_times_v(name, kind, request):
     finally:
         rec.handle.remove()
     assert len(rec.calls) == 4 and lsac.stats["reused_calls"] == 2
-    probs = lsac.cache[site.name]
+    probs = lsac.cached_probs(site.name)
     batch = rec.calls[0][0].shape[0]
     assert probs.shape[:2] == (batch, site.heads)
     assert torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5)

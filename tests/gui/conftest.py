@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -29,6 +30,36 @@ def isolated_settings(qapp, tmp_path, monkeypatch):
     QSettings(ORG, APP).clear()
 
 
+def dispose(qapp, window) -> None:
+    """Shut a window down and destroy it now (joins its engine thread; no late deletes)."""
+    window.shutdown()
+    assert window.bridge._thread.isFinished()
+    window.close()
+    window.deleteLater()
+    qapp.processEvents()
+    gc.collect()
+
+
+@pytest.fixture
+def make_window(qapp):
+    """``make_window(**kw)`` → a shown MainWindow (null audio); all are disposed at teardown."""
+    from gui.audio_output import NullOutput
+    from gui.main_window import MainWindow
+
+    made = []
+
+    def make(**kw):
+        kw.setdefault("output", NullOutput())
+        window = MainWindow(**kw)
+        window.show()
+        made.append(window)
+        return window
+
+    yield make
+    for window in made:
+        dispose(qapp, window)
+
+
 @pytest.fixture(scope="module")
 def engine_window(qapp, tmp_path_factory):
     """One MainWindow with a real engine per test module; the engine thread is joined after."""
@@ -42,7 +73,5 @@ def engine_window(qapp, tmp_path_factory):
         window.test_clock = clock
         window.show()
         yield window
-        window.shutdown()
-        assert window.bridge._thread.isFinished()
-        window.deleteLater()
+        dispose(qapp, window)
         QSettings(ORG, APP).clear()

@@ -5,19 +5,10 @@ from __future__ import annotations
 from PySide6.QtCore import QSettings, Qt
 
 from gui import settings as st
-from gui.audio_output import NullOutput
-from gui.main_window import MainWindow
 
 
-def _window(qtbot) -> MainWindow:
-    window = MainWindow(output=NullOutput())
-    qtbot.addWidget(window, before_close_func=lambda w: w.shutdown())
-    window.show()
-    return window
-
-
-def test_every_dock_is_named_movable_floatable_closable_and_in_the_view_menu(qtbot, isolated_settings):
-    window = _window(qtbot)
+def test_every_dock_is_named_movable_floatable_closable_and_in_the_view_menu(make_window, isolated_settings):
+    window = make_window()
     try:
         names = [d.objectName() for d in window.docks]
         assert len(set(names)) == len(names) == 7 and all(n.startswith("dock_") for n in names)
@@ -31,8 +22,8 @@ def test_every_dock_is_named_movable_floatable_closable_and_in_the_view_menu(qtb
         window.shutdown()
 
 
-def test_layout_survives_a_restart_and_reset_restores_the_default(qtbot, isolated_settings):
-    first = _window(qtbot)
+def test_layout_survives_a_restart_and_reset_restores_the_default(make_window, isolated_settings):
+    first = make_window()
     try:
         default_area = first.dockWidgetArea(first.metrics)
         assert first.overview in first.tabifiedDockWidgets(first.metrics)
@@ -46,7 +37,7 @@ def test_layout_survives_a_restart_and_reset_restores_the_default(qtbot, isolate
         first.shutdown()
     assert int(QSettings(st.ORG, st.APP).value("layout/version")) == st.LAYOUT_VERSION
 
-    second = _window(qtbot)
+    second = make_window()
     try:
         assert second.log_dock.isHidden()
         assert second.dockWidgetArea(second.metrics) == Qt.DockWidgetArea.RightDockWidgetArea
@@ -59,8 +50,8 @@ def test_layout_survives_a_restart_and_reset_restores_the_default(qtbot, isolate
         second.shutdown()
 
 
-def test_a_layout_of_another_version_is_ignored(qtbot, isolated_settings):
-    window = _window(qtbot)
+def test_a_layout_of_another_version_is_ignored(make_window, isolated_settings):
+    window = make_window()
     try:
         window.log_dock.hide()
         st.save_layout(window)
@@ -75,7 +66,7 @@ def test_a_layout_of_another_version_is_ignored(qtbot, isolated_settings):
         window.shutdown()
 
 
-def test_preferences_and_recent_files_persist(qtbot, isolated_settings):
+def test_preferences_and_recent_files_persist(make_window, isolated_settings):
     prefs = st.Preferences(device="cpu", audio_output="null", colormap="magma", memory_budget_mb=512.0, autosave_minutes=0.0)
     st.save_preferences(prefs)
     assert st.load_preferences() == prefs
@@ -85,7 +76,7 @@ def test_preferences_and_recent_files_persist(qtbot, isolated_settings):
         st.add_recent(f"/tmp/s{i}.aiba")
     files = st.recent_files()
     assert len(files) == st.MAX_RECENT and files[0] == f"/tmp/s{st.MAX_RECENT + 2}.aiba"
-    window = _window(qtbot)
+    window = make_window()
     try:
         window.apply_preferences(prefs)
         assert window.heatmap.cmap.currentText() == "magma" and not window.autosave_timer.isActive()
@@ -93,3 +84,15 @@ def test_preferences_and_recent_files_persist(qtbot, isolated_settings):
         assert "choose auto, sounddevice or null" in window.status_label.text()
     finally:
         window.shutdown()
+
+
+def test_preferences_dialog_returns_what_was_chosen(qtbot, isolated_settings):
+    from gui.preferences_dialog import PreferencesDialog
+
+    dialog = PreferencesDialog(st.Preferences())
+    qtbot.addWidget(dialog)
+    dialog.audio.setCurrentText("null")
+    dialog.colormap.setCurrentText("cividis")
+    dialog.memory.setValue(300.0)
+    dialog.autosave.setValue(2.5)
+    assert dialog.preferences() == st.Preferences("cpu", "null", "cividis", 300.0, 2.5)

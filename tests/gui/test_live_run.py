@@ -96,6 +96,26 @@ def test_overview_click_focuses_the_heatmap(engine_window, first_run):
     assert np.isfinite(cell).all() and cell.max() == pytest.approx(1.0)
 
 
+def test_cursor_readout_names_time_frequency_value_site_step_head(engine_window, first_run):
+    from engine.analysis.melscale import grid_hz
+
+    window = engine_window
+    run = window.workspace.current
+    site = run.site_names[2]
+    window.workspace.select(mode="site", site=site, step=3, head=1, tokens=None, follow_live=False)
+    img = window.heatmap.image_array
+    n_rows = run.mel_spec.n_mels
+    t_s, fi, ti = 0.6 * run.duration(), 40, int(0.6 * GRID[0])
+    y = (fi + 0.5) * n_rows / GRID[1]
+    text = window.heatmap.describe(t_s, y)
+    hz = grid_hz(run.mel_spec, GRID[1])[fi]
+    assert f"t={t_s:.3f} s" in text and f"f={hz:.0f} Hz" in text
+    assert f"value={img[ti, fi]:.4g}" in text and f"site={site}" in text and "step=3" in text and "head=1" in text
+    ref = reference_map(first_run[0].frames[(3, site)], run.lattices[site], head_mask=[h == 1 for h in range(4)])
+    np.testing.assert_allclose(img, ref, rtol=1e-4, atol=1e-6)
+    window.workspace.select(head=None)
+
+
 def test_keyboard_navigation_moves_step_and_site(engine_window, first_run, qtbot):
     window = engine_window
     run = window.workspace.current
@@ -231,6 +251,16 @@ def test_session_save_and_reopen_restores_the_same_state(engine_window, first_ru
     ws.set_head_masks({})
 
 
+def test_autosave_writes_a_session_that_reopens(engine_window, first_run):
+    from engine.session import load_session
+
+    path = engine_window.autosave()
+    assert path is not None and path.is_file()
+    session = load_session(path)
+    assert session.result is not None and session.request == engine_window.workspace.current.request
+    assert set(session.result.frames) == set(first_run[0].frames)
+
+
 def test_player_cursor_follows_the_null_clock(engine_window, first_run, qtbot):
     window = engine_window
     player, clock = window.player, window.test_clock
@@ -281,6 +311,20 @@ def test_cancel_stops_the_run_and_the_engine_stays_usable(engine_window, qtbot):
     assert not window.bridge.busy and window.run_dock.generate_button.isEnabled()
     again = _run(qtbot, window, steps=2, seed=1)
     assert again.run_id == run_id + 1 and len(again.audio) > 0
+
+
+def test_frames_of_a_stale_run_are_dropped(engine_window, first_run):
+    from engine.types import AttentionFrame, readonly
+
+    window = engine_window
+    run = window.workspace.current
+    before = dict(run.frames)
+    dropped = window.bridge.dropped_stale
+    site = run.site_names[0]
+    probs = readonly(np.ones_like(run.frames[(0, site)]))
+    window.bridge._worker.frame.emit(AttentionFrame(run.run_id, 0, site, probs, run.lattices[site], "t5", False))
+    assert window.bridge.dropped_stale == dropped + 1  # no run going on: every payload is stale
+    assert run.frames.keys() == before.keys() and run.frames[(0, site)] is before[(0, site)]
 
 
 def test_digest_helper_is_sensitive():  # guards the self-test's change detector

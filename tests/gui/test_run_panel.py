@@ -62,27 +62,19 @@ def test_the_dock_shows_errors_and_emits_nothing(qtbot):
     assert dock.message.text() == "" and dock.steps.styleSheet() == ""
 
 
-def test_a_model_that_cannot_load_is_reported_in_the_gui(qtbot, isolated_settings):
-    from gui.audio_output import NullOutput
-    from gui.main_window import MainWindow
-
-    window = MainWindow(output=NullOutput())
-    qtbot.addWidget(window)
-    try:
-        window.run_dock.model.setCurrentText("nobody/no-such-model")
-        window.run_dock.steps.setText("2")
-        with qtbot.waitSignal(window.bridge.runFailed, timeout=60_000) as blocker:
-            window.actions_by_id["generate"].trigger()
-        message = blocker.args[1]
-        assert "nobody/no-such-model" in message and "\n" not in message
-        assert window.workspace.current.status == "failed"
-        assert message in window.run_dock.message.text()
-        assert message in window.log_dock.text.toPlainText()
-        assert window._error_box is not None and not window._error_box.isModal()
-        assert window.run_dock.generate_button.isEnabled() and not window.bridge.busy
-        window.run_dock.steps.setText("0")  # an invalid field never reaches the engine
+def test_a_model_that_cannot_load_is_reported_in_the_gui(qtbot, make_window, isolated_settings):
+    window = make_window()
+    window.run_dock.model.setCurrentText("nobody/no-such-model")
+    window.run_dock.steps.setText("2")
+    with qtbot.waitSignal(window.bridge.runFailed, timeout=60_000) as blocker:
         window.actions_by_id["generate"].trigger()
-        assert not window.bridge.busy and len(window.workspace.history) == 1
-    finally:
-        window.shutdown()
-    assert window.bridge._thread.isFinished()
+    message = blocker.args[1]
+    assert "nobody/no-such-model" in message and "\n" not in message
+    assert window.workspace.current.status == "failed"
+    assert message in window.run_dock.message.text()
+    assert message in window.log_dock.text.toPlainText()
+    assert window._error_box is not None and not window._error_box.isModal()
+    assert window.run_dock.generate_button.isEnabled() and not window.bridge.busy
+    window.run_dock.steps.setText("0")  # an invalid field never reaches the engine
+    window.actions_by_id["generate"].trigger()
+    assert not window.bridge.busy and len(window.workspace.history) == 1

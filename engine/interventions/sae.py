@@ -1,0 +1,263 @@
+"""TopK sparse autoencoders on one layer's cross-attention outputs (TADA Eq. 4–8).
+
+* :func:`collect_activations`: every query's conditional attention output at one site, per
+  prompt × seed × step (optionally subsampled per step), with an index for the browser.
+* :class:`TopKSAE`: ``f = ReLU(TopK(W_enc (h − b_pre) + b_enc))``, ``ĥ = W_dec f + b_pre``
+  (Eq. 4–5; the ReLU after TopK and the encoder bias follow Gao et al. 2024; decoder columns are
+  kept at unit norm). :func:`train_sae` trains it with Adam on CPU.
+* :func:`sae_stats`: normalised MSE ``‖h − ĥ‖² / ‖h − mean h‖²``, dead features (never active on
+  the data) and high-frequency features (active on more than ``high_freq`` of the tokens).
+* :func:`tfidf_scores` (Eq. 6), :func:`sae_steering_vectors` (Eq. 7, steer with
+  :class:`engine.interventions.caa.Steer`: ``h + α v``, Eq. 8, no ReNorm).
+* :class:`FeatureBrowser`: top-activating prompts/steps of a feature and its time × mel map.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.analysis.mapping import DEFAULT_TARGET, lattice_to_grid
+from engine.interventions.caa import OutputCollector, SteeringVectors, check_prompts
+from engine.interventions.layers import resolve_layers
+from engine.types import EngineError, GenerationRequest
+
+
+@dataclass
+class ActivationSet:
+    """Token activations ``(N, d)`` of one site and, per run, where its rows are."""
+
+    site: str
+    data: np.ndarray
+    runs: list[dict[str, Any]] = field(default_factory=list)  # prompt, seed, step, rows (start, stop), lattice
+
+    def rows_of(self, prompts: Sequence[str]) -> np.ndarray:
+        """Row indices of every run whose prompt is in ``prompts``."""
+        want = set(prompts)
+        idx = [np.arange(r["rows"][0], r["rows"][1]) for r in self.runs if r["prompt"] in want]
+        if not idx:
+            raise EngineError("none of these prompts were collected: collect activations for them first")
+        return np.concatenate(idx)
+
+
+def collect_activations(backend, prompts: Sequence[str], layer, steps: int = 10, guidance: float = 3.0,
+                        duration: float = 4.0, seeds: Sequence[int] = (0,), tokens_per_step: int | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> ActivationSet:
+    """Every (or ``tokens_per_step`` evenly spaced) query output of ``layer`` over the runs."""
+    prompts = check_prompts(prompts, "SAE")
+    sites = resolve_layers(backend, [layer] if not isinstance(layer, (list, tuple)) else layer)
+    if len(sites) != 1:
+        raise EngineError("an SAE is trained on one layer: name exactly one")
+    site = sites[0]
+    chunks, runs, n, done = [], [], 0, 0
+    for prompt in prompts:
+        for seed in seeds:
+            col = OutputCollector([site], keep_tokens=True)
+            # capture one step of this site only: it makes the backend read the site's lattice
+            backend.generate(GenerationRequest(prompt=prompt, seed=int(seed), steps=steps, guidance=guidance,
+                                               duration=duration, capture=True, sites=[site], capture_steps=[0],
+                                               extras={"interventions": [col]}))
+            lattice = next((s.lattice for s in backend.sites() if s.name == site), None)
+            for step in sorted(col.tokens.get(site, {})):
+                tok = col.tokens[site][step]
+                keep = np.arange(tok.shape[0])
+                if tokens_per_step is not None and tokens_per_step < tok.shape[0]:
+                    keep = np.linspace(0, tok.shape[0] - 1, tokens_per_step).round().astype(int)
+                chunks.append(tok[keep].astype(np.float32))
+                runs.append({"prompt": prompt, "seed": int(seed), "step": int(step), "rows": (n, n + keep.size),
+                             "queries": keep.tolist() if keep.size != tok.shape[0] else None,
+                             "lattice": list(lattice) if lattice else None, "n_queries": int(tok.shape[0])})
+                n += keep.size
+            done += 1
+            if progress is not None:
+                progress(done, len(prompts) * len(seeds))
+    return ActivationSet(site, np.concatenate(chunks), runs)
+
+
+class TopKSAE(nn.Module):
+    """TopK sparse autoencoder with ``m·d`` features of which ``k`` are active per token."""
+
+    def __init__(self, d: int, expansion: int = 4, k: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        if d < 1 or expansion < 1:
+            raise EngineError(f"bad SAE size d={d}, expansion={expansion}: both must be ≥ 1")
+        if not 1 <= k <= d * expansion:
+            raise EngineError(f"k={k} must be between 1 and the feature count {d * expansion}")
+        gen = torch.Generator().manual_seed(seed)
+        w = torch.randn(d, d * expansion, generator=gen)
+        w = w / w.norm(dim=0, keepdim=True)
+        self.W_dec = nn.Parameter(w)  # (d, md): columns are feature directions
+        self.W_enc = nn.Parameter(w.t().clone())  # (md, d), tied at init
+        self.b_enc = nn.Parameter(torch.zeros(d * expansion))
+        self.b_pre = nn.Parameter(torch.zeros(d))
+        self.k = int(k)
+        self.expansion = int(expansion)
+
+    @property
+    def n_features(self) -> int:
+        return self.W_dec.shape[1]
+
+    def encode(self, h: torch.Tensor) -> torch.Tensor:
+        pre = (h - self.b_pre) @ self.W_enc.t() + self.b_enc
+        top = torch.topk(pre, self.k, dim=-1)
+        f = torch.zeros_like(pre)
+        return f.scatter(-1, top.indices, torch.relu(top.values))
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        return f @ self.W_dec.t() + self.b_pre
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.encode(h)
+        return self.decode(f), f
+
+    @torch.no_grad()
+    def normalise_decoder(self) -> None:
+        self.W_dec.div_(self.W_dec.norm(dim=0, keepdim=True).clamp_min(1e-8))
+
+    def save(self, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        info = {"k": self.k, "expansion": self.expansion, **(meta or {})}
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(path),
+                  metadata={"aiba_sae": json.dumps(info)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[TopKSAE, dict[str, Any]]:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise EngineError(f"no SAE file {path}: train one with `python main.py sae`")
+        with safe_open(str(path), framework="pt") as f:
+            info = json.loads((f.metadata() or {}).get("aiba_sae", "{}"))
+        if "k" not in info:
+            raise EngineError(f"{path} is not an AIBA SAE file")
+        state = load_file(str(path))
+        d, md = state["W_dec"].shape
+        sae = cls(d, md // d, int(info["k"]))
+        sae.load_state_dict(state)
+        return sae, info
+
+
+def _as_tensor(data: np.ndarray | torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(data, dtype=np.float32))
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise EngineError(f"SAE data must be (N ≥ 2, d) activations, got shape {tuple(x.shape)}")
+    return x
+
+
+def train_sae(data: np.ndarray, expansion: int = 4, k: int = 16, epochs: int = 5, batch_size: int = 512,
+              lr: float = 1e-3, seed: int = 0, log: list[float] | None = None) -> TopKSAE:
+    """Train a :class:`TopKSAE` on ``(N, d)`` activations; ``log`` receives the mean loss per epoch."""
+    x = _as_tensor(data)
+    if epochs < 1:
+        raise EngineError(f"epochs must be at least 1, got {epochs}")
+    sae = TopKSAE(x.shape[1], expansion, k, seed)
+    with torch.no_grad():
+        sae.b_pre.copy_(x.mean(dim=0))
+    opt = torch.optim.Adam(sae.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(x.shape[0], generator=gen)
+        total = 0.0
+        for start in range(0, x.shape[0], batch_size):
+            batch = x[order[start:start + batch_size]]
+            recon, _ = sae(batch)
+            loss = ((recon - batch) ** 2).sum(-1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sae.normalise_decoder()
+            total += float(loss) * batch.shape[0]
+        if log is not None:
+            log.append(total / x.shape[0])
+    return sae.eval()
+
+
+@torch.no_grad()
+def feature_activations(sae: TopKSAE, data: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """``(N, md)`` sparse codes of ``data``."""
+    x = _as_tensor(data)
+    return torch.cat([sae.encode(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]).numpy()
+
+
+@torch.no_grad()
+def sae_stats(sae: TopKSAE, data: np.ndarray, high_freq: float = 0.1) -> dict[str, float]:
+    """Normalised MSE, fraction of dead and of high-frequency features on ``data``."""
+    x = _as_tensor(data)
+    recon, f = sae(x)
+    nmse = float(((recon - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum().clamp_min(1e-30))
+    rate = (f > 0).float().mean(dim=0)
+    return {"nmse": nmse, "dead_fraction": float((rate == 0).float().mean()),
+            "high_freq_fraction": float((rate > high_freq).float().mean()), "high_freq_threshold": high_freq,
+            "n_features": sae.n_features, "k": sae.k, "tokens": int(x.shape[0])}
+
+
+def tfidf_scores(f_concept: np.ndarray, f_other: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """TADA Eq. 6: ``μ_j(P_c) · log(1 + 1 / (μ_j(P_c̃) + ε))`` from ``(N, md)`` codes of each set."""
+    if f_concept.size == 0 or f_other.size == 0:
+        raise EngineError("TF-IDF scoring needs activations of both prompt sets: both are required")
+    mu_c = np.asarray(f_concept, dtype=np.float64).mean(axis=0)
+    mu_o = np.asarray(f_other, dtype=np.float64).mean(axis=0)
+    return mu_c * np.log1p(1.0 / (mu_o + eps))
+
+
+def sae_steering_vectors(sae: TopKSAE, scores: np.ndarray, tau: int, site: str, model_id: str,
+                         concept: str = "", positive: Sequence[str] = (), negative: Sequence[str] = ()
+                         ) -> SteeringVectors:
+    """TADA Eq. 7: the sum of the decoder columns of the ``tau`` best-scoring features."""
+    if not 1 <= tau <= sae.n_features:
+        raise EngineError(f"τ={tau} must be between 1 and the feature count {sae.n_features}")
+    top = np.argsort(-np.asarray(scores), kind="stable")[:tau]
+    v = sae.W_dec.detach().numpy()[:, top].sum(axis=1).astype(np.float32)
+    return SteeringVectors({site: v}, model_id, "sae", concept, list(positive), list(negative), False,
+                           {"features": top.tolist(), "tau": int(tau)})
+
+
+class FeatureBrowser:
+    """Feature-level views over an :class:`ActivationSet` and its SAE codes."""
+
+    def __init__(self, sae: TopKSAE, acts: ActivationSet) -> None:
+        self.sae = sae
+        self.acts = acts
+        self.codes = feature_activations(sae, acts.data)
+
+    def _check(self, feature: int) -> None:
+        if not 0 <= feature < self.sae.n_features:
+            raise EngineError(f"unknown feature {feature}: the SAE has features 0-{self.sae.n_features - 1}")
+
+    def top_examples(self, feature: int, n: int = 10) -> list[dict[str, Any]]:
+        """The ``n`` runs × steps where ``feature`` is most active (mean over their tokens)."""
+        self._check(feature)
+        rows = []
+        for i, r in enumerate(self.acts.runs):
+            a, b = r["rows"]
+            col = self.codes[a:b, feature]
+            rows.append({"index": i, "prompt": r["prompt"], "seed": r["seed"], "step": r["step"],
+                         "mean": float(col.mean()), "max": float(col.max()), "active": float((col > 0).mean())})
+        rows.sort(key=lambda d: -d["mean"])
+        return rows[:n]
+
+    def feature_map(self, feature: int, index: int, target: tuple[int, int] = DEFAULT_TARGET) -> np.ndarray:
+        """Time × mel map ``(T, F)`` of ``feature`` on run-step ``index`` (its query lattice)."""
+        self._check(feature)
+        run = self.acts.runs[index]
+        if run.get("queries") is not None:
+            raise EngineError("this run-step kept a subset of queries: collect without tokens_per_step to map it")
+        if not run.get("lattice"):
+            raise EngineError(f"the backend reported no query lattice for {self.acts.site}: it cannot be mapped")
+        a, b = run["rows"]
+        t_l, f_l = run["lattice"]
+        offset = run["n_queries"] - t_l * f_l  # Stable Audio: a leading global token
+        return lattice_to_grid(self.codes[a:b, feature], (t_l, f_l), target, query_offset=offset)
