@@ -251,6 +251,26 @@ def test_session_save_and_reopen_restores_the_same_state(engine_window, first_ru
     ws.set_head_masks({})
 
 
+def test_levels_auto_percentile_and_manual(engine_window, first_run):
+    hm = engine_window.heatmap
+    engine_window.workspace.select(mode="site", step=4, head=None, tokens=(0,))
+    img = hm.image_array
+    hm.levels_mode.setCurrentText("auto")
+    assert hm.levels() == (float(img.min()), float(img.max()))
+    hm.levels_mode.setCurrentText("percentile")
+    hm.percentile.setValue(95.0)
+    lo, hi = hm.levels()
+    assert lo == pytest.approx(np.percentile(img, 5.0)) and hi == pytest.approx(np.percentile(img, 95.0))
+    assert hm.item.levels is not None and tuple(np.asarray(hm.item.levels)) == pytest.approx((lo, hi))
+    hm.levels_mode.setCurrentText("manual")
+    hm.lo.setValue(0.1)
+    hm.hi.setValue(0.2)
+    assert hm.levels() == (pytest.approx(0.1), pytest.approx(0.2))
+    assert tuple(hm.colorbar.levels()) == pytest.approx((0.1, 0.2))
+    hm.levels_mode.setCurrentText("auto")
+    engine_window.workspace.select(tokens=None)
+
+
 def test_autosave_writes_a_session_that_reopens(engine_window, first_run):
     from engine.session import load_session
 
