@@ -37,7 +37,8 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-head", action="store_true", help="keep every head (default: head-mean)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--grid", default="128x64", help="target time x mel grid, e.g. 128x64")
-    p.add_argument("--pooling", default="mean", choices=["mean", "max"], help="token pooling for the pooled map")
+    p.add_argument("--pooling", default="max", choices=["mean", "max"],
+                   help="token pooling for the pooled map (mean over all keys is flat: rows sum to 1)")
     p.add_argument("--keywords", default=None, help="pool only these words (comma-separated), e.g. bass,drums")
     p.add_argument("--boundary", default="nearest", choices=["nearest", "zero", "reflect"],
                    help="edge handling of the bilinear resize")

@@ -48,7 +48,7 @@ class AnalyzeOptions:
     per_head: bool = False
     device: str = "cpu"
     grid: tuple[int, int] = (128, 64)
-    pooling: str = "mean"
+    pooling: str = "max"
     keywords: list[str] | None = None
     boundary: str = "nearest"
     aggregator: str = "mean"

@@ -50,7 +50,7 @@ class OverviewDock(QDockWidget):
         self._key: tuple = ()
         self.item.mouseClickEvent = self._on_click
         workspace.currentChanged.connect(self.rebuild)
-        workspace.runUpdated.connect(self.rebuild)
+        workspace.runUpdated.connect(self._on_selection)  # cells are already filled live
         workspace.framesAdded.connect(self._on_frames)
         workspace.selectionChanged.connect(self._on_selection)
 
@@ -89,6 +89,7 @@ class OverviewDock(QDockWidget):
 
     @Slot()
     def _on_selection(self) -> None:
+        """Rebuild only when the layout (run, sites, steps, tokens) changed."""
         if self.ws.current is not None and self._layout_key() != self._key:
             self.rebuild()
 
