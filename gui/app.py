@@ -72,6 +72,13 @@ def _digest(array) -> str:
     return hashlib.sha1(array.tobytes()).hexdigest() if array is not None else ""
 
 
+def _screenshot(app, window):
+    """On a real display, what the screen shows of the window; offscreen, the window rendered."""
+    if app.platformName() in ("xcb", "wayland"):
+        return app.primaryScreen().grabWindow(window.winId())
+    return window.grab()
+
+
 def self_test(screenshot: str | None, model: str = "embedded") -> int:
     """Open the window, run a short generation, check the live views; 0 on success.
 
@@ -130,7 +137,7 @@ def self_test(screenshot: str | None, model: str = "embedded") -> int:
         problems.append("the player did not load the audio")
     for _ in range(5):
         app.processEvents()
-    if screenshot and not window.grab().save(screenshot):
+    if screenshot and not _screenshot(app, window).save(screenshot):
         problems.append(f"could not write the screenshot {screenshot}")
     window.shutdown()
     window.deleteLater()
@@ -138,7 +145,7 @@ def self_test(screenshot: str | None, model: str = "embedded") -> int:
         print("self-test FAILED: " + "; ".join(problems), file=sys.stderr)
         return 1
     print(
-        f"self-test passed: {model}, {SELF_TEST_STEPS} steps in {elapsed:.1f} s; heatmap changed at "
+        f"self-test passed on the {app.platformName()} platform: {model}, {SELF_TEST_STEPS} steps in {elapsed:.1f} s; heatmap changed at "
         f"each of {len(shown)} live repaints (steps {[s + 1 for s, _ in shown]}); audio "
         f"{len(run.result.audio) / run.result.sample_rate:.2f} s" + (f"; screenshot {screenshot}" if screenshot else "")
     )
