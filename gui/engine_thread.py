@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
@@ -54,6 +56,60 @@ class RunJob:
     cancel: CancelToken = field(default_factory=CancelToken)
 
 
+@dataclass
+class TaskJob:
+    """One queued analysis job (CAA, patching, SAE, diagnostics…) run in the engine thread.
+
+    ``fn(backend, progress)`` returns the job's result; ``progress(done, total)`` raises
+    :class:`RunCancelled` once the job is cancelled. With ``model`` ``None`` no backend is loaded
+    and ``fn`` gets ``None``.
+    """
+
+    job_id: int
+    name: str
+    model: str | None
+    device: str
+    fn: Callable[[Any, Callable[[int, int], None]], Any]
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+class _CancellableBackend:
+    """The backend as a job sees it: every ``generate`` call carries the job's cancel token."""
+
+    def __init__(self, backend, cancel: CancelToken) -> None:
+        self._backend = backend
+        self._cancel = cancel
+
+    def generate(self, request, observer=None, cancel=None, run_id: int = 0):
+        return self._backend.generate(request, observer, cancel or self._cancel, run_id)
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+
+LSAC_KEYS = ("lsac_preset", "lsac_report")
+
+
+def resolve_lsac(backend, request: GenerationRequest) -> GenerationRequest:
+    """Turn ``extras["lsac_preset"]`` (+ optional ``extras["lsac_report"]``, a ConvergenceReport)
+    into the engine's LSAC intervention; without a report of this model's sites the engine
+    diagnoses the request first (:func:`engine.convergence.command.lsac_for_request`)."""
+    if not any(k in request.extras for k in LSAC_KEYS):
+        return request
+    extras = {k: v for k, v in request.extras.items() if k not in LSAC_KEYS}
+    preset = str(request.extras.get("lsac_preset") or "off")
+    report = request.extras.get("lsac_report")
+    request = replace(request, extras=extras)
+    if preset == "off":
+        return request
+    from engine.convergence.command import lsac_for_request
+    from engine.convergence.lsac import LSAC, with_lsac
+
+    if report is None or not set(report.sites) <= {s.name for s in backend.sites()}:
+        return lsac_for_request(backend, request, preset)
+    return with_lsac(request, LSAC.from_preset(report, preset, request.steps))
+
+
 def load_backend(model: str, device: str):
     """Load a backend through the engine's registry (in the engine thread)."""
     from engine.backends.registry import load_backend as _load
@@ -85,6 +141,10 @@ class EngineWorker(QObject):
     finished = Signal(object)  # RunResult
     failed = Signal(int, str)  # run id, one-line message
     cancelled = Signal(int)
+    task_progress = Signal(int, int, int)  # job id, done, total
+    task_finished = Signal(int, object)  # job id, result
+    task_failed = Signal(int, str)
+    task_cancelled = Signal(int)
 
     def __init__(self) -> None:
         super().__init__()  # no parent: it is moved to the engine thread
@@ -139,7 +199,8 @@ class EngineWorker(QObject):
         try:
             self._ensure(job.model, job.device)
             self.started.emit(job.run_id, self._describe(job.request.prompt))
-            result = self._backend.generate(job.request, _SignalObserver(self), job.cancel, job.run_id)
+            request = resolve_lsac(self._backend, job.request)
+            result = self._backend.generate(request, _SignalObserver(self), job.cancel, job.run_id)
         except RunCancelled:
             self.cancelled.emit(job.run_id)
             return
@@ -151,6 +212,31 @@ class EngineWorker(QObject):
             self.failed.emit(job.run_id, f"internal error: {type(exc).__name__}: {exc}")
             return
         self.finished.emit(result)
+
+    @Slot(object)
+    def run_task(self, job: TaskJob) -> None:
+        def progress(done: int, total: int) -> None:
+            job.cancel.raise_if_cancelled()
+            self.task_progress.emit(job.job_id, int(done), int(total))
+
+        try:
+            job.cancel.raise_if_cancelled()
+            backend = None
+            if job.model is not None:
+                self._ensure(job.model, job.device)
+                backend = _CancellableBackend(self._backend, job.cancel)
+            result = job.fn(backend, progress)
+        except RunCancelled:
+            self.task_cancelled.emit(job.job_id)
+            return
+        except EngineError as exc:
+            self.task_failed.emit(job.job_id, f"{job.name}: {exc}")
+            return
+        except Exception as exc:
+            log.error("job %s failed:\n%s", job.name, traceback.format_exc())
+            self.task_failed.emit(job.job_id, f"{job.name}: internal error: {type(exc).__name__}: {exc}")
+            return
+        self.task_finished.emit(job.job_id, result)
 
 
 class EngineBridge(QObject):
@@ -165,10 +251,16 @@ class EngineBridge(QObject):
     runFailed = Signal(int, str)
     runCancelled = Signal(int)
     busyChanged = Signal(bool)
+    jobStarted = Signal(int, str)  # job id, name
+    jobProgress = Signal(int, int, int)  # job id, done, total
+    jobFinished = Signal(int, object)  # job id, result
+    jobFailed = Signal(int, str)
+    jobCancelled = Signal(int)
 
     _requestLoad = Signal(str, str)
     _requestRun = Signal(object)
     _requestUnload = Signal()
+    _requestTask = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -180,6 +272,7 @@ class EngineBridge(QObject):
         self._requestLoad.connect(self._worker.load_model)
         self._requestRun.connect(self._worker.run)
         self._requestUnload.connect(self._worker.unload)
+        self._requestTask.connect(self._worker.run_task)
         w = self._worker
         w.loaded.connect(self._on_loaded)
         w.load_failed.connect(self._on_load_failed)
@@ -189,8 +282,13 @@ class EngineBridge(QObject):
         w.finished.connect(self._on_finished)
         w.failed.connect(self._on_failed)
         w.cancelled.connect(self._on_cancelled)
+        w.task_progress.connect(self._on_task_progress)
+        w.task_finished.connect(self._on_task_finished)
+        w.task_failed.connect(self._on_task_failed)
+        w.task_cancelled.connect(self._on_task_cancelled)
         self._next_id = 1
         self._job: RunJob | None = None
+        self._task: TaskJob | None = None
         self._pending: list[AttentionFrame] = []
         self._pending_step: StepInfo | None = None
         self.dropped_stale = 0
@@ -202,7 +300,11 @@ class EngineBridge(QObject):
     # ---- requests -------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return self._job is not None
+        return self._job is not None or self._task is not None
+
+    @property
+    def current_task(self) -> TaskJob | None:
+        return self._task
 
     @property
     def current_run_id(self) -> int | None:
@@ -218,6 +320,8 @@ class EngineBridge(QObject):
         """Queue a run; returns its id. One run at a time: raises EngineError while busy."""
         if self._job is not None:
             raise EngineError("a run is already going on: cancel it (Esc) or wait for it to finish")
+        if self._task is not None:
+            raise EngineError(f"the job “{self._task.name}” is going on: cancel it (Esc) or wait for it to finish")
         job = RunJob(self._next_id, model, device, request)
         self._next_id += 1
         self._job = job
@@ -228,11 +332,28 @@ class EngineBridge(QObject):
         self._requestRun.emit(job)
         return job.run_id
 
+    def submit(self, name: str, model: str | None, device: str,
+               fn: Callable[[Any, Callable[[int, int], None]], Any]) -> int:
+        """Queue an analysis job ``fn(backend, progress)`` in the engine thread; returns its id.
+        One run or job at a time: raises EngineError while busy."""
+        if self._job is not None or self._task is not None:
+            what = "a run" if self._job is not None else f"the job “{self._task.name}”"
+            raise EngineError(f"{what} is going on: cancel it (Esc) or wait for it to finish")
+        job = TaskJob(self._next_id, name, model, device, fn)
+        self._next_id += 1
+        self._task = job
+        self.busyChanged.emit(True)
+        self.jobStarted.emit(job.job_id, name)
+        self._requestTask.emit(job)
+        return job.job_id
+
     def cancel(self) -> bool:
-        """Ask the current run to stop at its next step; False when nothing runs."""
-        if self._job is None:
+        """Ask the current run or job to stop at its next step; False when nothing runs."""
+        if self._job is None and self._task is None:
             return False
-        self._job.cancel.cancel()
+        for job in (self._job, self._task):
+            if job is not None:
+                job.cancel.cancel()
         return True
 
     def shutdown(self, timeout_ms: int = 30000) -> bool:
@@ -305,3 +426,37 @@ class EngineBridge(QObject):
             self._pending.clear()
             self._end()
             self.runCancelled.emit(run_id)
+
+    # ---- job relays (GUI thread) ---------------------------------------------------------------
+    def _task_is(self, job_id: int) -> bool:
+        if self._task is None or job_id != self._task.job_id:
+            self.dropped_stale += 1
+            return False
+        return True
+
+    def _end_task(self) -> None:
+        self._task = None
+        self.busyChanged.emit(False)
+
+    @Slot(int, int, int)
+    def _on_task_progress(self, job_id: int, done: int, total: int) -> None:
+        if self._task_is(job_id):
+            self.jobProgress.emit(job_id, done, total)
+
+    @Slot(int, object)
+    def _on_task_finished(self, job_id: int, result: object) -> None:
+        if self._task_is(job_id):
+            self._end_task()
+            self.jobFinished.emit(job_id, result)
+
+    @Slot(int, str)
+    def _on_task_failed(self, job_id: int, message: str) -> None:
+        if self._task_is(job_id):
+            self._end_task()
+            self.jobFailed.emit(job_id, message)
+
+    @Slot(int)
+    def _on_task_cancelled(self, job_id: int) -> None:
+        if self._task_is(job_id):
+            self._end_task()
+            self.jobCancelled.emit(job_id)

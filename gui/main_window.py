@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, Slot
@@ -22,13 +22,17 @@ from engine.session import SESSION_SUFFIX, Session, load_session, save_session
 from engine.types import EngineError, GenerationRequest
 from gui import export
 from gui.audio_output import AudioOutput, make_output
+from gui.docks.convergence_dock import ConvergenceDock
 from gui.docks.heads_dock import HeadsDock
 from gui.docks.heatmap_dock import HeatmapDock
 from gui.docks.log_dock import LogDock
 from gui.docks.metrics_dock import MetricsDock
 from gui.docks.overview_dock import OverviewDock
+from gui.docks.patching_dock import PatchingDock
 from gui.docks.player_dock import PlayerDock
 from gui.docks.run_dock import RunDock
+from gui.docks.sae_dock import SAEDock
+from gui.docks.steering_dock import SteeringDock
 from gui.engine_thread import EngineBridge, ModelInfo
 from gui.preferences_dialog import PreferencesDialog
 from gui.settings import (
@@ -74,6 +78,16 @@ ACTIONS = (
 )
 
 
+def _is_steer(iv) -> bool:
+    from engine.interventions.caa import Steer
+
+    return isinstance(iv, Steer)
+
+
+def _steers_of(request: GenerationRequest) -> list:
+    return [iv for iv in request.extras.get("interventions") or [] if _is_steer(iv)]
+
+
 def autosave_path() -> Path:
     base = Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
     base.mkdir(parents=True, exist_ok=True)
@@ -110,8 +124,18 @@ class MainWindow(QMainWindow):
         self.log_dock = LogDock(self.workspace, self)
         self.player.map_provider = self.shown_map
         self.metrics.map_provider = self.shown_map
+        self.steering = SteeringDock(self)
+        self.patching = PatchingDock(self)
+        self.sae = SAEDock(self)
+        self.convergence = ConvergenceDock(self)
+        for dock in (self.steering, self.patching, self.sae, self.convergence):
+            dock.recipe = self.panel_recipe
+        self.convergence.current_result = lambda: self.workspace.current.result if self.workspace.current else None
+        self.run_dock.extras_providers += [self.steering.extras, self.convergence.extras]
+        self._steer: dict = {"baseline": None, "steered": None, "next": None, "again": False}
         self.docks: list[QDockWidget] = [
             self.run_dock, self.heatmap, self.overview, self.heads, self.player, self.metrics, self.log_dock,
+            self.steering, self.patching, self.sae, self.convergence,
         ]
         self._place_docks()
         self.default_state = self.saveState()
@@ -146,6 +170,11 @@ class MainWindow(QMainWindow):
         self.addDockWidget(bottom, self.player)
         self.addDockWidget(bottom, self.log_dock)
         self.splitDockWidget(self.player, self.log_dock, Qt.Orientation.Horizontal)
+        self.tabifyDockWidget(self.heads, self.steering)
+        self.heads.raise_()
+        for dock in (self.patching, self.sae, self.convergence):
+            self.tabifyDockWidget(self.overview, dock)
+        self.overview.raise_()
         self.resizeDocks([self.run_dock, self.heatmap, self.overview], [330, 700, 420], Qt.Orientation.Horizontal)
         self.resizeDocks([self.heatmap, self.player], [620, 260], Qt.Orientation.Vertical)
 
@@ -201,6 +230,29 @@ class MainWindow(QMainWindow):
         self.heatmap.cursorMoved.connect(self.statusBar().showMessage)
         self.player.positionChanged.connect(self.heatmap.set_play_position)
         self.player.message.connect(self.log)
+        self._wire_intervention_docks()
+
+    def _wire_intervention_docks(self) -> None:
+        """Steering / patching / SAE / convergence: jobs, cross-dock links, steer-and-listen."""
+        b = self.bridge
+        for dock in (self.steering, self.sae):
+            b.modelLoaded.connect(dock.set_model_sites)
+        for jobs in (self.steering.job, self.patching.job, self.sae.job, self.convergence.job,
+                     self.convergence.sweep_job):
+            jobs.attach(b)
+            jobs.failed.connect(self.show_error)
+        b.jobStarted.connect(self._on_job_started)
+        for sig in (b.jobFinished, b.jobFailed, b.jobCancelled):
+            sig.connect(self._on_job_ended)
+        self.patching.layerClicked.connect(self.steering.select_layer)
+        self.patching.functionalLayers.connect(self.steering.set_functional_layers)
+        self.sae.vectorsReady.connect(self.steering.add_vectors)
+        self.steering.steerRequested.connect(self.steer_regenerate)
+        self.steering.message.connect(self.log)
+        self.convergence.message.connect(self.log)
+        b.runFinished.connect(self._on_steer_finished)
+        b.runFailed.connect(self._on_steer_stopped)
+        b.runCancelled.connect(self._on_steer_stopped)
 
     # ---- messages ------------------------------------------------------------------------------
     @Slot(str)
@@ -243,6 +295,84 @@ class MainWindow(QMainWindow):
         self.status_progress.setValue(0)
         self.log(f"run #{run_id}: {model} on {device}, {request.steps} steps, “{request.prompt}”")
         return run_id
+
+    def panel_recipe(self) -> tuple[str, str, GenerationRequest | None]:
+        """Model, device and the Run panel's request (None after showing what is wrong)."""
+        return self.run_dock.model.currentText().strip(), self.run_dock.device.currentText(), self.run_dock.build_request()
+
+    @Slot(int, str)
+    def _on_job_started(self, job_id: int, name: str) -> None:
+        self.log(f"job #{job_id}: {name}")
+
+    @Slot()
+    def _on_job_ended(self, *_) -> None:
+        self.run_dock.progress.setRange(0, 1)
+        self.run_dock.message.setText("ready")
+
+    # ---- steer and listen ----------------------------------------------------------------------
+    def _baseline_for(self, model: str, device: str, plain: GenerationRequest) -> RunData | None:
+        """The latest finished run of the same recipe without steering (A of the A/B)."""
+        keys = ("prompt", "negative_prompt", "seed", "steps", "guidance", "duration")
+        for run in reversed(self.workspace.history):
+            if run.result is None or run.status != "done" or (run.model, run.device) != (model, device):
+                continue
+            same = all(getattr(run.request, k) == getattr(plain, k) for k in keys)
+            if same and not _steers_of(run.request) and run.request.extras.get("lsac_preset") == plain.extras.get("lsac_preset"):
+                return run
+        return None
+
+    @Slot()
+    def steer_regenerate(self) -> int | None:
+        """Regenerate the Run panel's recipe (same seed) with the steering panel's sliders; the
+        unsteered run of that recipe (generated first when missing) becomes A, the new run B."""
+        if self.bridge.busy:
+            self._steer["again"] = True  # after the current run or job
+            return None
+        self._steer["again"] = False
+        model, device, request = self.panel_recipe()
+        if request is None:
+            return None
+        others = [iv for iv in request.extras.get("interventions") or [] if not _is_steer(iv)]
+        extras = {k: v for k, v in request.extras.items() if k != "interventions"}
+        plain = replace(request, extras={**extras, "interventions": others} if others else extras)
+        base = self._baseline_for(model, device, plain)
+        if base is None:
+            self._steer.update(next=(model, device, request), steered=None)
+            self._steer["baseline"] = self.generate(model, device, plain)
+            return self._steer["baseline"]
+        self._steer.update(baseline=base.run_id, next=None)
+        self._steer["steered"] = self.generate(model, device, request)
+        return self._steer["steered"]
+
+    @Slot(object)
+    def _on_steer_finished(self, result: RunResult) -> None:
+        st = self._steer
+        if st["next"] is not None and result.run_id == st["baseline"]:
+            model, device, request = st["next"]
+            st["next"] = None
+            st["steered"] = self.generate(model, device, request)
+            return
+        if st["steered"] is not None and result.run_id == st["steered"]:
+            st["steered"] = None
+            self.show_ab(st["baseline"], result.run_id)
+        if st["again"] and not self.bridge.busy:
+            self.steer_regenerate()
+
+    @Slot()
+    def _on_steer_stopped(self, *_) -> None:
+        self._steer.update(next=None, steered=None, again=False)
+
+    def show_ab(self, a_id: int, b_id: int) -> None:
+        """Player: A = ``a_id``, B = ``b_id``, switched to B and playing."""
+        p = self.player
+        for combo, run_id in ((p.a_run, a_id), (p.b_run, b_id)):
+            i = combo.findData(run_id)
+            if i >= 0:
+                combo.setCurrentIndex(i)
+        p.ab.setChecked(True)
+        p.stop()
+        p.toggle_play()
+        self.log(f"A/B: run #{a_id} (unsteered) vs #{b_id} (steered); playing B")
 
     @Slot()
     def cancel_run(self) -> None:

@@ -1,6 +1,7 @@
 """Smoke test of the frozen AIBA Studio bundle (run with the project's Python, not the bundle's).
 
     .venv/bin/python installer/smoke_test.py [dist/aiba-studio/aiba-studio] [--skip-gui] [--keep DIR]
+                                             [--embedded MODEL_DIR]
 
 Checks, in order, printing one line each and exiting 1 at the first failure:
 
@@ -160,9 +161,10 @@ def compare_maps(frozen: dict[str, np.ndarray], source: dict[str, np.ndarray]) -
             raise SmokeFailure(f"{key}: frozen {a.tolist()} vs source {b.tolist()}")
 
 
-def check_analyze(binary: Path, tmp: Path) -> str:
-    # Both runs load the weights the bundle ships (or both fall back to the same cached tiny model).
-    model_dir = bundle_dir(binary) / "resources" / "models" / "aiba-slakh-tiny"
+def check_analyze(binary: Path, tmp: Path, model_dir: Path | None = None) -> str:
+    # Both runs load the same weights: ``model_dir``, else the bundle's embedded model (or, when the
+    # bundle has none, both fall back to the same cached tiny stand-in).
+    model_dir = model_dir or bundle_dir(binary) / "resources" / "models" / "aiba-slakh-tiny"
     env = isolated_env(tmp, AIBA_EMBEDDED_MODEL_DIR=str(model_dir))
     out = tmp / "analyze-frozen"
     _, elapsed = run([str(binary), "analyze", *ANALYZE_ARGS, "--out", str(out)], env, "analyze")
@@ -226,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("binary", nargs="?", default=str(DEFAULT_BINARY))
     parser.add_argument("--skip-gui", action="store_true", help="skip --self-test (headless checks only)")
     parser.add_argument("--keep", default=None, help="keep outputs in this folder (default: a temp folder)")
+    parser.add_argument("--embedded", default=None,
+                        help="analyze with this embedded-model folder instead of the bundle's")
     args = parser.parse_args(argv)
     binary = Path(args.binary).resolve()
     if not os.access(binary, os.X_OK):
@@ -238,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         checks = [("portaudio", lambda: check_portaudio(binary)), ("help", lambda: check_help(binary, tmp))]
         if not args.skip_gui:
             checks.append(("self-test", lambda: check_self_test(binary, tmp)))
-        checks.append(("analyze", lambda: check_analyze(binary, tmp)))
+        embedded = Path(args.embedded).resolve() if args.embedded else None
+        checks.append(("analyze", lambda: check_analyze(binary, tmp, embedded)))
         checks.append(("render", lambda: check_render(binary, tmp)))
         skipped = []
         for name, check in checks:
