@@ -124,10 +124,11 @@ def screenshot_problem(path: Path) -> str | None:
     return None
 
 
-def check_self_test(binary: Path, tmp: Path) -> str:
+def check_self_test(binary: Path, tmp: Path, model_dir: Path | None = None) -> str:
     shot = tmp / "self-test.png"
-    proc, elapsed = run([str(binary), "--self-test", "--screenshot", str(shot)], isolated_env(tmp),
-                        "--self-test")
+    extra = {"AIBA_EMBEDDED_MODEL_DIR": str(model_dir)} if model_dir else {}
+    proc, elapsed = run([str(binary), "--self-test", "--screenshot", str(shot)],
+                        isolated_env(tmp, **extra), "--self-test")
     if "self-test passed" not in proc.stdout:
         raise SmokeFailure(f"--self-test exited 0 without 'self-test passed':\n{proc.stdout}")
     problem = screenshot_problem(shot)
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-gui", action="store_true", help="skip --self-test (headless checks only)")
     parser.add_argument("--keep", default=None, help="keep outputs in this folder (default: a temp folder)")
     parser.add_argument("--embedded", default=None,
-                        help="analyze with this embedded-model folder instead of the bundle's")
+                        help="self-test and analyze with this embedded-model folder, not the bundle's")
     args = parser.parse_args(argv)
     binary = Path(args.binary).resolve()
     if not os.access(binary, os.X_OK):
@@ -239,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aiba-smoke-") as scratch:
         tmp = Path(args.keep).resolve() if args.keep else Path(scratch)
         tmp.mkdir(parents=True, exist_ok=True)
+        embedded = Path(args.embedded).resolve() if args.embedded else None
         checks = [("portaudio", lambda: check_portaudio(binary)), ("help", lambda: check_help(binary, tmp))]
         if not args.skip_gui:
-            checks.append(("self-test", lambda: check_self_test(binary, tmp)))
-        embedded = Path(args.embedded).resolve() if args.embedded else None
+            checks.append(("self-test", lambda: check_self_test(binary, tmp, embedded)))
         checks.append(("analyze", lambda: check_analyze(binary, tmp, embedded)))
         checks.append(("render", lambda: check_render(binary, tmp)))
         skipped = []

@@ -172,7 +172,12 @@ class RunDock(QDockWidget):
         """The request the fields describe, or None after showing what is wrong."""
         extras: dict[str, Any] = {}
         for provide in self.extras_providers:
-            extras.update(provide())
+            provided = dict(provide())
+            # interventions from several docks (steering, ablation, ...) stack in provider order
+            stacked = list(extras.get("interventions", [])) + list(provided.pop("interventions", []))
+            extras.update(provided)
+            if stacked:
+                extras["interventions"] = stacked
         extra = {"per_head": self.per_head.isChecked(), "memory_budget_mb": self.memory_budget_mb, "extras": extras}
         request, errors = parse_fields(self.fields(), extra)
         for name, w in self._inputs.items():
