@@ -56,8 +56,10 @@ def default_train_scheduler() -> DDPMScheduler:
 
 
 def sampling_scheduler(train_scheduler: DDPMScheduler) -> DDIMScheduler:
-    return DDIMScheduler.from_config(train_scheduler.config, clip_sample=False, set_alpha_to_one=False,
-                                     timestep_spacing="trailing")
+    """DDIM from t = 999 ("trailing"); x0 is clipped to the mel's [-1, 1] range, which keeps the
+    first steps (where the cosine schedule's sqrt(alpha_bar) is ~5e-5) from blowing up errors."""
+    return DDIMScheduler.from_config(train_scheduler.config, clip_sample=True, clip_sample_range=1.0,
+                                     set_alpha_to_one=False, timestep_spacing="trailing")
 
 
 def pack_mel(mel: torch.Tensor) -> torch.Tensor:
