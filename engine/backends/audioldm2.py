@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from engine.backends.diffusers_backend import DiffusersBackend, parse_site
+from engine.backends.unet_sites import UNetSitesMixin
 from engine.types import EngineError, GenerationRequest, MelSpec
 
 # AudioLDM2's STFT settings (training config: filter_length 1024, hop 160, fmin 0, fmax 8000);
@@ -31,7 +32,7 @@ from engine.types import EngineError, GenerationRequest, MelSpec
 DEFAULT_N_FFT = 1024
 
 
-class AudioLDM2Backend(DiffusersBackend):
+class AudioLDM2Backend(UNetSitesMixin, DiffusersBackend):
     """A loaded ``AudioLDM2Pipeline`` (hub id, folder, or tiny)."""
 
     family = "audioldm2"
@@ -60,14 +61,6 @@ class AudioLDM2Backend(DiffusersBackend):
             return "self", "self"
         return "cross", ("loa" if idx <= 1 else "t5")
 
-    def _lattice_parent(self, name: str) -> str:
-        return name.split(".transformer_blocks.")[0]
-
-    def _lattice_from_input(self, name, hidden, request):
-        if hidden.ndim != 4:
-            raise EngineError(f"site {name}: expected a (B, C, time, mel) input, got {tuple(hidden.shape)}")
-        return (int(hidden.shape[2]), int(hidden.shape[3])), None
-
     # -- geometry from the architecture ---------------------------------------------------------
     @property
     def vae_scale_factor(self) -> int:
@@ -81,25 +74,9 @@ class AudioLDM2Backend(DiffusersBackend):
         vsf = self.vae_scale_factor
         return int(math.ceil(height / vsf)) * vsf
 
-    def _level(self, block: str) -> int:
-        n_down = len(self.denoiser.down_blocks)
-        kind, _, idx = block.partition(".")
-        if kind == "down_blocks":
-            return int(idx)
-        if kind == "mid_block":
-            return n_down - 1
-        return n_down - 1 - int(idx)
-
-    def planned_lattice(self, name: str, duration: float) -> tuple[int, int]:
-        """Query lattice of site ``name`` for ``duration`` s, from the architecture."""
-        match = parse_site(name)
-        if match is None:
-            raise EngineError(f"{name} is not an AudioLDM2 UNet attention site")
-        t = self.mel_frames(duration) // self.vae_scale_factor
-        f = int(self.pipe.vocoder.config.model_in_dim) // self.vae_scale_factor
-        for _ in range(self._level(match["block"])):
-            t, f = -(-t // 2), -(-f // 2)  # stride-2 conv with padding 1: ceil(n / 2)
-        return t, f
+    def _level0_lattice(self, duration: float) -> tuple[int, int]:
+        vsf = self.vae_scale_factor
+        return self.mel_frames(duration) // vsf, int(self.pipe.vocoder.config.model_in_dim) // vsf
 
     def frame_shapes(self, request: GenerationRequest) -> dict[str, tuple[int, int, int]]:
         keys = {"loa": self.n_loa_tokens, "t5": len(self.tokens(request.prompt)["t5"])}

@@ -19,13 +19,14 @@ from __future__ import annotations
 import torch
 
 from engine.backends.base import RunResult
-from engine.backends.diffusers_backend import DiffusersBackend, parse_site
+from engine.backends.diffusers_backend import DiffusersBackend
+from engine.backends.unet_sites import UNetSitesMixin
 from engine.models.embedded.pipeline import LATTICE_FACTOR, EmbeddedPipeline
 from engine.models.embedded.textenc import PAD
-from engine.types import CancelToken, EngineError, GenerationRequest, MelSpec, RunObserver
+from engine.types import CancelToken, GenerationRequest, MelSpec, RunObserver
 
 
-class EmbeddedBackend(DiffusersBackend):
+class EmbeddedBackend(UNetSitesMixin, DiffusersBackend):
     """A loaded :class:`EmbeddedPipeline`."""
 
     family = "embedded"
@@ -56,39 +57,13 @@ class EmbeddedBackend(DiffusersBackend):
             return "cross", "text"
         return "self", "self"
 
-    def _lattice_parent(self, name: str) -> str:
-        return name.split(".transformer_blocks.")[0]
-
-    def _lattice_from_input(self, name, hidden, request):
-        if hidden.ndim != 4:
-            raise EngineError(f"site {name}: expected a (B, C, time, mel) input, got {tuple(hidden.shape)}")
-        return (int(hidden.shape[2]), int(hidden.shape[3])), None
-
-    def _level(self, block: str) -> int:
-        n_down = len(self.denoiser.down_blocks)
-        kind, _, idx = block.partition(".")
-        if kind == "down_blocks":
-            return int(idx)
-        if kind == "mid_block":
-            return n_down - 1
-        return n_down - 1 - int(idx)
-
-    def planned_lattice(self, name: str, duration: float) -> tuple[int, int]:
-        """Query lattice ``(T_l, F_l)`` of site ``name`` for ``duration`` s, from the architecture."""
-        match = parse_site(name)
-        if match is None:
-            raise EngineError(f"{name} is not an attention site of the embedded UNet")
-        t = self.pipe.n_frames(duration) // LATTICE_FACTOR[0]
-        f = self.pipe.mel_config.n_mels // LATTICE_FACTOR[1]
-        level = self._level(match["block"])
-        return t >> level, f >> level
+    def _level0_lattice(self, duration: float) -> tuple[int, int]:
+        return (self.pipe.n_frames(duration) // LATTICE_FACTOR[0],
+                self.pipe.mel_config.n_mels // LATTICE_FACTOR[1])
 
     def lattice_factor(self, name: str) -> tuple[int, int]:
         """Mel frames and mel bins covered by one lattice cell of site ``name``."""
-        match = parse_site(name)
-        if match is None:
-            raise EngineError(f"{name} is not an attention site of the embedded UNet")
-        level = self._level(match["block"])
+        level = self.site_level(name)
         return LATTICE_FACTOR[0] << level, LATTICE_FACTOR[1] << level
 
     def _key_count(self, request: GenerationRequest) -> int:
