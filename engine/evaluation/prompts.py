@@ -17,10 +17,11 @@ from pathlib import Path
 
 import yaml
 
+from engine.paths import resources_dir
 from engine.types import EngineError
 
 DEFAULT_TEMPLATES_PATH = (
-    Path(__file__).resolve().parents[2] / "resources" / "prompts" / "eval_templates.yaml"
+    resources_dir() / "prompts" / "eval_templates.yaml"
 )
 
 

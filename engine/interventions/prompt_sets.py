@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from engine.paths import resources_dir
 from engine.types import EngineError
 
 
 def prompts_dir() -> Path:
-    root = Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parents[2]))
-    return root / "resources" / "prompts"
+    return resources_dir() / "prompts"
 
 
 def _read(name: str) -> dict:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from engine.models.embedded import DEFAULT_MODEL_DIR_NAME
+from engine.paths import resources_dir
 from engine.types import EngineError
 
 ENV_MODEL_DIR = "AIBA_EMBEDDED_MODEL_DIR"
@@ -17,8 +17,7 @@ def default_model_dir() -> Path:
     (the PyInstaller bundle root when frozen, the repository root otherwise)."""
     if os.environ.get(ENV_MODEL_DIR):
         return Path(os.environ[ENV_MODEL_DIR])
-    root = Path(getattr(sys, "_MEIPASS", Path(__file__).resolve().parents[3]))
-    return root / "resources" / "models" / DEFAULT_MODEL_DIR_NAME
+    return resources_dir() / "models" / DEFAULT_MODEL_DIR_NAME
 
 
 def load_embedded_backend(device: str = "cpu", dtype: str = "float32", folder: str | Path | None = None):
