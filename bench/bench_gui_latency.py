@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     lat = np.asarray(latencies) * 1000.0
     print(f"model {args.model} on {args.device}, {args.steps} steps, {args.duration} s clip, run {elapsed:.2f} s")
     print(f"event-loop probe ({PROBE_MS} ms): {len(ticks)} ticks; gap p50 {np.percentile(gaps, 50):.1f} ms, "
-          f"p99 {np.percentile(gaps, 99):.1f} ms, longest {gaps.max():.1f} ms (stall {gaps.max() - PROBE_MS:.1f} ms)")
+          f"p99 {np.percentile(gaps, 99):.1f} ms, longest {gaps.max():.1f} ms (stall {gaps.max() - PROBE_MS:.1f} ms, "
+          f"ending {ticks[int(gaps.argmax()) + 1] - t_start:.2f} s into the run)")
     if lat.size:
         print(f"step-to-screen latency: {lat.size} live maps of {args.steps} steps; mean {lat.mean():.1f} ms, "
               f"p95 {np.percentile(lat, 95):.1f} ms, max {lat.max():.1f} ms")

@@ -117,6 +117,20 @@ def load_backend(model: str, device: str):
     return _load(model, device=device)
 
 
+def _warm_up(backend) -> None:
+    """One tiny captured run in the engine thread right after loading.
+
+    The first run of a process imports modules lazily and fills caches; Python imports hold the
+    GIL (and PySide's import hook reads each new module's source), which stalled the GUI thread for
+    ~0.5 s in the middle of the user's first generation. Doing it here moves that cost into the
+    load, where the GUI shows a busy state anyway.
+    """
+    try:
+        backend.generate(GenerationRequest(prompt="bass", steps=1, duration=1.0, per_head=True))
+    except EngineError as exc:  # a model that cannot make 1 s: the first real run warms up instead
+        log.info("warm-up skipped: %s", exc)
+
+
 class _SignalObserver:
     """Run observer that forwards the engine's callbacks as the worker's signals."""
 
@@ -157,6 +171,7 @@ class EngineWorker(QObject):
         self._backend = None  # release the previous model before loading the next
         t0 = time.perf_counter()
         backend = load_backend(model, device)
+        _warm_up(backend)
         self._backend, self._key = backend, (model, device)
         mel = None
         try:
