@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,30 @@ def request_from_dict(data: dict[str, Any]) -> GenerationRequest:
     return GenerationRequest(**data)
 
 
+def _describe(item: Any) -> Any:
+    return item.describe() if hasattr(item, "describe") else {"type": type(item).__name__}
+
+
+def request_to_dict(request: GenerationRequest) -> dict[str, Any]:
+    """The request as JSON-ready data. Live intervention objects (steering, LSAC, ...) are stored
+    as their descriptions under ``extras["interventions_recorded"]``: the recipe says what was
+    applied, but reopening a session does not re-apply them. Other extras that are not plain data
+    are stored as their type name."""
+    data = asdict(replace(request, extras={}))
+    extras: dict[str, Any] = {}
+    for key, value in request.extras.items():
+        if key == "interventions":
+            extras["interventions_recorded"] = [_describe(iv) for iv in value]
+            continue
+        try:
+            json.dumps(value, default=_json_default)
+            extras[key] = value
+        except (TypeError, ValueError):
+            extras[key] = {"unstored": type(value).__name__}
+    data["extras"] = extras
+    return data
+
+
 def save_session(path: str | os.PathLike[str], session: Session, include_arrays: bool = True) -> Path:
     """Write ``session`` to ``path`` atomically; returns the path written.
 
@@ -75,7 +99,7 @@ def save_session(path: str | os.PathLike[str], session: Session, include_arrays:
         "saved_at": session.saved_at,
         "model": session.model,
         "device": session.device,
-        "request": session.request.to_dict(),
+        "request": request_to_dict(session.request),
         "head_masks": {k: [bool(b) for b in v] for k, v in session.head_masks.items()},
         "view": session.view,
         "result": None,

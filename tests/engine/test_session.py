@@ -124,3 +124,26 @@ def test_request_from_dict_rejects_unknown_fields():
     assert request_from_dict(req.to_dict()) == req
     with pytest.raises(EngineError, match="unknown request fields"):
         request_from_dict({**req.to_dict(), "bogus": 1})
+
+
+def test_interventions_are_recorded_not_pickled(tmp_path):
+    """A steered request saves: the intervention's description is kept, the object is not."""
+    from engine.session import Session, load_session, save_session
+    from engine.types import GenerationRequest
+
+    class FakeSteer:  # stands for any intervention object: only its describe() is stored
+        def wrap(self, site, module, inner):
+            return None
+
+        def describe(self):
+            return {"type": "caa", "alpha": 12.5, "sites": ["down_blocks.1.attentions.0"]}
+
+    request = GenerationRequest(prompt="bass", extras={"interventions": [FakeSteer()], "lsac_preset": "safe",
+                                                       "report": object()})
+    path = save_session(tmp_path / "s", Session(model="tiny:audioldm2", device="cpu", request=request,
+                                                head_masks={}, view={}, result=None))
+    extras = load_session(path).request.extras
+    assert extras["interventions_recorded"] == [FakeSteer().describe()]
+    assert "interventions" not in extras
+    assert extras["lsac_preset"] == "safe"
+    assert extras["report"] == {"unstored": "object"}
