@@ -117,17 +117,5 @@ class AudioLDM2Backend(UNetSitesMixin, DiffusersBackend):
         return [(self.pipe.vocoder, vocoder_hook)]
 
     def _run_pipeline(self, request, generator, callback):
-        with torch.no_grad():
-            out = self.pipe(
-                request.prompt,
-                negative_prompt=request.negative_prompt or None,
-                audio_length_in_s=float(request.duration),
-                num_inference_steps=int(request.steps),
-                guidance_scale=float(request.guidance),
-                generator=generator,
-                callback=callback,
-                callback_steps=1,
-                output_type="np",
-            )
-        audio = np.asarray(out.audios[0], dtype=np.float32)
+        audio = self._call_pipeline(request, generator, callback, audio_length_in_s=float(request.duration))
         return audio, ["mel is the VAE-decoded log-mel fed to the vocoder, (T, n_mels), low first"]

@@ -104,6 +104,24 @@ class DiffusersBackend:
         """Run the pipeline; return mono float32 audio and notes for the recipe."""
         raise NotImplementedError
 
+    def _call_pipeline(self, request: GenerationRequest, generator: torch.Generator,
+                       callback: Callable, **length: float) -> np.ndarray:
+        """Call a diffusers audio pipeline with the request (``length``: its duration keyword)
+        and the legacy step callback; the first waveform as float32."""
+        with torch.no_grad():
+            out = self.pipe(
+                request.prompt,
+                negative_prompt=request.negative_prompt or None,
+                num_inference_steps=int(request.steps),
+                guidance_scale=float(request.guidance),
+                generator=generator,
+                callback=callback,
+                callback_steps=1,
+                output_type="np",
+                **length,
+            )
+        return np.asarray(out.audios[0], dtype=np.float32)
+
     def _extra_hooks(self, state: dict[str, Any]) -> list[tuple[torch.nn.Module, Callable]]:
         return []
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from engine.backends.diffusers_backend import DiffusersBackend
@@ -128,19 +127,7 @@ class StableAudioBackend(DiffusersBackend):
             )
 
     def _run_pipeline(self, request, generator, callback):
-        with torch.no_grad():
-            out = self.pipe(
-                request.prompt,
-                negative_prompt=request.negative_prompt or None,
-                audio_end_in_s=float(request.duration),
-                num_inference_steps=int(request.steps),
-                guidance_scale=float(request.guidance),
-                generator=generator,
-                callback=callback,
-                callback_steps=1,
-                output_type="np",
-            )
-        audio = np.asarray(out.audios[0], dtype=np.float32)
+        audio = self._call_pipeline(request, generator, callback, audio_end_in_s=float(request.duration))
         notes = ["frames hold probabilities over all keys incl. T5 pads (see aux['sink_mass'])"]
         if audio.ndim == 2:
             notes.append(f"{audio.shape[0]}-channel output averaged to mono")

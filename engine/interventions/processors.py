@@ -23,19 +23,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from engine.probe.attention_math import rotate_partial
 from engine.types import EngineError
 
 KVHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None],
                   tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
 OutputHook = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _rotate_partial(x: torch.Tensor, rotary_emb) -> torch.Tensor:
-    from diffusers.models.embeddings import apply_rotary_emb
-
-    rot_dim = rotary_emb[0].shape[-1]
-    rotated = apply_rotary_emb(x[..., :rot_dim], rotary_emb, use_real=True, use_real_unbind_dim=-2)
-    return torch.cat((rotated, x[..., rot_dim:]), dim=-1)
 
 
 def attention_forward(
@@ -95,9 +88,9 @@ def attention_forward(
         key = attn.norm_k(key)
     if rotary_emb is not None:
         q_dtype, k_dtype = query.dtype, key.dtype
-        query = _rotate_partial(query.to(torch.float32), rotary_emb).to(q_dtype)
+        query = rotate_partial(query.to(torch.float32), rotary_emb).to(q_dtype)
         if not attn.is_cross_attention:
-            key = _rotate_partial(key.to(torch.float32), rotary_emb).to(k_dtype)
+            key = rotate_partial(key.to(torch.float32), rotary_emb).to(k_dtype)
     if uniform:
         query = torch.zeros_like(query)  # every score 0: softmax(mask) = uniform over allowed keys
     hidden_states = F.scaled_dot_product_attention(

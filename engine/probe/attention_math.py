@@ -23,7 +23,8 @@ def kv_heads_of(attn) -> int:
     return attn.to_k.out_features // head_dim_of(attn)
 
 
-def _rotate_partial(x: torch.Tensor, rotary_emb) -> torch.Tensor:
+def rotate_partial(x: torch.Tensor, rotary_emb) -> torch.Tensor:
+    """Stable Audio's partial RoPE: rotate the first ``rot_dim`` channels of ``x``."""
     from diffusers.models.embeddings import apply_rotary_emb
 
     rot_dim = rotary_emb[0].shape[-1]
@@ -83,9 +84,9 @@ def attention_probs(
     query = query.float()
     key = key.float()
     if rotary_emb is not None:
-        query = _rotate_partial(query, rotary_emb)
+        query = rotate_partial(query, rotary_emb)
         if not attn.is_cross_attention:
-            key = _rotate_partial(key, rotary_emb)
+            key = rotate_partial(key, rotary_emb)
 
     scale = 1.0 / math.sqrt(head_dim)
     if mask is not None and mask.dtype != torch.bool:
