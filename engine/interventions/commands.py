@@ -90,8 +90,13 @@ def run_patch(o: PatchOptions, progress: Progress = None) -> Path:
     report = patch_sweep(backend, pairs, query, scorer, o.layers, _seeds(o.seeds), o.steps, o.guidance,
                          o.duration, o.mode, cp.concept, progress)
     path = _folder(o.out) / f"patch_{cp.concept.replace(' ', '_')}.json"
-    _write_json(path, {"model": backend.model_id, "options": asdict(o), "warnings": backend.warnings,
-                       **report.to_dict(), "functional_top2": report.functional_layers(2)})
+    warnings = list(backend.warnings)
+    if not report.measurable:
+        warnings.append(f"the {scorer.name} scorer rates prompts with {cp.concept!r} no higher than those "
+                        "without it: the impacts and functional layers of this sweep are not meaningful")
+    _write_json(path, {"model": backend.model_id, "family": backend.family, "options": asdict(o),
+                       "warnings": warnings, **report.to_dict(),
+                       "functional_top2": report.functional_layers(2) if report.measurable else []})
     return path
 
 
@@ -230,7 +235,9 @@ def run_steer(o: SteerOptions, progress: Progress = None) -> Path:
         result = evaluate_steering(backend, vectors, sets, o.eval_prompts or [o.prompt], _floats(o.eval_alphas),
                                    query, scorer, _seeds(o.eval_seeds), o.steps, o.guidance, o.duration,
                                    o.renorm, o.halves, progress)
-        _write_json(folder / "steer_eval.json", {"model": backend.model_id, "vectors": o.vectors, **result})
+        _write_json(folder / "steer_eval.json", {"model": backend.model_id, "family": backend.family,
+                                                 "warnings": list(backend.warnings), "vectors": o.vectors,
+                                                 **result})
         return folder
     sites = resolve_layers(backend, o.layers) if o.layers else None
     req = {"prompt": o.prompt, "seed": o.seed, "steps": o.steps, "guidance": o.guidance, "duration": o.duration,

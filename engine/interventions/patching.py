@@ -179,6 +179,12 @@ class PatchReport:
         return impact_score(self.sim_patched.mean(axis=(1, 2)), float(self.sim_source.mean()),
                             float(self.sim_target.mean()))
 
+    @property
+    def measurable(self) -> bool:
+        """Whether the scorer rates the prompts with the concept above those without it; when it
+        does not, Eq. 9's denominator is ≤ 0 and the impacts (and functional layers) mean nothing."""
+        return bool(float(np.mean(self.sim_target)) > float(np.mean(self.sim_source)))
+
     def functional_layers(self, top: int = 2) -> list[str]:
         """The ``top`` sites with the highest impact (nan counts as lowest)."""
         order = np.argsort(-np.nan_to_num(self.impact, nan=-np.inf), kind="stable")
@@ -189,6 +195,7 @@ class PatchReport:
         return {
             "concept": self.concept, "query": self.query, "scorer": self.scorer, "mode": self.mode,
             "pairs": [list(p) for p in self.pairs], "seeds": self.seeds,
+            "measurable": self.measurable,
             "sim_target_mean": float(self.sim_target.mean()), "sim_source_mean": float(self.sim_source.mean()),
             "layers": [{"layer": n, "site": s, "impact": None if not np.isfinite(v) else float(v),
                         "sim_patched_mean": float(self.sim_patched[i].mean())}

@@ -86,3 +86,20 @@ def test_impact_score_matches_eq9_by_hand():
     # sim(target)=0.8, sim(source)=0.2; patched 0.5 -> (0.5-0.2)/(0.8-0.2) = 0.5
     assert impact_score(np.array([0.5, 0.8, 0.2]), 0.2, 0.8) == pytest.approx([0.5, 1.0, 0.0])
     assert np.isnan(impact_score(0.4, 0.3, 0.3))
+
+
+def test_a_concept_the_scorer_cannot_see_is_flagged_not_measurable():
+    """Eq. 9 needs sim(target) > sim(source); a reversed pair marks the sweep as not measurable."""
+    import numpy as np
+
+    from engine.interventions.patching import PatchReport
+
+    def report(target, source):
+        return PatchReport(concept="bass", query="bass", scorer="band-template", mode="kv",
+                           pairs=[("bass", "guitar")], seeds=[0], sites=["a", "b"], layer_numbers=[0, 1],
+                           sim_target=np.array([[target]]), sim_source=np.array([[source]]),
+                           sim_patched=np.array([[[0.25]], [[0.26]]]))
+
+    assert report(0.3, 0.2).measurable
+    assert not report(0.21, 0.28).measurable
+    assert report(0.21, 0.28).to_dict()["measurable"] is False
