@@ -67,7 +67,13 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--duration", type=float, default=4.0)
-    p.add_argument("--offset", type=float, default=0.0, help="start of the stem window (s)")
+    p.add_argument("--offset", type=float, default=0.0, help="start of the stem window, or of its search (s)")
+    p.add_argument("--window", default="active", choices=["active", "fixed"],
+                   help="active: first window from --offset where the class sounds; fixed: --offset")
+    p.add_argument("--min-active", type=float, default=0.25,
+                   help="share of the window in which the class must sound (else the item is refused)")
+    p.add_argument("--gt-range", default="region", choices=["region", "fundamental", "band"],
+                   help="headline knowledge-driven ground truth (band covers most of the grid)")
     p.add_argument("--grid", default="128x64")
     p.add_argument("--max-tracks", type=int, default=None)
     p.add_argument("--split", default=None, help="train, validation or test (Slakh layout)")
@@ -80,7 +86,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=float, default=1.0, help="sigma-late rate")
     p.add_argument("--fit-split", default=None)
     p.add_argument("--fit-tracks", type=int, default=4)
-    p.add_argument("--fit-target", default="band", choices=["band", "stem", "output"])
+    p.add_argument("--fit-target", default=None,
+                   choices=["region", "fundamental", "band", "stem", "output"], help="default: --gt-range")
     p.add_argument("--tau", type=float, default=0.5, help="binarisation threshold")
     p.add_argument("--threshold-db", type=float, default=-30.0)
     p.add_argument("--min-share", type=float, default=0.1)
@@ -98,7 +105,7 @@ def _heads_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="an eval results folder (run with per-head capture)")
     p.add_argument("--k", type=int, default=None)
     p.add_argument("--metric", default="ap", choices=["ap", "iou"])
-    p.add_argument("--gt", default="band", choices=["band", "stem", "output"])
+    p.add_argument("--gt", default="region", choices=["region", "fundamental", "band", "stem", "output"])
     p.add_argument("--tau", type=float, default=0.5)
     p.add_argument("--lam", type=float, default=1.0, help="consistency penalty of the label-free score")
     p.add_argument("--no-figures", action="store_true")

@@ -90,6 +90,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
         templates=args.templates, seed=args.seed, seed_mode=args.seed_mode, steps=args.steps,
         guidance=args.guidance, duration=args.duration, offset=args.offset, grid=_parse_grid(args.grid),
+        window=args.window, min_active=args.min_active, gt_range=args.gt_range,
         max_tracks=args.max_tracks, split=args.split, cross_only=not args.all_sites,
         pooling=args.pooling, aggregator=args.aggregator, topk=args.topk,
         weighting=args.weighting.replace("-", "_"), alpha=args.alpha, beta=args.beta, tau=args.tau,

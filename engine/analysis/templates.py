@@ -137,6 +137,27 @@ REGIONS: dict[str, BandTemplate] = {
     ),
 }
 
+#: Knowledge-driven coarse ground truth (a **convention of this project**, after AIBA Sec. 2.2 and
+#: its qualitative reading "bass in low bands, guitars/piano in mid-to-high, drums across wide
+#: ranges"): the :data:`REGIONS` where each class's fundamentals and main energy lie.
+CLASS_REGIONS: dict[str, tuple[str, ...]] = {
+    "Bass": ("low",),
+    "Drums": ("low", "high"),  # kick/toms/snare body below 250 Hz; hats, cymbals, wires above 2 kHz
+    "Guitar": ("mid",),
+    "Piano": ("mid",),
+    "Chromatic Percussion": ("mid", "high"),
+    "Organ": ("mid",),
+    "Strings": ("mid",),
+    "Brass": ("mid",),
+    "Reed": ("mid",),
+    "Pipe": ("mid", "high"),
+    "Synth Lead": ("mid",),
+    "Synth Pad": ("mid",),
+}
+
+#: The knowledge-driven ranges a template mask can be built from.
+TEMPLATE_RANGES = ("band", "fundamental", "region")
+
 _ALIASES = {
     "guitars": "Guitar",
     "strings (continued)": "Strings",
@@ -180,13 +201,35 @@ def hz_range_mask(lo: float, hi: float, spec: MelSpec, n_bins: int) -> np.ndarra
     return mask
 
 
+def class_regions(name: str | BandTemplate) -> tuple[str, ...]:
+    """The :data:`REGIONS` of an instrument class (:data:`CLASS_REGIONS`; a region names itself)."""
+    t = name if isinstance(name, BandTemplate) else band_template(name)
+    if t.name in REGIONS:
+        return (t.name,)
+    if t.name not in CLASS_REGIONS:
+        raise EngineError(f"no low/mid/high region for {t.name!r}: use one of {', '.join(CLASS_REGIONS)}")
+    return CLASS_REGIONS[t.name]
+
+
 def band_mask(
     name: str | BandTemplate, spec: MelSpec, n_bins: int = DEFAULT_TARGET[1], which: str = "band"
 ) -> np.ndarray:
-    """``(F,)`` bool mask of an instrument's ``band`` (or ``fundamental``) on the target grid."""
+    """``(F,)`` bool mask of an instrument's ``band``, ``fundamental`` or ``region`` on the grid.
+
+    ``region``: the union of the class's low (< 250 Hz) / mid (250 Hz–2 kHz) / high (> 2 kHz)
+    regions (:data:`CLASS_REGIONS`); region edges are half-open so the three regions partition
+    the grid.
+    """
     t = name if isinstance(name, BandTemplate) else band_template(name)
-    if which not in ("band", "fundamental"):
-        raise EngineError(f"unknown template range {which!r}: use 'band' or 'fundamental'")
+    if which not in TEMPLATE_RANGES:
+        raise EngineError(f"unknown template range {which!r}: use one of {', '.join(TEMPLATE_RANGES)}")
+    if which == "region":
+        centres = grid_hz(spec, n_bins)
+        mask = np.zeros(n_bins, dtype=bool)
+        for r in class_regions(t):
+            lo, hi = REGIONS[r].band
+            mask |= (centres >= (0.0 if r == "low" else lo)) & (centres < hi)
+        return mask
     lo, hi = t.band if which == "band" else t.fundamental
     return hz_range_mask(lo, hi, spec, n_bins)
 

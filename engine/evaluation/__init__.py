@@ -1,7 +1,8 @@
 """``python main.py eval``: AIBA's instrument-band evaluation and selective head aggregation.
 
 Modules: :mod:`~engine.evaluation.prompts` (class words and prompt templates),
-:mod:`~engine.evaluation.ground_truth` (band / stem / output ground truth on the grid),
+:mod:`~engine.evaluation.ground_truth` (region / fundamental / band / stem / output ground truth),
+:mod:`~engine.evaluation.windows` (the stem window, chosen before generating),
 :mod:`~engine.evaluation.maps` (run → concept map, ablation switches, per-head data),
 :mod:`~engine.evaluation.scoring` (one item's scores), :mod:`~engine.evaluation.tables`
 (Tables 1 and 3 and the profile table from ``items.jsonl``), :mod:`~engine.evaluation.figures`

@@ -1,7 +1,7 @@
 """PNG figures of the evaluation (matplotlib, Agg), after AIBA's Figures 2 and 3.
 
 * Figure 2: per class, the mean attention frequency profile (solid) against the stem's data-driven
-  profile (dashed) and the knowledge-driven band (shaded), Hz on a log x axis.
+  profile (dashed) and a knowledge-driven template (shaded: ``region`` by default), log-Hz axis.
 * Figure 3: for a few items, the generated clip's mel, the mel with the attention overlaid, and
   the attention heatmap (time × Hz, low frequencies at the bottom).
 * Ordered-weakening curves of the head-selection experiment.
@@ -25,8 +25,11 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 
 def figure2(items: Sequence[dict[str, Any]], hz: np.ndarray, path: Path,
-            classes: Sequence[str] | None = None) -> Path:
-    """Attention profile vs ground-truth profiles per class (one row each), min–max scaled."""
+            classes: Sequence[str] | None = None, template: str = "region") -> Path:
+    """Attention profile vs ground-truth profiles per class (one row each), min–max scaled.
+
+    ``template``: the knowledge-driven ground truth shaded (``region``, ``fundamental``, ``band``).
+    """
     plt = _pyplot()
     classes = list(classes or dict.fromkeys(it["class"] for it in items))
     fig, axes = plt.subplots(len(classes), 1, figsize=(6.5, 1.7 * len(classes) + 0.6),
@@ -38,8 +41,8 @@ def figure2(items: Sequence[dict[str, Any]], hz: np.ndarray, path: Path,
             continue
         att = np.mean([it["profiles"]["attention"] for it in chosen], axis=0)
         stem = np.mean([it["profiles"]["stem"] for it in chosen], axis=0)
-        band = np.asarray(chosen[0]["profiles"]["band"], dtype=float)
-        ax.fill_between(hz, 0, band, step="mid", color="0.88", label="band template")
+        band = np.asarray(chosen[0]["profiles"][template], dtype=float)
+        ax.fill_between(hz, 0, band, step="mid", color="0.88", label=f"{template} template")
         ax.plot(hz, _minmax(att), "-", color="C0", lw=1.6, label="attention")
         ax.plot(hz, _minmax(stem), "--", color="C3", lw=1.3, label="stem profile")
         ax.set_xscale("log")

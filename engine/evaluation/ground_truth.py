@@ -4,8 +4,11 @@ The generated clip is *not* the stem: the model invents its own notes and rhythm
 the stem does not line up in time with the attention map. What is compared (all on the model's own
 mel axis, see ``docs/EVALUATION.md``):
 
-* ``band`` (knowledge-driven, the primary ground truth as in AIBA): the class's Hz band template
-  (:data:`engine.analysis.templates.INSTRUMENT_BANDS`) broadcast over all time frames.
+* knowledge-driven, from :mod:`engine.analysis.templates`, broadcast over all time frames:
+  ``region`` (the class's AIBA low / mid / high regions, :data:`CLASS_REGIONS`; the default
+  headline), ``fundamental`` (the class's range of fundamentals) and ``band`` (fundamentals plus
+  main harmonics — on a 0–8 kHz grid it covers all or nearly all bins for most classes, so it is
+  reported but degenerate: read it with its base rate).
 * ``stem`` (data-driven): the stem's T–F activity (:func:`activity_mask`) aggregated over time — a
   bin is on when it is active in at least ``min_share`` of the stem's active frames — broadcast
   over time. The class's stems in the track are summed first.
@@ -22,11 +25,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.analysis.templates import activity_mask, band_tf_mask, frequency_profile
+from engine.analysis.templates import (
+    TEMPLATE_RANGES,
+    activity_mask,
+    band_tf_mask,
+    frequency_profile,
+)
 from engine.data.slakh import Track
 from engine.types import EngineError, MelSpec
 
-GT_KINDS = ("band", "stem", "output")
+GT_KINDS = (*TEMPLATE_RANGES, "stem", "output")  # band, fundamental, region, stem, output
 
 
 @dataclass
@@ -86,12 +94,11 @@ def output_ground_truth(audio: np.ndarray, sample_rate: int, spec: MelSpec, grid
 def item_ground_truth(inst_class: str, stem_audio: np.ndarray, stem_sr: int, generated: np.ndarray,
                       generated_sr: int, spec: MelSpec, grid: tuple[int, int], duration: float,
                       threshold_db: float = -30.0, min_share: float = 0.1) -> GroundTruth:
-    """All three ground truths of one item (see module docstring)."""
-    band = band_tf_mask(inst_class, spec, grid)
-    stem_mask, stem_profile = stem_ground_truth(stem_audio, stem_sr, spec, grid, duration,
-                                                threshold_db, min_share)
-    out_mask, out_profile = output_ground_truth(generated, generated_sr, spec, grid, threshold_db)
-    return GroundTruth(
-        masks={"band": band, "stem": stem_mask, "output": out_mask},
-        profiles={"band": band[0].astype(np.float64), "stem": stem_profile, "output": out_profile},
-    )
+    """All ground truths of one item (:data:`GT_KINDS`, see module docstring)."""
+    masks = {r: band_tf_mask(inst_class, spec, grid, r) for r in TEMPLATE_RANGES}
+    profiles = {r: m[0].astype(np.float64) for r, m in masks.items()}
+    masks["stem"], profiles["stem"] = stem_ground_truth(stem_audio, stem_sr, spec, grid, duration,
+                                                        threshold_db, min_share)
+    masks["output"], profiles["output"] = output_ground_truth(generated, generated_sr, spec, grid,
+                                                              threshold_db)
+    return GroundTruth(masks=masks, profiles=profiles)

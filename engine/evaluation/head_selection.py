@@ -16,6 +16,9 @@ Compared on the evaluation items: all heads (DAAM-style mean of every head map),
 label-free bottom-k and oracle top-k, by IoU@τ, AP and Pearson correlation of the frequency
 profile with the stem profile. The ordered-weakening curves remove heads most-relevant first.
 Head masks are saved as ``{site: [bool, ...]}`` (``GenerationRequest.head_mask``'s format).
+Outputs carry the ground truth in their names, so runs with different ``gt`` sit side by side:
+``heads_comparison_<gt>``, ``weakening_<gt>`` and ``heads/masks/<class>_ORACLE_<gt>_top<k>.json``
+(label-free masks use no ground truth: ``heads/masks/<class>_labelfree_{top,bottom}<k>.json``).
 """
 
 from __future__ import annotations
@@ -72,13 +75,13 @@ def _item_scores(m: np.ndarray, gt: np.ndarray, stem_profile: np.ndarray, tau: f
     return [tf_iou(m, gt, tau), average_precision(m, gt), profile_correlation(m, stem_profile)[0]]
 
 
-def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap", gt: str = "band",
+def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap", gt: str = "region",
                        tau: float = 0.5, lam: float = 1.0, figures: bool = True) -> dict[str, Any]:
     """Rank heads per class, save top/bottom-k masks, compare variants, write weakening curves.
 
     Reads ``out/items.jsonl``, ``out/heads/*.npz`` and ``out/maps/*.npz`` (written by ``run_eval``
-    with ``per_head=True``); writes ``out/heads/masks/*.json``, ``heads_comparison.{csv,md}``,
-    ``weakening.csv`` and ``weakening.png``. Returns a summary.
+    with ``per_head=True``); writes ``out/heads/masks/*.json``, ``heads_comparison_<gt>.{csv,md}``,
+    ``weakening_<gt>.{csv,md}`` and ``weakening_<gt>.png``. Returns a summary.
     """
     from engine.evaluation.runner import safe_name
 
@@ -101,6 +104,10 @@ def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap"
         for r in recs:
             maps, ratios = load_head_data(folder / "heads" / f"{safe_name(r['id'])}.npz")
             with np.load(folder / "maps" / f"{safe_name(r['id'])}.npz") as m:
+                if f"gt_{gt}" not in m.files:
+                    raise EngineError(f"{folder} has no {gt!r} ground truth (it has "
+                                      f"{', '.join(f[3:] for f in m.files if f.startswith('gt_'))}): "
+                                      "choose one of those with --gt or re-run eval")
                 mask = m[f"gt_{gt}"].astype(bool)
             data.append((r, maps, ratios, mask, np.asarray(r["profiles"]["stem"])))
         sel_data = [d for d in data if d[0]["track"] in sel]
@@ -122,7 +129,8 @@ def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap"
                                              mask_dir / f"{c}_labelfree_bottom{kk}.json"),
         }
         if "ORACLE top-k" in masks:
-            files["ORACLE top-k"] = save_mask(masks["ORACLE top-k"], mask_dir / f"{c}_ORACLE_top{kk}.json")
+            files["ORACLE top-k"] = save_mask(masks["ORACLE top-k"],
+                                              mask_dir / f"{c}_ORACLE_{gt}_top{kk}.json")
         for variant in VARIANTS:
             if variant != VARIANTS[0] and variant not in masks:
                 continue
@@ -130,7 +138,8 @@ def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap"
                     for d in eval_data]
             mean = [float(np.nanmean(col)) if np.any(np.isfinite(col)) else float("nan")
                     for col in np.array(vals, dtype=float).T]
-            rows.append([c, variant, kk, len(eval_data), *mean])
+            base = float(np.mean([d[3].mean() for d in eval_data])) if eval_data else float("nan")
+            rows.append([c, variant, kk, len(eval_data), *mean, base])
         orders = {"label-free order": rank_heads(lf)}
         orders["reverse label-free order"] = orders["label-free order"][::-1]
         if "ORACLE top-k" in masks:
@@ -145,16 +154,20 @@ def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap"
         summary["classes"][c] = {"k": kk, "heads": n_heads, "selection_tracks": sorted(sel),
                                  "evaluation_tracks": sorted(evl), "in_sample": in_sample,
                                  "masks": {v: str(p) for v, p in files.items()}}
-    write_table(folder, "heads_comparison",
-                ["Instrument", "Heads kept", "k", "items", "IoU@tau", "AP", "Pearson (stem profile)"],
-                rows, f"Selective head aggregation ({gt} ground truth; ORACLE uses the labels)")
-    write_table(folder, "weakening", ["Instrument", "order", "removed", metric], weak_rows,
+    write_table(folder, f"heads_comparison_{gt}",
+                ["Instrument", "Heads kept", "k", "items", "IoU@tau", "AP", "Pearson (stem profile)",
+                 "Base rate"],
+                rows, f"Selective head aggregation ({gt} ground truth; ORACLE uses the labels; "
+                      "AP of an uninformative map ≈ base rate)")
+    write_table(folder, f"weakening_{gt}", ["Instrument", "order", "removed", metric], weak_rows,
                 f"Ordered weakening ({metric}, {gt} ground truth)")
     if figures and any(curves.values()):
         from engine.evaluation.figures import weakening_figure
 
         mean_curves = {n: np.mean(np.stack(v), axis=0) for n, v in curves.items() if v}
-        weakening_figure(mean_curves, folder / "weakening.png", metric)
-    summary["comparison"] = [dict(zip(["class", "variant", "k", "items", "iou", "ap", "pearson"],
+        weakening_figure(mean_curves, folder / f"weakening_{gt}.png", metric)
+    summary["gt"] = gt
+    summary["comparison"] = [dict(zip(["class", "variant", "k", "items", "iou", "ap", "pearson",
+                                       "base_rate"],
                                       r, strict=True)) for r in rows]
     return summary

@@ -11,8 +11,11 @@ truths (:mod:`engine.evaluation.ground_truth`). Outputs in ``out/``:
 ``maps/<item>.npz``      the item's map, the generated clip's mel (dB), the ground-truth masks
 ``heads/<item>.npz``     per-head concept maps and label-free log-ratios (``per_head=True``)
 ``layer_weights.json``   fitted layer weights (``weighting="learned"``)
-``table1_*``, ``table3_*``, ``profiles_*`` (.csv/.md), ``figure2_profiles.png``,
+``table1_*``, ``table3_*``, ``profiles_*`` (.csv/.md, one per ground-truth kind), ``figure2_profiles.png``,
 ``figure3_examples.png``, ``report.json``, and ``heads/`` results of :func:`run_head_selection`.
+
+The item's stem window is chosen before generating (:mod:`engine.evaluation.windows`): an item
+whose class does not sound enough is refused without a generation.
 
 Resuming: items whose id is in ``items.jsonl`` are not generated again; failed items are retried.
 """
@@ -34,7 +37,7 @@ import numpy as np
 
 from engine.analysis.aggregate import fit_layer_weights
 from engine.analysis.melscale import grid_hz, power_to_db
-from engine.analysis.templates import stem_mel_grid
+from engine.analysis.templates import TEMPLATE_RANGES, stem_mel_grid
 from engine.data.classes import MAIN_CLASSES
 from engine.data.slakh import SlakhDataset, Track
 from engine.evaluation.ground_truth import GT_KINDS, class_audio, item_ground_truth
@@ -42,10 +45,12 @@ from engine.evaluation.maps import MapSettings, concept_map, head_data, site_map
 from engine.evaluation.prompts import class_prompts, load_templates
 from engine.evaluation.scoring import attention_profile, score_map
 from engine.evaluation.tables import read_jsonl, write_tables
+from engine.evaluation.windows import Window, choose_window, class_track_audio
 from engine.types import CancelToken, EngineError, GenerationRequest, RunCancelled
 
 Progress = Callable[[int, int], None]
 SEED_MODES = ("per_track", "fixed")
+WINDOW_MODES = ("active", "fixed")
 # settings that do not change any number (left out of the resume check)
 _NOT_IN_CONFIG = ("out", "resume", "figures", "device", "memory_budget_mb")
 
@@ -64,7 +69,10 @@ class EvalOptions:
     steps: int = 25
     guidance: float = 3.0
     duration: float = 4.0
-    offset: float = 0.0  # start of the stem window in the track (s)
+    offset: float = 0.0  # start of the stem window in the track (s), or of the search for it
+    window: str = "active"  # active: first window from offset where the class sounds; fixed: offset
+    min_active: float = 0.25  # share of the window's 0.1 s frames in which the class must sound
+    gt_range: str = "region"  # headline knowledge-driven ground truth: region, fundamental or band
     grid: tuple[int, int] = (128, 64)
     max_tracks: int | None = None
     split: str | None = None
@@ -80,7 +88,7 @@ class EvalOptions:
     resume: bool = True
     fit_split: str | None = None  # learned weighting: fit on this split of the dataset
     fit_tracks: int = 4  # learned weighting without fit_split: first N tracks, not evaluated
-    fit_target: str = "band"  # ground truth the layer weights are fitted to
+    fit_target: str | None = None  # ground truth the layer weights are fitted to (None: gt_range)
     head_k: int | None = None  # heads kept by head selection (None: a quarter of all heads)
     head_metric: str = "ap"
     threshold_db: float = -30.0
@@ -121,7 +129,13 @@ def validate(o: EvalOptions) -> None:
         raise EngineError(f"--grid needs two sizes >= 2, e.g. 128x64 (got {o.grid})")
     if o.seed_mode not in SEED_MODES:
         raise EngineError(f"--seed-mode must be one of {', '.join(SEED_MODES)}")
-    if o.fit_target not in GT_KINDS:
+    if o.window not in WINDOW_MODES:
+        raise EngineError(f"--window must be one of {', '.join(WINDOW_MODES)} (got {o.window!r})")
+    if not 0 < o.min_active <= 1:
+        raise EngineError(f"--min-active must be in (0, 1] (got {o.min_active})")
+    if o.gt_range not in TEMPLATE_RANGES:
+        raise EngineError(f"--gt-range must be one of {', '.join(TEMPLATE_RANGES)} (got {o.gt_range!r})")
+    if o.fit_target is not None and o.fit_target not in GT_KINDS:
         raise EngineError(f"--fit-target must be one of {', '.join(GT_KINDS)}")
     if o.max_tracks is not None and o.max_tracks < 1:
         raise EngineError(f"--max-tracks must be at least 1 (got {o.max_tracks})")
@@ -206,6 +220,7 @@ class Evaluator:
         self.layer_weights = layer_weights
         self.sites = self._sites()
         self._cache: dict[tuple[str, int], Any] = {}
+        self._windows: dict[tuple[str, str], Window | EngineError] = {}
         self.generate_calls = 0
 
     def _sites(self) -> list[str] | None:
@@ -237,10 +252,30 @@ class Evaluator:
             self._cache[key] = result
         return self._cache[key]
 
+    def window(self, item: Item) -> Window:
+        """The item's stem window (:mod:`engine.evaluation.windows`), cached per track and class.
+
+        Raises (before anything is generated) when the class does not sound enough in any window.
+        """
+        key = (item.track.id, item.inst_class)
+        if key not in self._windows:
+            try:
+                audio = class_track_audio(item.track, item.inst_class, self.spec.sample_rate)
+                self._windows[key] = choose_window(
+                    audio, self.spec.sample_rate, self.o.duration, self.o.offset,
+                    search=self.o.window == "active", min_active=self.o.min_active,
+                    label=f"{item.inst_class} in {item.track.id}")
+            except EngineError as exc:
+                self._windows[key] = exc
+        found = self._windows[key]
+        if isinstance(found, EngineError):
+            raise found
+        return found
+
     def stem(self, item: Item) -> np.ndarray:
-        """The class's stem audio in the window (read before generating: a bad stem costs nothing)."""
-        return class_audio(item.track, item.inst_class, self.spec.sample_rate, self.o.offset,
-                           self.o.duration)
+        """The class's stem audio in its window (read before generating: a bad stem costs nothing)."""
+        return class_audio(item.track, item.inst_class, self.spec.sample_rate,
+                           self.window(item).start_s, self.o.duration)
 
     def ground_truth(self, item: Item, stem: np.ndarray, result):
         return item_ground_truth(item.inst_class, stem, self.spec.sample_rate, result.audio,
@@ -250,6 +285,7 @@ class Evaluator:
     def score(self, item: Item, folder: Path, cancel: CancelToken | None = None) -> dict[str, Any]:
         """Generate (or reuse), map, score; writes the item's npz files; returns its record."""
         start = time.perf_counter()
+        window = self.window(item)
         stem = self.stem(item)
         result = self.run(item, cancel)
         g = concept_map(result, item.word, self.settings, self.layer_weights)
@@ -272,6 +308,7 @@ class Evaluator:
             "id": item.id, "track": item.track.id, "split": item.track.split,
             "class": item.inst_class, "word": item.word, "template": item.template,
             "prompt": item.prompt, "seed": item.seed, "scores": scores,
+            "window_start_s": window.start_s, "window_active_share": window.active_share,
             "profiles": {"attention": attention_profile(g).tolist(),
                          **{k: np.asarray(v, dtype=float).tolist() for k, v in gt.profiles.items()}},
             "warnings": notes,
@@ -344,13 +381,14 @@ def fit_weights(ev: Evaluator, items: list[Item], out: Path, options: EvalOption
             continue
         sites = sites or sorted(maps)
         layer_maps.append(np.stack([maps[s] for s in sites]))
-        targets.append(gt.masks[options.fit_target].astype(np.float64))
+        targets.append(gt.masks[options.fit_target or options.gt_range].astype(np.float64))
         used.append(item.id)
     if not layer_maps or sites is None:
         raise EngineError("no held-out item could be used to fit layer weights: check errors.jsonl")
     w = fit_layer_weights(np.stack(layer_maps), np.stack(targets))
     weights = {s: float(v) for s, v in zip(sites, w, strict=True)}
-    path.write_text(json.dumps({"weights": weights, "items": used, "target": options.fit_target},
+    path.write_text(json.dumps({"weights": weights, "items": used,
+                                "target": options.fit_target or options.gt_range},
                                indent=2))
     return weights
 
@@ -425,6 +463,7 @@ def finish(out: Path, options: EvalOptions, backend, ev: Evaluator, new_items: i
         "family": getattr(backend, "family", None),
         "model_warnings": list(getattr(backend, "warnings", [])),
         "layer_weights": ev.layer_weights,
+        "primary_gt": options.gt_range,
     }
     if records:
         tables = write_tables(out, records, GT_KINDS, options.tau)
@@ -435,7 +474,8 @@ def finish(out: Path, options: EvalOptions, backend, ev: Evaluator, new_items: i
 
             hz = grid_hz(ev.spec, options.grid[1])
             figure2(records, hz, out / "figure2_profiles.png",
-                    [c for c in (options.classes or MAIN_CLASSES) if any(r["class"] == c for r in records)])
+                    [c for c in (options.classes or MAIN_CLASSES) if any(r["class"] == c for r in records)],
+                    template=options.gt_range)
             examples = []
             for c in dict.fromkeys(r["class"] for r in records):
                 rec = next(r for r in records if r["class"] == c)
@@ -448,8 +488,8 @@ def finish(out: Path, options: EvalOptions, backend, ev: Evaluator, new_items: i
 
             try:
                 report["head_selection"] = run_head_selection(
-                    out, k=options.head_k, metric=options.head_metric, tau=options.tau,
-                    figures=options.figures)
+                    out, k=options.head_k, metric=options.head_metric, gt=options.gt_range,
+                    tau=options.tau, figures=options.figures)
             except EngineError as exc:
                 report["head_selection"] = {"skipped": str(exc)}
     (out / "report.json").write_text(json.dumps(_json_safe(report), indent=2, default=str))

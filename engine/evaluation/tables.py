@@ -10,6 +10,12 @@ A class's scores come from the counts pooled over its items (as if their masks w
 ``micro`` pools the counts over all classes; ``macro`` is the unweighted mean of the class scores;
 ``posweighted`` weights each class by its number of positive ground-truth cells (TP + FN). This is
 :func:`engine.analysis.metrics.class_table` on counts.
+
+Chance correction: every table also gives the **base rate** (share of positive ground-truth cells,
+(TP + FN) / all cells) and the **precision lift** (precision / base rate). A map without any
+information (random, or all cells on) has precision ≈ base rate, lift ≈ 1, and AP ≈ base rate;
+so the profile table gives ``AP − base`` per item. Precision or AP near 1 with a base rate near 1
+says nothing about alignment.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from engine.types import EngineError
 METRICS = ("precision", "recall", "f1", "iou")
 PROFILE_METRICS = ("iou", "iou_sweep_mean", "ap", "pointing", "pearson", "spearman")
 AVERAGES = ("micro", "macro", "posweighted")
+CHANCE = ("base_rate", "precision_lift")
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -65,34 +72,53 @@ def count_table(counts: dict[str, Counts], zero_division: float = 0.0) -> dict[s
     """Per-class and micro / macro / positive-weighted precision, recall, F1, IoU from counts."""
     if not counts:
         raise EngineError("no scored items: nothing to tabulate")
-    table = {c: scores_from_counts(k, zero_division) for c, k in counts.items()}
+    table = {c: {**scores_from_counts(k, zero_division), **chance_scores(k)} for c, k in counts.items()}
     total = Counts(*(sum(getattr(k, f) for k in counts.values()) for f in ("tp", "fp", "fn", "tn")))
-    table["micro"] = scores_from_counts(total, zero_division)
+    table["micro"] = {**scores_from_counts(total, zero_division), **chance_scores(total)}
     classes = list(counts)
-    table["macro"] = {m: float(np.mean([table[c][m] for c in classes])) for m in METRICS}
+    cols = (*METRICS, *CHANCE)
+    table["macro"] = {m: float(np.mean([table[c][m] for c in classes])) for m in cols}
     support = np.array([counts[c].tp + counts[c].fn for c in classes], dtype=np.float64)
     table["posweighted"] = (
-        {m: float("nan") for m in METRICS} if support.sum() == 0 else
-        {m: float(np.dot(support, [table[c][m] for c in classes]) / support.sum()) for m in METRICS}
+        {m: float("nan") for m in cols} if support.sum() == 0 else
+        {m: float(np.dot(support, [table[c][m] for c in classes]) / support.sum()) for m in cols}
     )
     return table
 
 
+def chance_scores(k: Counts) -> dict[str, float]:
+    """Base rate (TP + FN) / all cells and precision lift = precision / base rate (nan if undefined)."""
+    n = k.tp + k.fp + k.fn + k.tn
+    base = (k.tp + k.fn) / n if n else float("nan")
+    precision = k.tp / (k.tp + k.fp) if k.tp + k.fp else float("nan")
+    lift = precision / base if n and base > 0 and not math.isnan(precision) else float("nan")
+    return {"base_rate": float(base), "precision_lift": float(lift)}
+
+
 def table1_rows(table: dict[str, dict[str, float]]) -> list[list[Any]]:
     """AIBA Table 1: metric rows × (Micro, Macro, Posweighted)."""
-    names = {"precision": "Precision", "recall": "Recall", "f1": "F1", "iou": "IoU"}
-    return [[names[m], *(table[a][m] for a in AVERAGES)] for m in METRICS]
+    names = {"precision": "Precision", "recall": "Recall", "f1": "F1", "iou": "IoU",
+             "base_rate": "Base rate", "precision_lift": "Precision lift"}
+    return [[names[m], *(table[a][m] for a in AVERAGES)] for m in (*METRICS, *CHANCE)]
 
 
 def table3_rows(table: dict[str, dict[str, float]], classes: Sequence[str]) -> list[list[Any]]:
-    """AIBA Table 3: class rows (then Macro-avg) × (Precision, Recall, F1, IoU)."""
-    rows = [[c, *(table[c][m] for m in METRICS)] for c in classes]
-    rows.append(["Macro-avg", *(table["macro"][m] for m in METRICS)])
+    """AIBA Table 3: class rows (then Macro-avg) × (Precision, Recall, F1, IoU, base rate, lift)."""
+    cols = (*METRICS, *CHANCE)
+    rows = [[c, *(table[c][m] for m in cols)] for c in classes]
+    rows.append(["Macro-avg", *(table["macro"][m] for m in cols)])
     return rows
 
 
+def item_base_rate(score: dict[str, Any]) -> float:
+    """Share of positive ground-truth cells of one item, from its stored confusion counts."""
+    n = score["tp"] + score["fp"] + score["fn"] + score["tn"]
+    return (score["tp"] + score["fn"]) / n if n else float("nan")
+
+
 def profile_rows(items: Sequence[dict[str, Any]], gt: str, classes: Sequence[str]) -> list[list[Any]]:
-    """Per class (then ``all``): items and the nan-skipping mean of each profile metric."""
+    """Per class (then ``all``): items, the nan-skipping mean of each profile metric, the mean base
+    rate and the mean of ``AP − base rate`` (the chance-corrected AP)."""
     rows = []
     for c in [*classes, "all"]:
         chosen = [it for it in items if c == "all" or it["class"] == c]
@@ -100,6 +126,11 @@ def profile_rows(items: Sequence[dict[str, Any]], gt: str, classes: Sequence[str
         for m in PROFILE_METRICS:
             xs = [it["scores"][gt][m] for it in chosen if it["scores"][gt].get(m) is not None]
             vals.append(float(np.mean(xs)) if xs else float("nan"))
+        base = [item_base_rate(it["scores"][gt]) for it in chosen]
+        gain = [it["scores"][gt]["ap"] - b for it, b in zip(chosen, base, strict=True)
+                if it["scores"][gt].get("ap") is not None]
+        vals += [float(np.nanmean(base)) if base else float("nan"),
+                 float(np.mean(gain)) if gain else float("nan")]
         rows.append([c, len(chosen), *vals])
     return rows
 
@@ -138,9 +169,11 @@ def write_tables(folder: Path, items: Sequence[dict[str, Any]], gts: Sequence[st
         out[gt] = table
         write_table(folder, f"table1_{gt}", ["Metric", "Micro", "Macro", "Posweighted"],
                     table1_rows(table), f"Table 1 ({gt} ground truth, τ = {tau}, {len(items)} items)")
-        write_table(folder, f"table3_{gt}", ["Instrument", "Precision", "Recall", "F1", "IoU"],
+        write_table(folder, f"table3_{gt}",
+                    ["Instrument", "Precision", "Recall", "F1", "IoU", "Base rate", "Precision lift"],
                     table3_rows(table, classes), f"Table 3 ({gt} ground truth, τ = {tau})")
         write_table(folder, f"profiles_{gt}",
-                    ["Instrument", "items", "IoU@tau", "IoU swept", "AP", "pointing", "Pearson", "Spearman"],
+                    ["Instrument", "items", "IoU@tau", "IoU swept", "AP", "pointing", "Pearson", "Spearman",
+                     "Base rate", "AP - base"],
                     profile_rows(items, gt, classes), f"Profile and ranking metrics ({gt} ground truth)")
     return out

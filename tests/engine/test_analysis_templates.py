@@ -95,3 +95,23 @@ def test_activity_mask_follows_the_stem():
     assert short[1:-1].any(axis=1).all()
     grid = tp.stem_mel_grid(x, 16000, SPEC, (20, 64))
     assert grid.shape == (20, 64) and grid[15].sum() < 1e-6 * grid[5].sum()
+
+
+def test_region_masks_follow_the_low_mid_high_edges():
+    centres = slaney_hz(np.linspace(0, slaney_mel(8000.0), 66)[1:-1])
+    low, mid, high = centres < 250.0, (centres >= 250.0) & (centres < 2000.0), centres >= 2000.0
+    np.testing.assert_array_equal(tp.band_mask("Bass", SPEC, 64, "region"), low)
+    np.testing.assert_array_equal(tp.band_mask("Drums", SPEC, 64, "region"), low | high)
+    for c in ("Guitar", "Piano", "Strings", "Organ"):
+        np.testing.assert_array_equal(tp.band_mask(c, SPEC, 64, "region"), mid)
+    np.testing.assert_array_equal(tp.band_mask("high", SPEC, 64, "region"), high)
+    assert low.any() and mid.any() and high.any()
+    # the regions are the discriminative ground truth: no main class covers the whole grid
+    for c in ("Bass", "Drums", "Guitar", "Piano", "Strings", "Organ"):
+        assert tp.band_mask(c, SPEC, 64, "region").mean() < 0.6
+    # the fundamental range of Bass: E1 41.2 Hz to G4 392 Hz, centre by centre
+    np.testing.assert_array_equal(tp.band_mask("Bass", SPEC, 64, "fundamental"),
+                                  (centres >= 41.2) & (centres <= 392.0))
+    with pytest.raises(EngineError, match="region"):
+        tp.band_mask("Bass", SPEC, 64, "octave")
+    assert set(tp.CLASS_REGIONS) == set(tp.INSTRUMENT_BANDS)

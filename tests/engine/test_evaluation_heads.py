@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 
 from engine.analysis.melscale import grid_hz
-from engine.evaluation import EvalOptions, run_eval
+from engine.evaluation import EvalOptions, run_eval, run_head_selection
 from engine.evaluation.ground_truth import stem_ground_truth, time_aggregated_mask
 from engine.evaluation.maps import received_attention_map
 from engine.evaluation.prompts import load_templates
@@ -67,7 +67,8 @@ def test_masks_have_the_request_format_and_shape(run):
     cross = {s.name: s.heads for s in backend.sites() if s.kind == "cross"}
     files = sorted((out / "heads" / "masks").glob("*.json"))
     assert {f.name for f in files} == {f"{c}_{v}{K}.json" for c in ("Bass", "Drums")
-                                       for v in ("labelfree_top", "labelfree_bottom", "ORACLE_top")}
+                                       for v in ("labelfree_top", "labelfree_bottom",
+                                                 "ORACLE_region_top")}
     for f in files:
         mask = json.loads(f.read_text())
         assert {s: len(m) for s, m in mask.items()} == cross
@@ -96,11 +97,11 @@ def test_oracle_top_k_are_the_heads_with_highest_ap(run):
     sel = [it["id"] for it in items if it["class"] == "Bass" and it["track"] == "Track00001"]
     per_item = []
     for i in sel:
-        gt = np.load(out / "maps" / f"{safe_name(i)}.npz")["gt_band"]
+        gt = np.load(out / "maps" / f"{safe_name(i)}.npz")["gt_region"]
         per_item.append({s: np.array([average_precision_score(gt.ravel(), m.ravel()) for m in hm])
                          for s, hm in _head_maps(out, i).items()})
     oracle = {s: np.mean([p[s] for p in per_item], axis=0) for s in per_item[0]}
-    mask = json.loads((out / "heads" / "masks" / f"Bass_ORACLE_top{K}.json").read_text())
+    mask = json.loads((out / "heads" / "masks" / f"Bass_ORACLE_region_top{K}.json").read_text())
     assert _chosen(mask) == _top(oracle, K)
 
 
@@ -112,21 +113,40 @@ def test_comparison_and_weakening_start_from_all_heads(run):
     for i in evl:
         hm = _head_maps(out, i)
         all_heads = np.mean([m.mean(axis=0) for m in hm.values()], axis=0)
-        gt = np.load(out / "maps" / f"{safe_name(i)}.npz")["gt_band"]
+        gt = np.load(out / "maps" / f"{safe_name(i)}.npz")["gt_region"]
         aps.append(average_precision_score(gt.ravel(), all_heads.ravel()))
-    with open(out / "heads_comparison.csv", newline="") as fh:
+    with open(out / "heads_comparison_region.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     row = next(r for r in rows if r["Instrument"] == "Bass" and r["Heads kept"].startswith("all"))
     assert float(row["AP"]) == pytest.approx(np.mean(aps), abs=1e-9)
     assert {r["Heads kept"] for r in rows if r["Instrument"] == "Bass"} == {
         "all heads (DAAM-style)", "label-free top-k", "label-free bottom-k", "ORACLE top-k"}
-    with open(out / "weakening.csv", newline="") as fh:
+    with open(out / "weakening_region.csv", newline="") as fh:
         weak = [r for r in csv.DictReader(fh) if r["Instrument"] == "Bass"]
     starts = {r["order"]: float(r["ap"]) for r in weak if r["removed"] == "0"}
     assert set(starts) == {"label-free order", "reverse label-free order", "ORACLE order"}
     assert all(v == pytest.approx(np.mean(aps), abs=1e-9) for v in starts.values())
     n_heads = sum(len(v) for v in _ratios(out, evl[0]).values())
     assert max(int(r["removed"]) for r in weak) == n_heads - 1
+
+
+def test_another_ground_truth_writes_beside_the_first(run):
+    out, _ = run
+    before = {p.name: p.read_bytes() for p in out.glob("*_region.*")}
+    before.update({p.name: p.read_bytes() for p in (out / "heads" / "masks").glob("*.json")})
+    assert "heads_comparison_region.csv" in before and "weakening_region.csv" in before
+    run_head_selection(out, k=K, gt="stem", figures=False)
+    for name, data in before.items():
+        path = out / name if (out / name).is_file() else out / "heads" / "masks" / name
+        assert path.read_bytes() == data  # nothing of the region run was overwritten
+    with open(out / "heads_comparison_stem.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    items = read_jsonl(out / "items.jsonl")
+    evl = [it["id"] for it in items if it["class"] == "Bass" and it["track"] == "Track00002"]
+    base = np.mean([np.load(out / "maps" / f"{safe_name(i)}.npz")["gt_stem"].mean() for i in evl])
+    row = next(r for r in rows if r["Instrument"] == "Bass" and r["Heads kept"].startswith("all"))
+    assert float(row["Base rate"]) == pytest.approx(base, abs=1e-12)
+    assert (out / "heads" / "masks" / f"Bass_ORACLE_stem_top{K}.json").is_file()
 
 
 def test_received_attention_matches_torch_resize():

@@ -115,13 +115,16 @@ def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def test_outputs_and_table_layout(evaluated):
-    for name in ("figure2_profiles.png", "figure3_examples.png", "weakening.png", "report.json"):
+    for name in ("figure2_profiles.png", "figure3_examples.png", "weakening_region.png", "report.json"):
         assert (evaluated / name).stat().st_size > 0
     header, rows = _read_csv(evaluated / "table1_band.csv")
     assert header == ["Metric", "Micro", "Macro", "Posweighted"]
-    assert [r[0] for r in rows] == ["Precision", "Recall", "F1", "IoU"]
+    assert [r[0] for r in rows] == ["Precision", "Recall", "F1", "IoU", "Base rate", "Precision lift"]
     header, rows = _read_csv(evaluated / "table3_stem.csv")
-    assert header == ["Instrument", "Precision", "Recall", "F1", "IoU"]
+    assert header == ["Instrument", "Precision", "Recall", "F1", "IoU", "Base rate", "Precision lift"]
+    for gt in ("band", "fundamental", "region", "stem", "output"):
+        assert (evaluated / f"table1_{gt}.csv").is_file() and (evaluated / f"profiles_{gt}.md").is_file()
+    assert json.loads((evaluated / "report.json").read_text())["primary_gt"] == "region"
     assert [r[0] for r in rows] == ["Bass", "Drums", "Piano", "Macro-avg"]
     md = (evaluated / "table1_band.md").read_text()
     assert "| Precision |" in md and "| IoU |" in md
@@ -149,22 +152,23 @@ def _binarise(g: np.ndarray, tau: float) -> np.ndarray:
     return np.zeros(g.shape, bool) if hi == lo else (g - lo) / (hi - lo) >= tau
 
 
-def test_tables_match_sklearn_on_saved_maps(evaluated):
+@pytest.mark.parametrize("gt", ["band", "region"])
+def test_tables_match_sklearn_on_saved_maps(evaluated, gt):
     items = read_jsonl(evaluated / "items.jsonl")
     preds: dict[str, list[np.ndarray]] = {}
     gts: dict[str, list[np.ndarray]] = {}
     for it in items:
         data = np.load(evaluated / "maps" / f"{safe_name(it['id'])}.npz")
         preds.setdefault(it["class"], []).append(_binarise(data["map"], TAU).ravel())
-        gts.setdefault(it["class"], []).append(data["gt_band"].ravel())
+        gts.setdefault(it["class"], []).append(data[f"gt_{gt}"].ravel())
     per_class = {}
     for c in preds:
         p, r, f, _ = precision_recall_fscore_support(
             np.concatenate(gts[c]), np.concatenate(preds[c]), average="binary", zero_division=0)
         y, yhat = np.concatenate(gts[c]), np.concatenate(preds[c])
         iou = (y & yhat).sum() / (y | yhat).sum()
-        per_class[c] = [p, r, f, iou]
-    _, rows = _read_csv(evaluated / "table3_band.csv")
+        per_class[c] = [p, r, f, iou, y.mean(), p / y.mean()]  # chance: base rate, precision lift
+    _, rows = _read_csv(evaluated / f"table3_{gt}.csv")
     table3 = {r[0]: [float(v) for v in r[1:]] for r in rows}
     for c, ref in per_class.items():
         np.testing.assert_allclose(table3[c], ref, atol=1e-12)
@@ -173,9 +177,10 @@ def test_tables_match_sklearn_on_saved_maps(evaluated):
     y = np.concatenate([np.concatenate(gts[c]) for c in preds])
     yhat = np.concatenate([np.concatenate(preds[c]) for c in preds])
     p, r, f, _ = precision_recall_fscore_support(y, yhat, average="binary", zero_division=0)
-    _, rows = _read_csv(evaluated / "table1_band.csv")
+    _, rows = _read_csv(evaluated / f"table1_{gt}.csv")
     micro = [float(r_[1]) for r_ in rows]
-    np.testing.assert_allclose(micro, [p, r, f, (y & yhat).sum() / (y | yhat).sum()], atol=1e-12)
+    np.testing.assert_allclose(micro, [p, r, f, (y & yhat).sum() / (y | yhat).sum(), y.mean(),
+                                       p / y.mean()], atol=1e-12)
     support = np.array([np.concatenate(gts[c]).sum() for c in preds], float)
     posw = [float(r_[3]) for r_ in rows]
     ref = (support[:, None] * np.array(list(per_class.values()))).sum(0) / support.sum()
@@ -184,16 +189,19 @@ def test_tables_match_sklearn_on_saved_maps(evaluated):
 
 def test_profile_table_ap_matches_sklearn(evaluated):
     items = read_jsonl(evaluated / "items.jsonl")
-    aps = {}
+    aps, gains = {}, {}
     for it in items:
         data = np.load(evaluated / "maps" / f"{safe_name(it['id'])}.npz")
-        aps.setdefault(it["class"], []).append(
-            average_precision_score(data["gt_stem"].ravel(), data["map"].ravel()))
+        y = data["gt_stem"].ravel()
+        ap = average_precision_score(y, data["map"].ravel())
+        aps.setdefault(it["class"], []).append(ap)
+        gains.setdefault(it["class"], []).append(ap - y.mean())  # AP of a random ranking ≈ base rate
     header, rows = _read_csv(evaluated / "profiles_stem.csv")
-    col = header.index("AP")
-    got = {r[0]: float(r[col]) for r in rows}
+    got = {r[0]: float(r[header.index("AP")]) for r in rows}
+    got_gain = {r[0]: float(r[header.index("AP - base")]) for r in rows}
     for c, vals in aps.items():
         assert got[c] == pytest.approx(np.mean(vals), abs=1e-9)
+        assert got_gain[c] == pytest.approx(np.mean(gains[c]), abs=1e-9)
 
 
 def test_resume_generates_only_missing_items(evaluated, dataset, backend, tmp_path):
