@@ -32,6 +32,20 @@ LEVEL_MODES = ("auto", "percentile", "manual")
 HZ_TICKS = (20, 50, 100, 200, 500, 1000, 2000, 4000, 8000, 16000)
 
 
+def time_mel_plot() -> tuple[pg.PlotWidget, pg.ImageItem]:
+    """A fixed (non-zoomable) plot with a time axis in seconds and a mel-spaced Hz axis, holding one
+    ``(T, F)`` image (time along x, low frequency at the bottom)."""
+    plot = pg.PlotWidget()
+    plot.setBackground("w")
+    plot.setLabel("bottom", "time", units="s")
+    plot.setLabel("left", "frequency (Hz, mel-spaced)")
+    plot.setMouseEnabled(x=False, y=False)
+    plot.hideButtons()
+    item = pg.ImageItem(axisOrder="col-major")
+    plot.addItem(item)
+    return plot, item
+
+
 def hz_axis_ticks(centres_hz: np.ndarray, n_rows: int) -> list[tuple[float, str]]:
     """Ticks ``(y, label)`` for an image whose rows ``0..n_rows`` tile the mel bands low→high."""
     n = len(centres_hz)
@@ -103,14 +117,7 @@ class HeatmapDock(QDockWidget):
         controls.addWidget(self.step_label, 2, 6)
         controls.addWidget(self.step, 2, 7)
         lay.addLayout(controls)
-        self.plot = pg.PlotWidget()
-        self.plot.setBackground("w")
-        self.plot.setLabel("bottom", "time", units="s")
-        self.plot.setLabel("left", "frequency (Hz, mel-spaced)")
-        self.plot.setMouseEnabled(x=False, y=False)
-        self.plot.hideButtons()
-        self.item = pg.ImageItem(axisOrder="col-major")
-        self.plot.addItem(self.item)
+        self.plot, self.item = time_mel_plot()
         self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get("viridis"), interactive=False, width=12)
         self.colorbar.setImageItem(self.item, insert_in=self.plot.getPlotItem())
         self.play_line = pg.InfiniteLine(pos=0.0, angle=90, pen=pg.mkPen("r", width=1))

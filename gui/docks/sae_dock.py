@@ -41,7 +41,7 @@ from engine.interventions.sae import (
 )
 from engine.types import EngineError, GenerationRequest, MelSpec
 from gui.analysis_adapter import grid_centres_hz
-from gui.docks.heatmap_dock import hz_axis_ticks
+from gui.docks.heatmap_dock import hz_axis_ticks, time_mel_plot
 from gui.docks.job_controls import JobControls
 from gui.docks.steering_dock import parse_seeds
 
@@ -131,15 +131,8 @@ class SAEDock(QDockWidget):
         self.examples.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.examples.verticalHeader().hide()
         rl.addWidget(self.examples, 1)
-        self.plot = pg.PlotWidget()
-        self.plot.setBackground("w")
-        self.plot.setLabel("bottom", "time", units="s")
-        self.plot.setLabel("left", "frequency (Hz, mel-spaced)")
-        self.plot.setMouseEnabled(x=False, y=False)
-        self.plot.hideButtons()
-        self.image = pg.ImageItem(axisOrder="col-major")
+        self.plot, self.image = time_mel_plot()
         self.image.setLookupTable(pg.colormap.get("viridis").getLookupTable(nPts=256))
-        self.plot.addItem(self.image)
         self.plot.setMinimumHeight(150)
         rl.addWidget(self.plot, 2)
         split.addWidget(right)
