@@ -179,7 +179,7 @@ def train_sae(data: np.ndarray, expansion: int = 4, k: int = 16, epochs: int = 5
             loss.backward()
             opt.step()
             sae.normalise_decoder()
-            total += float(loss) * batch.shape[0]
+            total += loss.item() * batch.shape[0]
         if log is not None:
             log.append(total / x.shape[0])
     return sae.eval()

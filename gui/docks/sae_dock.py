@@ -236,6 +236,7 @@ class SAEDock(QDockWidget):
         """List ``feature``'s top examples and map the best one."""
         self.feature = feature
         examples = self.result.browser.top_examples(feature, 10)
+        self.examples.clearSelection()  # a kept row-0 selection would not re-emit: the map would go stale
         self.examples.setRowCount(len(examples))
         for r, ex in enumerate(examples):
             for c, text in enumerate((ex["prompt"], str(ex["seed"]), str(ex["step"]), f"{ex['mean']:.3g}")):
