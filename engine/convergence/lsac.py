@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from engine.convergence.site_processors import StepCounter, site_processor_for
-from engine.probe.attention_math import attention_probs
+from engine.probe.attention_math import attention_probs, project_output
 from engine.types import EngineError, GenerationRequest
 
 LSAC_CHOICES = ("off", "safe", "balanced", "aggressive")
@@ -149,13 +149,7 @@ def cached_attention_output(attn, hidden_states: torch.Tensor, encoder_hidden_st
     p_t = probs_t.to(value.dtype).view(batch, kv_heads, group, probs_t.shape[-2], probs_t.shape[-1])
     out = torch.matmul(v_t, p_t).view(batch, attn.heads, head_dim, -1)  # (B, heads, d, Q)
     out = out.permute(0, 3, 1, 2).reshape(batch, -1, attn.heads * head_dim)
-    out = attn.to_out[0](out)
-    out = attn.to_out[1](out)
-    if input_ndim == 4:
-        out = out.transpose(-1, -2).reshape(b, c, h, w)
-    if attn.residual_connection:
-        out = out + residual
-    return out / attn.rescale_output_factor
+    return project_output(attn, out, residual, (b, c, h, w) if input_ndim == 4 else None)
 
 
 def batch_probs(attn, hidden_states, encoder_hidden_states, attention_mask, extra) -> torch.Tensor:

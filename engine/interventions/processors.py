@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from engine.probe.attention_math import rotate_partial
+from engine.probe.attention_math import project_output, rotate_partial
 from engine.types import EngineError
 
 KVHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None],
@@ -98,13 +98,8 @@ def attention_forward(
     )
     hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
     hidden_states = hidden_states.to(query.dtype)
-    hidden_states = attn.to_out[0](hidden_states)
-    hidden_states = attn.to_out[1](hidden_states)
-    if input_ndim == 4:
-        hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
-    if attn.residual_connection:
-        hidden_states = hidden_states + residual
-    return hidden_states / attn.rescale_output_factor
+    spatial = (batch_size, channel, height, width) if input_ndim == 4 else None
+    return project_output(attn, hidden_states, residual, spatial)
 
 
 class InterventionProcessor:

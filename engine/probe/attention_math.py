@@ -32,6 +32,19 @@ def rotate_partial(x: torch.Tensor, rotary_emb) -> torch.Tensor:
     return torch.cat((rotated, x[..., rot_dim:]), dim=-1)
 
 
+def project_output(attn, out: torch.Tensor, residual: torch.Tensor,
+                   spatial_shape: tuple[int, int, int, int] | None) -> torch.Tensor:
+    """The stock processors' epilogue: ``to_out`` (linear, dropout), back to ``(B, C, H, W)`` when
+    the call's input was 4-D (``spatial_shape``), residual connection, output rescale."""
+    out = attn.to_out[0](out)
+    out = attn.to_out[1](out)
+    if spatial_shape is not None:
+        out = out.transpose(-1, -2).reshape(spatial_shape)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
 def attention_probs(
     attn,
     hidden_states: torch.Tensor,
