@@ -35,6 +35,12 @@ class TerminalProgress:
         if self._bar is not None:
             self._bar.close()
 
+    def __enter__(self) -> TerminalProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from engine.analyze import AnalyzeOptions, analyze
@@ -65,11 +71,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         lsac_profile=getattr(args, "lsac_profile", None),
         lsac_budget_mb=getattr(args, "lsac_budget_mb", 1024.0),
     )
-    bar = TerminalProgress("denoising")
-    try:
+    with TerminalProgress("denoising") as bar:
         out = analyze(options, progress=bar)
-    finally:
-        bar.close()
     print(f"wrote {out}")
     return 0
 
@@ -99,11 +102,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         head_metric=args.head_metric, threshold_db=args.threshold_db, min_share=args.min_share,
         device=args.device, memory_budget_mb=args.memory_budget_mb, figures=not args.no_figures,
     )
-    bar = TerminalProgress("evaluating", unit="item")
-    try:
+    with TerminalProgress("evaluating", unit="item") as bar:
         out = run_eval(options, progress=bar)
-    finally:
-        bar.close()
     print(f"wrote {out}")
     return 0
 
@@ -122,14 +122,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     if args.tracks < 1:
         raise EngineError(f"--tracks must be at least 1 (got {args.tracks})")
-    bar = TerminalProgress("rendering", unit="track")
-    try:
+    with TerminalProgress("rendering", unit="track") as bar:
         paths = render_dataset(
             Path(args.out), args.tracks, seed=args.seed, duration_s=args.duration,
             soundfont=args.soundfont, progress=bar, workers=args.workers, source=args.source,
         )
-    finally:
-        bar.close()
     print(f"wrote {len(paths)} tracks to {args.out}")
     return 0
 
@@ -179,11 +176,8 @@ def _cmd_convergence(args: argparse.Namespace) -> int:
         presets=[p.strip() for p in args.presets.split(",") if p.strip()],
         budget_mb=args.budget_mb,
     )
-    bar = TerminalProgress("runs", unit="run")
-    try:
+    with TerminalProgress("runs", unit="run") as bar:
         out = run_convergence(options, progress=bar)
-    finally:
-        bar.close()
     print(f"wrote {out}")
     return 0
 

@@ -108,11 +108,8 @@ def _run(kind: str, args: argparse.Namespace) -> int:
              "ablate": (c.AblateOptions, c.run_ablate)}
     cls, func = table[kind]
     cli.quiet_libraries()
-    bar = cli.TerminalProgress(kind, unit="run")
-    try:
+    with cli.TerminalProgress(kind, unit="run") as bar:
         out = func(_options(cls, args), progress=bar)
-    finally:
-        bar.close()
     print(f"wrote {out}")
     return 0
 
