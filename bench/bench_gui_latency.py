@@ -4,6 +4,9 @@
   timeouts beyond the 5 ms period (the longest is what a user feels as a freeze).
 * Step-to-screen latency: from the engine thread emitting a frame (time taken in that thread)
   to the live heatmap showing the map of that (step, site) (``HeatmapDock.mapChanged``).
+* Full (generation-2) garbage collections during the run and the longest one: each holds the GIL,
+  so it freezes the GUI for its whole length (``--no-freeze`` leaves the heap unfrozen after the
+  load, as before ``gui.engine_thread.settle_heap``, to compare).
 
 Usage: ``OMP_NUM_THREADS=1 python bench/bench_gui_latency.py [--model tiny:audioldm2] [--steps 25]``
 (offscreen when there is no display).
@@ -32,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--duration", type=float, default=1.0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--runs", type=int, default=1, help="runs in the same window (the first is the worst)")
+    parser.add_argument("--no-freeze", action="store_true", help="do not freeze the GC heap after loading")
     args = parser.parse_args(argv)
+    import gc
 
     import torch
     from PySide6.QtCore import QEventLoop, QStandardPaths, Qt, QTimer
@@ -43,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     from gui.main_window import MainWindow
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if args.no_freeze:  # the GUI before settle_heap: nothing frozen after the load
+        import gui.engine_thread
+
+        gui.engine_thread.settle_heap = lambda collect: 0
     QStandardPaths.setTestModeEnabled(True)
     app = make_app([sys.argv[0]])
     window = MainWindow(model=args.model, output=NullOutput())
@@ -54,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     window.bridge.modelFailed.connect(lambda m: (print("load failed:", m), loop.quit()))
     window.bridge.load(args.model, args.device)
     loop.exec()
+    collections: list[float] = []
+    gc_start: dict[str, float] = {}
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_start["t"] = time.perf_counter()
+        elif info["generation"] == 2:
+            collections.append(time.perf_counter() - gc_start["t"])
+
+    gc.callbacks.append(on_gc)
 
     emitted: dict[tuple[int, str], float] = {}
     latencies: list[float] = []
@@ -79,27 +99,38 @@ def main(argv: list[str] | None = None) -> int:
     window.bridge.runFinished.connect(lambda r: (done.setdefault("end", "done"), loop.quit()))
     window.bridge.runFailed.connect(lambda i, m: (done.setdefault("end", m), loop.quit()))
     request = GenerationRequest(prompt="bass and drums", steps=args.steps, duration=args.duration, per_head=True)
-    probe.start()
-    t_start = time.perf_counter()
-    window.generate(args.model, args.device, request)
-    loop.exec()
-    elapsed = time.perf_counter() - t_start
-    probe.stop()
+    for run in range(args.runs):
+        ticks.clear()
+        latencies.clear()
+        collections.clear()
+        emitted.clear()
+        done.clear()
+        probe.start()
+        t_start = time.perf_counter()
+        window.generate(args.model, args.device, request)
+        loop.exec()
+        elapsed = time.perf_counter() - t_start
+        probe.stop()
+        if done.get("end") != "done":
+            print("run failed:", done.get("end"))
+            window.shutdown()
+            return 1
+        gaps = np.diff(np.asarray(ticks)) * 1000.0
+        lat = np.asarray(latencies) * 1000.0
+        print(f"run {run + 1}: model {args.model} on {args.device}, {args.steps} steps, {args.duration} s clip, "
+              f"run {elapsed:.2f} s")
+        print(f"  event-loop probe ({PROBE_MS} ms): {len(ticks)} ticks; gap p50 {np.percentile(gaps, 50):.1f} ms, "
+              f"p99 {np.percentile(gaps, 99):.1f} ms, longest {gaps.max():.1f} ms (stall {gaps.max() - PROBE_MS:.1f} ms, "
+              f"ending {ticks[int(gaps.argmax()) + 1] - t_start:.2f} s into the run)")
+        if lat.size:
+            print(f"  step-to-screen latency: {lat.size} live maps of {args.steps} steps; mean {lat.mean():.1f} ms, "
+                  f"p95 {np.percentile(lat, 95):.1f} ms, max {lat.max():.1f} ms")
+        else:
+            print("  step-to-screen latency: no live map was shown")
+        print(f"  full GC collections: {len(collections)}, longest "
+              f"{1000 * max(collections, default=0.0):.1f} ms (heap frozen: {gc.get_freeze_count()} objects)")
+    gc.callbacks.remove(on_gc)
     window.shutdown()
-    if done.get("end") != "done":
-        print("run failed:", done.get("end"))
-        return 1
-    gaps = np.diff(np.asarray(ticks)) * 1000.0
-    lat = np.asarray(latencies) * 1000.0
-    print(f"model {args.model} on {args.device}, {args.steps} steps, {args.duration} s clip, run {elapsed:.2f} s")
-    print(f"event-loop probe ({PROBE_MS} ms): {len(ticks)} ticks; gap p50 {np.percentile(gaps, 50):.1f} ms, "
-          f"p99 {np.percentile(gaps, 99):.1f} ms, longest {gaps.max():.1f} ms (stall {gaps.max() - PROBE_MS:.1f} ms, "
-          f"ending {ticks[int(gaps.argmax()) + 1] - t_start:.2f} s into the run)")
-    if lat.size:
-        print(f"step-to-screen latency: {lat.size} live maps of {args.steps} steps; mean {lat.mean():.1f} ms, "
-              f"p95 {np.percentile(lat, 95):.1f} ms, max {lat.max():.1f} ms")
-    else:
-        print("step-to-screen latency: no live map was shown")
     app.processEvents()
     return 0
 
