@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prompt", default="bass and drums")
+    parser.add_argument("--cache-dtype", default=None, help="model (default), bfloat16, float16, float32")
     args = parser.parse_args(argv)
 
     import torch
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def run(with_cache: bool):
         timer = AttentionTimer()
-        ivs = [LSAC(lsac.plan, name=lsac.name), timer] if with_cache else [timer]
+        ivs = [LSAC(lsac.plan, name=lsac.name, cache_dtype=args.cache_dtype), timer] if with_cache else [timer]
         res = backend.generate(dataclasses.replace(request, extras={"interventions": ivs}))
         return res, timer.total
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
         "model": backend.model_id, "warnings": backend.warnings, "preset": args.preset,
+        "cache_dtype": args.cache_dtype or "model",
         "steps": args.steps, "duration": args.duration, "threads": args.threads,
         "sites": len(report.sites), "stable_sites": report.stable_sites,
         "cached_sites": len(lsac.plan), "plan": lsac.plan,

@@ -88,7 +88,7 @@ class _CancellableBackend:
         return getattr(self._backend, name)
 
 
-LSAC_KEYS = ("lsac_preset", "lsac_report")
+LSAC_KEYS = ("lsac_preset", "lsac_report", "lsac_dtype")
 
 
 def resolve_lsac(backend, request: GenerationRequest) -> GenerationRequest:
@@ -100,6 +100,7 @@ def resolve_lsac(backend, request: GenerationRequest) -> GenerationRequest:
     extras = {k: v for k, v in request.extras.items() if k not in LSAC_KEYS}
     preset = str(request.extras.get("lsac_preset") or "off")
     report = request.extras.get("lsac_report")
+    dtype = request.extras.get("lsac_dtype")
     request = replace(request, extras=extras)
     if preset == "off":
         return request
@@ -107,8 +108,8 @@ def resolve_lsac(backend, request: GenerationRequest) -> GenerationRequest:
     from engine.convergence.lsac import LSAC, with_lsac
 
     if report is None or not set(report.sites) <= {s.name for s in backend.sites()}:
-        return lsac_for_request(backend, request, preset)
-    return with_lsac(request, LSAC.from_preset(report, preset, request.steps))
+        return lsac_for_request(backend, request, preset, cache_dtype=dtype)
+    return with_lsac(request, LSAC.from_preset(report, preset, request.steps, cache_dtype=dtype))
 
 
 def load_backend(model: str, device: str):

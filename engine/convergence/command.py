@@ -91,7 +91,7 @@ def run_convergence(options: ConvergenceOptions,
 
 
 def lsac_for_request(backend, request: GenerationRequest, preset: str, profile: str | None = None,
-                     budget_mb: float = DEFAULT_BUDGET_MB) -> GenerationRequest:
+                     budget_mb: float = DEFAULT_BUDGET_MB, cache_dtype: str | None = None) -> GenerationRequest:
     """``request`` with an LSAC preset attached; the stable / fast split comes from ``profile``
     (a ``convergence.json``) or, without one, from a diagnostic run of the same request."""
     key = str(preset).strip().lower()
@@ -107,4 +107,4 @@ def lsac_for_request(backend, request: GenerationRequest, preset: str, profile: 
                               "run `python main.py convergence` with this --model")
     else:
         report, _ = diagnose(backend, dataclasses.replace(request, capture=False))
-    return with_lsac(request, LSAC.from_preset(report, key, request.steps, budget_mb))
+    return with_lsac(request, LSAC.from_preset(report, key, request.steps, budget_mb, cache_dtype=cache_dtype))

@@ -20,7 +20,9 @@ balanced      T/4                      3T/4                        —
 aggressive    T/4                      T/2                         3T/4
 ============  =======================  ==========================  =========================
 
-The cache lives on the model's device in the model's dtype; its size is estimated before the run
+The cache lives on the model's device in the model's dtype, or in ``cache_dtype`` when given
+(``"bfloat16"`` halves an fp32 model's cache and, on CPUs with AVX-512 BF16, makes the cached
+``probs @ V`` about 2.4× faster; the product then runs in that dtype); its size is estimated before the run
 (:func:`estimate_cache_bytes`) and enforced while it runs: sites that do not fit the budget are
 left uncached, with a warning in :attr:`LSAC.warnings` (also in ``describe()``, which the run's
 recipe records).
@@ -42,6 +44,18 @@ from engine.types import EngineError, GenerationRequest
 LSAC_CHOICES = ("off", "safe", "balanced", "aggressive")
 STOCK_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "StableAudioAttnProcessor2_0")
 DEFAULT_BUDGET_MB = 1024.0
+CACHE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                                        "float16": torch.float16}
+
+
+def cache_dtype_named(name: str | None) -> torch.dtype | None:
+    """``None``/``"model"``: the model's dtype; else one of :data:`CACHE_DTYPES`."""
+    if name is None or str(name).lower() in ("", "model", "auto"):
+        return None
+    key = str(name).lower().replace("bf16", "bfloat16").replace("fp16", "float16").replace("fp32", "float32")
+    if key not in CACHE_DTYPES:
+        raise EngineError(f"unknown LSAC cache dtype {name!r}: use model, {', '.join(CACHE_DTYPES)}")
+    return CACHE_DTYPES[key]
 
 
 @dataclass(frozen=True)
@@ -146,8 +160,9 @@ def cached_attention_output(attn, hidden_states: torch.Tensor, encoder_hidden_st
     # (V^T P^T)^T: with P^T stored contiguous (B, heads, K, Q) the product has the long query
     # axis as its wide dimension, about twice as fast on CPU as P @ V for small head widths
     v_t = value.view(batch, -1, kv_heads, head_dim).permute(0, 2, 3, 1).unsqueeze(2)  # (B, kv, 1, d, K)
-    p_t = probs_t.to(value.dtype).view(batch, kv_heads, group, probs_t.shape[-2], probs_t.shape[-1])
-    out = torch.matmul(v_t, p_t).view(batch, attn.heads, head_dim, -1)  # (B, heads, d, Q)
+    p_t = probs_t.view(batch, kv_heads, group, probs_t.shape[-2], probs_t.shape[-1])
+    # the product runs in the cache's dtype (a reduced-precision cache is the point of storing it so)
+    out = torch.matmul(v_t.to(p_t.dtype), p_t).to(value.dtype).view(batch, attn.heads, head_dim, -1)  # (B, heads, d, Q)
     out = out.permute(0, 3, 1, 2).reshape(batch, -1, attn.heads * head_dim)
     return project_output(attn, out, residual, (b, c, h, w) if input_ndim == 4 else None)
 
@@ -169,7 +184,7 @@ class LSAC:
     """
 
     def __init__(self, plan: dict[str, int], budget_mb: float = DEFAULT_BUDGET_MB, name: str = "custom",
-                 keep_cache: bool = False) -> None:
+                 keep_cache: bool = False, cache_dtype: str | None = None) -> None:
         if not isinstance(plan, dict):
             raise EngineError("an LSAC plan maps site names to freeze steps, e.g. {'...attn1': 4}")
         for site, step in plan.items():
@@ -182,6 +197,7 @@ class LSAC:
         self.budget_bytes = int(budget_mb * 2**20)
         self.name = name
         self.keep_cache = keep_cache
+        self.cache_dtype = cache_dtype_named(cache_dtype)
         self.counter = StepCounter()
         self.cache: dict[str, torch.Tensor] = {}
         self.cached_bytes = 0
@@ -232,8 +248,9 @@ class LSAC:
             f"(e.g. {dropped[0]}); raise the budget to cache them")
         return keep
 
-    @staticmethod
-    def _itemsize(backend) -> int:
+    def _itemsize(self, backend) -> int:
+        if self.cache_dtype is not None:
+            return torch.empty((), dtype=self.cache_dtype).element_size()
         try:
             return next(backend.denoiser.parameters()).element_size()
         except (StopIteration, AttributeError):
@@ -263,7 +280,9 @@ class LSAC:
             self.cached_bytes = 0
 
     def describe(self) -> dict[str, Any]:
+        dtype = "model" if self.cache_dtype is None else str(self.cache_dtype).removeprefix("torch.")
         return {"type": "lsac", "preset": self.name, "plan": dict(self.plan), "active": dict(self.active),
+                "cache_dtype": dtype,
                 "budget_mb": self.budget_bytes / 2**20, "peak_cache_mb": self.peak_bytes / 2**20,
                 **self.stats, "warnings": list(self.warnings)}
 
@@ -291,7 +310,7 @@ class LSAC:
     def _store(self, site, attn, hidden_states, encoder_hidden_states, attention_mask, extra) -> None:
         with torch.no_grad():
             probs = batch_probs(attn, hidden_states, encoder_hidden_states, attention_mask, extra)
-        probs = probs.to(attn.to_v.weight.dtype).transpose(-1, -2).contiguous()  # (B, H, K, Q)
+        probs = probs.to(self.cache_dtype or attn.to_v.weight.dtype).transpose(-1, -2).contiguous()  # (B, H, K, Q)
         size = probs.numel() * probs.element_size()
         if self.cached_bytes + size > self.budget_bytes:
             self.warnings.append(

@@ -56,6 +56,11 @@ class ConvergenceDock(QDockWidget):
         self.preset.setToolTip("off, or cache the attention of converged layers (safe / balanced / aggressive); "
                                "uses the last diagnosis of this model, else diagnoses the request first")
         top.addWidget(self.preset)
+        self.cache_dtype = QComboBox()
+        self.cache_dtype.addItems(["model", "bfloat16"])
+        self.cache_dtype.setToolTip("dtype of the attention cache: the model's, or bfloat16 (half the memory; "
+                                    "faster cached products on CPUs with AVX-512 BF16; a small deviation)")
+        top.addWidget(self.cache_dtype)
         self.from_run = QPushButton("From current run")
         self.from_run.setToolTip("entropy from the current run's recorded frames (capture every step)")
         top.addWidget(self.from_run)
@@ -112,7 +117,7 @@ class ConvergenceDock(QDockWidget):
         preset = self.preset.currentText()
         if preset == "off":
             return {}
-        return {"lsac_preset": preset, "lsac_report": self.report}
+        return {"lsac_preset": preset, "lsac_report": self.report, "lsac_dtype": self.cache_dtype.currentText()}
 
     @Slot(str)
     def _on_preset(self, preset: str) -> None:

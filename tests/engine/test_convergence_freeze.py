@@ -104,9 +104,11 @@ def test_convergence_command_and_analyze_lsac(tmp_path, capsys):
     run = tmp_path / "run"
     assert main.main(["analyze", "--model", "tiny:audioldm2", "--prompt", "a hammer", "--steps", "4",
                       "--duration", "0.32", "--no-figures", "--lsac", "balanced",
-                      "--lsac-profile", str(out / "convergence.json"), "--out", str(run)]) == 0
+                      "--lsac-profile", str(out / "convergence.json"), "--lsac-dtype", "bfloat16",
+                      "--out", str(run)]) == 0
     lsac = json.loads((run / "run.json").read_text())["recipe"]["interventions"][0]
     assert lsac["type"] == "lsac" and lsac["preset"] == "balanced" and lsac["reused_calls"] > 0
+    assert lsac["cache_dtype"] == "bfloat16"
     capsys.readouterr()
     assert main.main(["convergence", "--model", "tiny:audioldm2", "--prompt", "x", "--steps", "4",
                       "--presets", "turbo", "--out", str(tmp_path / "bad")]) == 2

@@ -171,3 +171,23 @@ def test_bad_inputs_give_clear_errors(ldm):
         LSAC({site: -1})
     with pytest.raises(EngineError, match="budget"):
         LSAC({site: 1}, budget_mb=0)
+
+
+def test_bfloat16_cache_is_half_the_size_and_close_to_the_fp32_cache(emb):
+    req = _req(emb)
+    plan = {s: 1 for s in _all_sites(emb)}
+    ref = LSAC(plan, keep_cache=True)
+    out32 = emb.generate(with_lsac(req, ref))
+    half = LSAC(plan, keep_cache=True, cache_dtype="bf16")
+    out16 = emb.generate(with_lsac(req, half))
+    sizes = estimate_cache_bytes(emb, req, plan, itemsize=2)
+    assert {s: t.numel() * t.element_size() for s, t in half.cache.items()} == sizes
+    assert all(t.dtype == torch.bfloat16 for t in half.cache.values())
+    assert half.peak_bytes * 2 == ref.peak_bytes and half.describe()["cache_dtype"] == "bfloat16"
+    # the same probabilities rounded to bf16 (8 significant bits): the mel moves a little, not much
+    for s in plan:
+        assert torch.allclose(half.cache[s].float(), ref.cache[s], atol=4e-3 * float(ref.cache[s].max()))
+    diff = np.abs(out16.mel - out32.mel)
+    assert 0 < diff.max() < 0.1
+    with pytest.raises(EngineError, match="cache dtype"):
+        LSAC(plan, cache_dtype="int8")

@@ -54,16 +54,18 @@ def test_one_curve_per_site_with_the_frames_entropy(window, diagnosed):
 
 def test_lsac_preset_reaches_the_run(window, diagnosed, qtbot):
     window.convergence.preset.setCurrentText("balanced")
+    window.convergence.cache_dtype.setCurrentText("bfloat16")
     try:
         with qtbot.waitSignal(window.bridge.runFinished, timeout=120_000) as blocker:
             window.run_dock.request_generate()
         lsac = [iv for iv in blocker.args[0].recipe["interventions"] if iv["type"] == "lsac"]
-        assert len(lsac) == 1 and lsac[0]["preset"] == "balanced"
+        assert len(lsac) == 1 and lsac[0]["preset"] == "balanced" and lsac[0]["cache_dtype"] == "bfloat16"
         stable = diagnosed[0].stable_sites  # balanced: stable sites freeze at ⌈T/4⌉ = 1
         assert {s for s, t in lsac[0]["plan"].items() if t == 1} == set(stable)
         assert lsac[0]["reused_calls"] > 0
     finally:
         window.convergence.preset.setCurrentText("off")
+        window.convergence.cache_dtype.setCurrentText("model")
     with qtbot.waitSignal(window.bridge.runFinished, timeout=120_000) as blocker:
         window.run_dock.request_generate()
     assert blocker.args[0].recipe["interventions"] == []
