@@ -162,3 +162,36 @@ def test_save_load_round_trip_is_exact(pipe, tmp_path):
     assert again.tokenizer.id_to_word == pipe.tokenizer.id_to_word
     with pytest.raises(EngineError, match="train-default"):
         EmbeddedPipeline.from_pretrained(tmp_path / "nothing")
+
+
+def test_non_contextual_encoder_gives_a_word_the_same_embedding_everywhere():
+    tok = WordTokenizer.default()
+    flat = EmbeddedPipeline.build(tok, seed=1, text_layers=0).text_encoder
+    ctx = EmbeddedPipeline.build(tok, seed=1, text_layers=2).text_encoder
+    assert not flat.contextual and flat.position is None and ctx.contextual
+    ids, mask = tok.batch(["bass", "piano and bass"])
+    with torch.no_grad():
+        e_flat, e_ctx = flat(ids, mask), ctx(ids, mask)
+    # "bass" is token 1 of the first prompt and token 3 of the second; <bos> is token 0 of both
+    assert torch.allclose(e_flat[0, 1], e_flat[1, 3]) and torch.allclose(e_flat[0, 0], e_flat[1, 0])
+    assert not torch.allclose(e_ctx[0, 0], e_ctx[1, 0], atol=1e-4)  # the transformer mixes words
+
+
+def test_v_prediction_target_and_its_x0_by_hand():
+    from engine.models.embedded.pipeline import default_train_scheduler, training_target
+
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 8, 4, 4, generator=gen), torch.randn(3, 8, 4, 4, generator=gen)
+    t = torch.tensor([0, 500, 999])
+    v_sched = default_train_scheduler("v_prediction")
+    a = v_sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    v = training_target(v_sched, x0, noise, t)
+    assert torch.allclose(v, a.sqrt() * noise - (1 - a).sqrt() * x0, atol=1e-6)
+    x_t = v_sched.add_noise(x0, noise, t)
+    assert torch.allclose(a.sqrt() * x_t - (1 - a).sqrt() * v, x0, atol=1e-5)  # x0 from (x_t, v)
+    eps_sched = default_train_scheduler("epsilon")
+    assert torch.equal(training_target(eps_sched, x0, noise, t), noise)
+    with pytest.raises(EngineError, match="prediction type"):
+        default_train_scheduler("sample")
+    sampler = EmbeddedPipeline.build(seed=0).scheduler
+    assert sampler.config.prediction_type == "v_prediction" and sampler.config.clip_sample

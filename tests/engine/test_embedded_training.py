@@ -93,6 +93,21 @@ def test_batch_scale_dropout_and_unknown_class(data_dir, tmp_path):
         ClipSampler(extract_features(data_dir, CFG, ("Bass", "Brass")), CFG)
 
 
+def test_stem_count_mix_is_followed_and_checked(data_dir, tmp_path):
+    feats = extract_features(data_dir, CFG, DEFAULT_CLASSES, cache_dir=tmp_path)
+    tok = WordTokenizer.default()
+    class_ids = {tok.word_to_id[w] for w in CLASS_WORDS.values() if w in tok.word_to_id}
+    for p, n_words in (((1.0, 0.0, 0.0), 1), ((0.0, 0.0, 1.0), 3)):
+        sampler = ClipSampler(feats, CFG, stem_count_p=p)
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            _, caption = sampler.sample(rng)
+            ids = tok.tokenize(caption)[0]
+            assert sum(i in class_ids for i in ids) == n_words, caption
+    with pytest.raises(EngineError, match="summing to 1"):
+        ClipSampler(feats, CFG, stem_count_p=(0.5, 0.2, 0.2))
+
+
 def test_train_default_is_deterministic_and_writes_a_model(data_dir, tmp_path):
     kw = dict(data_dir=data_dir, steps=3, seed=1, threads=1, batch_size=2, log_every=1,
               log=lambda msg: None)
@@ -106,6 +121,7 @@ def test_train_default_is_deterministic_and_writes_a_model(data_dir, tmp_path):
     assert all(np.isfinite(float(r["loss"])) for r in rows)
     info = json.loads((a / "training.json").read_text())
     assert info["steps"] == 3 and info["classes"] == list(DEFAULT_CLASSES)
+    assert info["prediction_type"] == "v_prediction" and info["text_layers"] == 0
     # the EMA weights that were saved differ from the untrained initialisation
     from engine.models.embedded.pipeline import EmbeddedPipeline
 
@@ -113,3 +129,18 @@ def test_train_default_is_deterministic_and_writes_a_model(data_dir, tmp_path):
     assert any(not torch.equal(init[k], wa[k]) for k in wa)
     with pytest.raises(EngineError):
         train_default(tmp_path / "c", data_dir=data_dir, steps=0)
+
+
+def test_text_use_is_zero_when_every_caption_encodes_the_same(data_dir, tmp_path):
+    from engine.models.embedded.evaluate import text_use
+    from engine.models.embedded.pipeline import EmbeddedPipeline
+
+    pipe = EmbeddedPipeline.build(seed=4)
+    sampler = ClipSampler(extract_features(data_dir, CFG, DEFAULT_CLASSES, cache_dir=tmp_path), CFG)
+    classes = list(DEFAULT_CLASSES)
+    varied = text_use(pipe, sampler, classes, seed=0, timesteps=(500,), clips=2)["500"]
+    assert any(abs(g) > 1e-3 for g in varied["gain_over_empty_pct"])  # random embeddings differ
+    with torch.no_grad():  # every word (and <bos>) the same vector: attention output cannot depend on the caption
+        pipe.text_encoder.token.weight.copy_(pipe.text_encoder.token.weight[1].expand_as(pipe.text_encoder.token.weight))
+    same = text_use(pipe, sampler, classes, seed=0, timesteps=(500,), clips=2)["500"]
+    assert np.allclose(same["gain_over_empty_pct"], 0.0, atol=1e-3)

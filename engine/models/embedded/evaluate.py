@@ -9,7 +9,10 @@
    backend records) is averaged over time into a 64-bin profile and compared (Pearson) with the
    class's data-driven band template (:func:`engine.analysis.templates.frequency_profile` of
    held-out stems); the same is done for the same architecture with untrained (seeded) weights.
-3. **Griffin-Lim**: correlation of the generated mel with the mel re-computed from its audio;
+3. **Text use**: the clean-mel (x0) error of held-out single-class clips noised to ``t``, under each
+   class caption and the empty one: is the correct caption's error the lowest, and by how much is
+   it below the empty caption's?
+4. **Griffin-Lim**: correlation of the generated mel with the mel re-computed from its audio;
    and of real mels with the mel of their own Griffin-Lim resynthesis.
 
 ``python -m engine.models.embedded.evaluate MODEL_DIR DATA_DIR [--samples N]`` writes
@@ -76,6 +79,42 @@ def band_templates(data_dir: str | Path, pipe: EmbeddedPipeline, classes: list[s
     return np.array(out)
 
 
+def text_use(pipe: EmbeddedPipeline, sampler: ClipSampler, classes: list[str], seed: int,
+             timesteps: tuple[int, ...] = (200, 500, 800), clips: int = 8) -> dict[str, Any]:
+    """Per ``t``: classes whose own caption gives the lowest x0 error, and each class's error gain
+    (%) over the empty caption. Works for ε- and v-prediction models."""
+    from engine.models.embedded.pipeline import default_train_scheduler, pack_mel, with_coord
+
+    sched = default_train_scheduler(pipe.scheduler.config.prediction_type)
+    rng = np.random.default_rng(seed)
+    words = [CLASS_WORDS[c] for c in classes]
+    out: dict[str, Any] = {}
+    for t_val in timesteps:
+        err = np.zeros((len(classes), len(classes) + 1))
+        for c in range(len(classes)):
+            mel = power_to_unit(torch.from_numpy(np.stack([sampler.sample_single(c, rng) for _ in range(clips)])),
+                                pipe.mel_config.top_db)
+            x0 = pack_mel(mel)
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + c))
+            t = torch.full((clips,), t_val)
+            x_t = sched.add_noise(x0, noise, t)
+            a = sched.alphas_cumprod[t_val]
+            for j, caption in enumerate([*words, ""]):
+                emb, mask, _, _ = pipe.encode([caption] * clips)
+                with torch.no_grad():
+                    pred = pipe.unet(with_coord(x_t), t, encoder_hidden_states=emb,
+                                     encoder_attention_mask=mask).sample
+                if sched.config.prediction_type == "v_prediction":
+                    x0_hat = a.sqrt() * x_t - (1 - a).sqrt() * pred
+                else:
+                    x0_hat = (x_t - (1 - a).sqrt() * pred) / a.sqrt()
+                err[c, j] = float(((x0_hat - x0) ** 2).mean())
+        own = np.diag(err[:, :-1])
+        out[str(t_val)] = {"own_caption_lowest": int(sum(int(err[c, :-1].argmin()) == c for c in range(len(classes)))),
+                           "gain_over_empty_pct": np.round(100 * (1 - own / err[:, -1]), 2).tolist()}
+    return out
+
+
 def attention_profiles(pipe: EmbeddedPipeline, classes: list[str], samples: int, steps: int,
                        guidance: float, duration: float) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """Per class: token attention profile ``(n_mels,)``, generated mel profile, run facts."""
@@ -104,8 +143,9 @@ def attention_profiles(pipe: EmbeddedPipeline, classes: list[str], samples: int,
 
 
 def evaluate(model_dir: str | Path, data_dir: str | Path, samples: int = 4, steps: int = 25,
-             guidance: float = 3.0, duration: float = 4.096, seed: int = 0) -> dict[str, Any]:
-    """Run all checks; returns the report (also written to ``model_dir/evaluation.json``)."""
+             guidance: float = 3.0, duration: float = 4.096, seed: int = 0,
+             report_name: str = "evaluation.json") -> dict[str, Any]:
+    """Run all checks; returns the report (also written to ``model_dir/report_name``)."""
     torch.manual_seed(seed)
     pipe = EmbeddedPipeline.from_pretrained(model_dir)
     classes = list(pipe.info.get("classes") or [])
@@ -118,7 +158,9 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, samples: int = 4, step
     templates = band_templates(data_dir, pipe, classes)
 
     att, gen, runs = attention_profiles(pipe, classes, samples, steps, guidance, duration)
-    untrained = EmbeddedPipeline.build(cfg, pipe.tokenizer, seed=seed)
+    untrained = EmbeddedPipeline.build(cfg, pipe.tokenizer, seed=seed,
+                                       prediction_type=pipe.scheduler.config.prediction_type,
+                                       text_layers=pipe.text_encoder.config.n_layers)
     att0, _, _ = attention_profiles(untrained, classes, max(1, samples // 2), steps, guidance, duration)
 
     gl_real = []
@@ -126,6 +168,7 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, samples: int = 4, step
         mel = power_to_unit(torch.from_numpy(held.sample_single(i, rng)), cfg.top_db).numpy()
         gl_real.append(pearson(mel, mel_of_audio(vocode(mel, cfg), pipe, mel.shape[0])))
 
+    use = text_use(pipe, held, classes, seed)
     quarter = cfg.n_mels // 4
     bass = classes.index("Bass") if "Bass" in classes else None
     report = {
@@ -147,6 +190,7 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, samples: int = 4, step
         },
         "bass_attention_peak_bin": int(att[bass].argmax()) if bass is not None else None,
         "bass_peak_in_lowest_quarter": bool(att[bass].argmax() < quarter) if bass is not None else None,
+        "text_use": use,
         "griffin_lim_r_generated_mean": round(float(np.mean([r["griffin_lim_r"] for r in runs])), 4),
         "griffin_lim_r_real_mean": round(float(np.mean(gl_real)), 4),
         "generation_seconds_with_capture_median": round(float(np.median([r["seconds"] for r in runs])), 3),
@@ -156,7 +200,7 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, samples: int = 4, step
                      "band_template": np.round(templates, 5).tolist(),
                      "generated_mel": np.round(gen, 4).tolist(), "real_mel": np.round(real, 4).tolist()},
     }
-    (Path(model_dir) / "evaluation.json").write_text(json.dumps(report, indent=1))
+    (Path(model_dir) / report_name).write_text(json.dumps(report, indent=1))
     return report
 
 
@@ -166,8 +210,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data_dir")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--report", default="evaluation.json", help="file name inside MODEL_DIR")
     args = parser.parse_args(argv)
-    rep = evaluate(args.model_dir, args.data_dir, args.samples, args.steps)
+    rep = evaluate(args.model_dir, args.data_dir, args.samples, args.steps, args.guidance,
+                   report_name=args.report)
     att = rep["attention_vs_band_template"]
     print(json.dumps({k: rep[k] for k in ("bass_attention_peak_bin", "bass_peak_in_lowest_quarter",
                                           "griffin_lim_r_generated_mean", "griffin_lim_r_real_mean",
@@ -175,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     print("generated profile matched:", rep["generated_vs_real_profile"]["matched"], "/", len(rep["classes"]),
           "rel:", rep["generated_vs_real_profile_rel"]["matched"])
     print("attention r trained:", att["trained_r"], "untrained:", att["untrained_r"])
+    print("own caption lowest x0 error (per t):", {t: u["own_caption_lowest"] for t, u in rep["text_use"].items()})
 
 
 if __name__ == "__main__":

@@ -50,9 +50,25 @@ def default_unet_config(cross_attention_dim: int = 64) -> dict[str, Any]:
     }
 
 
-def default_train_scheduler() -> DDPMScheduler:
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def default_train_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
+    """DDPM, 1000 steps, cosine schedule. v-prediction by default: its loss weights the clean-mel
+    error by SNR + 1 instead of ε's SNR, so the high-noise steps, where the prompt decides the
+    timbre, are not nearly free (the v1 model used ε and conditioned weakly on text)."""
+    if prediction_type not in PREDICTION_TYPES:
+        raise EngineError(f"prediction type {prediction_type!r} is not one of {PREDICTION_TYPES}")
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                         prediction_type="epsilon", clip_sample=False)
+                         prediction_type=prediction_type, clip_sample=False)
+
+
+def training_target(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor,
+                    t: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to output at ``t``: the noise (ε) or the velocity (v)."""
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    return noise
 
 
 def sampling_scheduler(train_scheduler: DDPMScheduler) -> DDIMScheduler:
@@ -113,13 +129,20 @@ class EmbeddedPipeline:
 
     @classmethod
     def build(cls, mel_config: MelConfig | None = None, tokenizer: WordTokenizer | None = None,
-              seed: int = 0) -> EmbeddedPipeline:
-        """Fresh (untrained, seeded) model with the default architecture."""
+              seed: int = 0, prediction_type: str = "v_prediction",
+              text_layers: int = 0) -> EmbeddedPipeline:
+        """Fresh (untrained, seeded) model with the default architecture.
+
+        ``text_layers = 0`` gives the non-contextual text encoder (no position embedding either);
+        ``> 0`` a transformer of that depth over token + position embeddings.
+        """
         tokenizer = tokenizer or WordTokenizer.default()
         torch.manual_seed(seed)
-        enc = TinyTextEncoder(TextEncoderConfig(tokenizer.vocab_size, max_length=tokenizer.max_length))
+        enc = TinyTextEncoder(TextEncoderConfig(tokenizer.vocab_size, n_layers=text_layers,
+                                                max_length=tokenizer.max_length,
+                                                use_position=text_layers > 0))
         unet = UNet2DConditionModel(**default_unet_config(enc.config.d_model))
-        return cls(unet, enc, tokenizer, sampling_scheduler(default_train_scheduler()),
+        return cls(unet, enc, tokenizer, sampling_scheduler(default_train_scheduler(prediction_type)),
                    mel_config or MelConfig())
 
     # ---------------------------------------------------------------- text
@@ -170,11 +193,11 @@ class EmbeddedPipeline:
             for i, t in enumerate(timesteps):
                 inp = torch.cat([latents] * 2) if cfg else latents
                 inp = with_coord(self.scheduler.scale_model_input(inp, t))
-                eps = self.unet(inp, t, encoder_hidden_states=emb, encoder_attention_mask=mask).sample
+                pred = self.unet(inp, t, encoder_hidden_states=emb, encoder_attention_mask=mask).sample
                 if cfg:
-                    eps_u, eps_c = eps.chunk(2)
-                    eps = eps_u + guidance_scale * (eps_c - eps_u)
-                latents = self.scheduler.step(eps, t, latents).prev_sample
+                    pred_u, pred_c = pred.chunk(2)
+                    pred = pred_u + guidance_scale * (pred_c - pred_u)
+                latents = self.scheduler.step(pred, t, latents).prev_sample
                 if callback is not None and i % callback_steps == 0:
                     callback(i, t, latents)
         mel = unpack_mel(latents)[0].clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)

@@ -137,27 +137,43 @@ class TextEncoderConfig:
     n_heads: int = 4
     ff_dim: int = 128
     max_length: int = 16
+    use_position: bool = True
 
 
 class TinyTextEncoder(nn.Module):
-    """Token + position embedding, pre-norm transformer layers, final LayerNorm: ``(B, L, d)``."""
+    """Token (+ position) embedding, pre-norm transformer layers, final LayerNorm: ``(B, L, d)``.
+
+    With ``n_layers = 0`` and ``use_position = False`` the encoder is *non-contextual*: a word's
+    embedding is the same in every prompt and at every position, so whatever the UNet takes from a
+    token's key/value comes from that word alone (no word's meaning leaks into ``<bos>`` or the
+    connectors), which is what per-token attention maps assume.
+    """
 
     def __init__(self, config: TextEncoderConfig) -> None:
         super().__init__()
         self.config = config
         self.token = nn.Embedding(config.vocab_size, config.d_model)
-        self.position = nn.Embedding(config.max_length, config.d_model)
-        layer = nn.TransformerEncoderLayer(config.d_model, config.n_heads, config.ff_dim, dropout=0.0,
-                                           activation="gelu", batch_first=True, norm_first=True)
-        self.layers = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(config.d_model)
         nn.init.normal_(self.token.weight, std=0.02)
-        nn.init.normal_(self.position.weight, std=0.02)
+        self.position = nn.Embedding(config.max_length, config.d_model) if config.use_position else None
+        if self.position is not None:
+            nn.init.normal_(self.position.weight, std=0.02)
+        self.layers = None
+        if config.n_layers > 0:
+            layer = nn.TransformerEncoderLayer(config.d_model, config.n_heads, config.ff_dim, dropout=0.0,
+                                               activation="gelu", batch_first=True, norm_first=True)
+            self.layers = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(config.d_model)
+
+    @property
+    def contextual(self) -> bool:
+        return self.layers is not None
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        h = self.token(ids) + self.position(positions)[None]
-        h = self.layers(h, src_key_padding_mask=mask == 0)
+        h = self.token(ids)
+        if self.position is not None:
+            h = h + self.position(torch.arange(ids.shape[1], device=ids.device))[None]
+        if self.layers is not None:
+            h = self.layers(h, src_key_padding_mask=mask == 0)
         return self.norm(h)
 
     def save(self, folder: str | Path) -> None:

@@ -21,12 +21,19 @@ import numpy as np
 import torch
 import yaml
 
-from engine.models.embedded.dataset import DEFAULT_CLASSES, ClipSampler, extract_features
+from engine.models.embedded.dataset import (
+    DEFAULT_CLASSES,
+    STEM_COUNT_P,
+    ClipSampler,
+    extract_features,
+)
 from engine.models.embedded.melspec import MelConfig
 from engine.models.embedded.pipeline import (
+    PREDICTION_TYPES,
     EmbeddedPipeline,
     default_train_scheduler,
     pack_mel,
+    training_target,
     with_coord,
 )
 from engine.types import EngineError
@@ -80,9 +87,11 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 
 
 def train_default(out_dir: str | Path, data_dir: str | Path | None = None, tracks: int = 240,
-                  steps: int = 1800, seed: int = 0, threads: int = 1, batch_size: int = 16,
+                  steps: int = 2700, seed: int = 0, threads: int = 1, batch_size: int = 16,
                   lr: float = 1e-3, classes: tuple[str, ...] = DEFAULT_CLASSES,
                   work_dir: str | Path | None = None, log_every: int = 25,
+                  prediction_type: str = "v_prediction", text_layers: int = 0,
+                  stem_count_p: tuple[float, float, float] = STEM_COUNT_P,
                   progress: Callable[[int, int], None] | None = None,
                   log: Callable[[str], None] = print) -> Path:
     """Train ``aiba-slakh-tiny`` and write it to ``out_dir``; returns ``out_dir``."""
@@ -100,19 +109,21 @@ def train_default(out_dir: str | Path, data_dir: str | Path | None = None, track
     n_tracks = int(feats.track.max()) + 1
     val_tracks = {t for t in range(n_tracks) if t % VALIDATION_EVERY == VALIDATION_EVERY - 1}
     held_out = n_tracks >= 3 * VALIDATION_EVERY  # tiny data sets validate on training tracks
-    train_sampler = ClipSampler(feats, config, set(range(n_tracks)) - val_tracks if held_out else None)
-    val_sampler = ClipSampler(feats, config, val_tracks) if held_out else train_sampler
+    train_sampler = ClipSampler(feats, config, set(range(n_tracks)) - val_tracks if held_out else None,
+                                stem_count_p=stem_count_p)
+    val_sampler = ClipSampler(feats, config, val_tracks, stem_count_p=stem_count_p) if held_out else train_sampler
     log(f"features of {len(feats.cls)} stems from {n_tracks} tracks in {time.time() - t0:.0f} s; "
         f"train windows per class: "
         + ", ".join(f"{c}={len(train_sampler.windows[i])}" for i, c in enumerate(classes)))
 
-    pipe = EmbeddedPipeline.build(config, seed=seed)
+    pipe = EmbeddedPipeline.build(config, seed=seed, prediction_type=prediction_type,
+                                  text_layers=text_layers)
     tok = pipe.tokenizer
     unet, enc = pipe.unet.train(), pipe.text_encoder.train()
     ema_unet, ema_enc = copy.deepcopy(unet).eval(), copy.deepcopy(enc).eval()
     params = list(unet.parameters()) + list(enc.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    noise_sched = default_train_scheduler()
+    noise_sched = default_train_scheduler(prediction_type)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     warmup = min(100, steps // 10 + 1)
@@ -132,7 +143,7 @@ def train_default(out_dir: str | Path, data_dir: str | Path | None = None, track
         noisy = noise_sched.add_noise(latents, noise, t)
         pred = unet(with_coord(noisy), t, encoder_hidden_states=enc(ids, mask),
                     encoder_attention_mask=mask).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        loss = torch.nn.functional.mse_loss(pred, training_target(noise_sched, latents, noise, t))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -155,7 +166,7 @@ def train_default(out_dir: str | Path, data_dir: str | Path | None = None, track
             progress(step + 1, steps)
     train_s = time.time() - t_train
 
-    val_loss = validation_loss(ema_unet, ema_enc, val_sampler, tok, seed)
+    val_loss = validation_loss(ema_unet, ema_enc, val_sampler, tok, seed, prediction_type)
     pipe.unet, pipe.text_encoder = ema_unet.eval(), ema_enc.eval()
     summary = {
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
@@ -163,7 +174,8 @@ def train_default(out_dir: str | Path, data_dir: str | Path | None = None, track
         "validation_tracks": len(val_tracks) if held_out else 0, "final_train_loss": rows[-1]["loss"],
         "validation_loss_ema": round(val_loss, 5), "train_seconds": round(train_s, 1),
         "total_seconds": round(time.time() - t_start, 1), "torch": torch.__version__,
-        "data_dir": str(data),
+        "data_dir": str(data), "prediction_type": prediction_type, "text_layers": text_layers,
+        "stem_count_p": list(stem_count_p),
     }
     pipe.info = {"name": "aiba-slakh-tiny", "classes": list(classes), "training": summary}
     pipe.save_pretrained(out)
@@ -173,11 +185,12 @@ def train_default(out_dir: str | Path, data_dir: str | Path | None = None, track
 
 
 def validation_loss(unet: torch.nn.Module, enc: torch.nn.Module, sampler: ClipSampler, tok,
-                    seed: int, batches: int = 8, batch_size: int = 16) -> float:
-    """Mean ε-MSE on held-out tracks with fixed clips, noise and timesteps."""
+                    seed: int, prediction_type: str = "v_prediction", batches: int = 8,
+                    batch_size: int = 16) -> float:
+    """Mean training-target MSE (ε or v) on held-out tracks with fixed clips, noise and timesteps."""
     rng = np.random.default_rng(seed + 1)
     gen = torch.Generator().manual_seed(seed + 1)
-    sched = default_train_scheduler()
+    sched = default_train_scheduler(prediction_type)
     losses = []
     with torch.no_grad():
         for _ in range(batches):
@@ -187,7 +200,7 @@ def validation_loss(unet: torch.nn.Module, enc: torch.nn.Module, sampler: ClipSa
             t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=gen)
             pred = unet(with_coord(sched.add_noise(latents, noise, t)), t,
                         encoder_hidden_states=enc(ids, mask), encoder_attention_mask=mask).sample
-            losses.append(float(torch.nn.functional.mse_loss(pred, noise)))
+            losses.append(float(torch.nn.functional.mse_loss(pred, training_target(sched, latents, noise, t))))
     return float(np.mean(losses))
 
 
@@ -199,12 +212,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="model folder to write")
     parser.add_argument("--data", default=None, help="existing Slakh-format folder (default: render one)")
     parser.add_argument("--tracks", type=int, default=240)
-    parser.add_argument("--steps", type=int, default=1800)
+    parser.add_argument("--steps", type=int, default=2700)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default="v_prediction")
+    parser.add_argument("--text-layers", type=int, default=0, help="0: non-contextual text encoder")
     args = parser.parse_args(argv)
     train_default(args.out, data_dir=args.data, tracks=args.tracks, steps=args.steps, seed=args.seed,
-                  threads=args.threads)
+                  threads=args.threads, prediction_type=args.prediction_type, text_layers=args.text_layers)
 
 
 if __name__ == "__main__":
