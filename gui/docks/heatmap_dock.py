@@ -46,16 +46,23 @@ def time_mel_plot() -> tuple[pg.PlotWidget, pg.ImageItem]:
     return plot, item
 
 
-def hz_axis_ticks(centres_hz: np.ndarray, n_rows: int) -> list[tuple[float, str]]:
-    """Ticks ``(y, label)`` for an image whose rows ``0..n_rows`` tile the mel bands low→high."""
+def hz_axis_ticks(centres_hz: np.ndarray, n_rows: int, min_gap: float = 0.04) -> list[tuple[float, str]]:
+    """Ticks ``(y, label)`` for an image whose rows ``0..n_rows`` tile the mel bands low→high.
+
+    Below 1 kHz the mel scale is nearly linear, so 20 / 50 / 100 / 200 Hz crowd into the lowest
+    few rows; going down from the top, a tick closer than ``min_gap · n_rows`` to the last kept one
+    is dropped, so labels never overlap.
+    """
     n = len(centres_hz)
-    ticks = []
-    for hz in HZ_TICKS:
+    ticks: list[tuple[float, str]] = []
+    for hz in sorted(HZ_TICKS, reverse=True):
         if centres_hz[0] <= hz <= centres_hz[-1]:
             band = float(np.interp(hz, centres_hz, np.arange(n)))
             y = (band + 0.5) * n_rows / n
+            if ticks and ticks[-1][0] - y < min_gap * n_rows:
+                continue
             ticks.append((y, f"{hz // 1000}k" if hz >= 1000 else str(hz)))
-    return ticks
+    return ticks[::-1]
 
 
 class HeatmapDock(QDockWidget):

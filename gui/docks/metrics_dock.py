@@ -59,7 +59,7 @@ class MetricsDock(QDockWidget):
         profile = frequency_profile_of(g)
         x = np.arange(g.shape[1]) + 0.5  # bin centres on a mel-spaced axis, as in the heatmap
         self.curve.setData(x, profile)
-        self.plot.getAxis("bottom").setTicks([hz_axis_ticks(hz, g.shape[1]), []])
+        self.plot.getAxis("bottom").setTicks([hz_axis_ticks(hz, g.shape[1], min_gap=0.08), []])  # labels side by side
         name = self.template.currentText()
         try:
             t = band_template(name)

@@ -96,3 +96,22 @@ def test_preferences_dialog_returns_what_was_chosen(qtbot, isolated_settings):
     dialog.memory.setValue(300.0)
     dialog.autosave.setValue(2.5)
     assert dialog.preferences() == st.Preferences("cpu", "null", "cividis", 300.0, 2.5)
+
+
+def test_hz_ticks_do_not_crowd_the_linear_low_mel_range():
+    import numpy as np
+    import pytest
+
+    from engine.analysis.melscale import band_centres_hz
+    from engine.types import MelSpec
+    from gui.docks.heatmap_dock import hz_axis_ticks
+
+    centres = band_centres_hz(MelSpec(16000, 1024, 256, 64, 0.0, 8000.0))
+    ticks = hz_axis_ticks(centres, 64)
+    ys = [y for y, _ in ticks]
+    assert ys == sorted(ys) and min(np.diff(ys)) >= 0.04 * 64
+    labels = [t for _, t in ticks]
+    assert {"1k", "2k", "4k"} <= set(labels) and not {"50", "100"} <= set(labels)
+    # every kept tick sits on its frequency: row centre of the band at that Hz
+    y_1k = dict((t, y) for y, t in ticks)["1k"]
+    assert y_1k == pytest.approx(float(np.interp(1000.0, centres, np.arange(64))) + 0.5)
