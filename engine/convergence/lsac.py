@@ -1,11 +1,13 @@
 """Layer-selective attention caching (LSAC, SAM-Audio probing Sec. 2.4 / 4.4).
 
 For each planned site with freeze step ``s``: steps ``< s`` run the stock processor; at step
-``s`` the stock processor runs and ``softmax(QKᵀ/√d + mask)`` of **every** batch item (both CFG
-halves) is cached; at every later step the query–key product is skipped: only ``V = to_v(ctx)``,
+``s`` ``softmax(QKᵀ/√d + mask)`` of **every** batch item (both CFG halves) is computed once (fp32),
+cached, and the step's output is made from it (the same output as the stock processor's, up to
+rounding); at every later step the query–key product is skipped: only ``V = to_v(ctx)``,
 ``probs @ V`` (GQA: query head ``h`` uses K/V head ``h // (heads // kv_heads)``) and the output
 projection run. RoPE (Stable Audio ``attn1``) touches only Q and K, so it is baked into the
-cache. A freeze step equal to the last step therefore reproduces the full run.
+cache. A freeze step at (or after) the last step caches nothing, so it reproduces the full run
+exactly.
 
 Presets turn a :class:`~engine.convergence.diagnostics.ConvergenceReport` into a plan for ``T``
 steps (``⌈f·T⌉``, clipped to ``1..T−1``; the paper's Eq. 5 is not legible in our copy, so the
@@ -167,12 +169,12 @@ def cached_attention_output(attn, hidden_states: torch.Tensor, encoder_hidden_st
     return project_output(attn, out, residual, (b, c, h, w) if input_ndim == 4 else None)
 
 
-def batch_probs(attn, hidden_states, encoder_hidden_states, attention_mask, extra) -> torch.Tensor:
-    """fp32 ``(B, heads, Q, K)`` probabilities of every batch item of one call."""
-    return torch.stack([
-        attention_probs(attn, hidden_states, encoder_hidden_states, attention_mask, i, **extra)
-        for i in range(hidden_states.shape[0])
-    ])
+def batch_probs(attn, hidden_states, encoder_hidden_states, attention_mask, extra,
+                transposed: bool = False) -> torch.Tensor:
+    """fp32 probabilities of every batch item of one call (one batched product): ``(B, heads, Q, K)``,
+    or contiguous ``(B, heads, K, Q)`` with ``transposed``."""
+    return attention_probs(attn, hidden_states, encoder_hidden_states, attention_mask, None,
+                           transposed=transposed, **extra)
 
 
 class LSAC:
@@ -204,6 +206,7 @@ class LSAC:
         self.peak_bytes = 0
         self.warnings: list[str] = []
         self.stats: dict[str, int] = {"reused_calls": 0, "full_calls": 0, "fallback_calls": 0}
+        self._last_step = -1
 
     @classmethod
     def from_preset(cls, report, preset: str, steps: int, budget_mb: float = DEFAULT_BUDGET_MB,
@@ -229,6 +232,7 @@ class LSAC:
             raise EngineError(f"freeze step {step} of {site} is outside 0..{request.steps - 1}: "
                               f"lower it or raise --steps")
         self.active = self._fit_budget(backend, request)
+        self._last_step = request.steps - 1
 
     def _fit_budget(self, backend, request: GenerationRequest) -> dict[str, int]:
         sizes = estimate_cache_bytes(backend, request, self.plan, self._itemsize(backend))
@@ -289,16 +293,21 @@ class LSAC:
     # -- the cached processor --------------------------------------------------------------
     def _handle(self, site, attn, hidden_states, encoder_hidden_states, attention_mask, extra, call_inner):
         step, freeze = self.counter.step, self.active.get(site)
-        if freeze is None or step < freeze:
+        if freeze is None or step < freeze or freeze >= self._last_step:
             self.stats["full_calls"] += 1
             return call_inner()
         cached = self.cache.get(site)
-        if step == freeze or cached is None:
-            out = call_inner()
-            if step == freeze and site not in self.cache:
-                self._store(site, attn, hidden_states, encoder_hidden_states, attention_mask, extra)
+        if step == freeze and cached is None:
+            cached = self._store(site, attn, hidden_states, encoder_hidden_states, attention_mask, extra)
             self.stats["full_calls"] += 1
-            return out
+            if cached is None:  # over budget: this site runs uncached
+                return call_inner()
+            with torch.no_grad():  # the freeze step's output, from the probabilities just cached
+                return cached_attention_output(attn, hidden_states, encoder_hidden_states, cached,
+                                               extra.get("temb"))
+        if cached is None:
+            self.stats["full_calls"] += 1
+            return call_inner()
         if cached.shape[0] != hidden_states.shape[0]:
             self.stats["fallback_calls"] += 1  # a call with another batch size (not a CFG step)
             return call_inner()
@@ -307,20 +316,24 @@ class LSAC:
             return cached_attention_output(attn, hidden_states, encoder_hidden_states, cached,
                                            extra.get("temb"))
 
-    def _store(self, site, attn, hidden_states, encoder_hidden_states, attention_mask, extra) -> None:
+    def _store(self, site, attn, hidden_states, encoder_hidden_states, attention_mask,
+               extra) -> torch.Tensor | None:
+        """Compute and cache ``site``'s transposed probabilities; ``None`` when over budget."""
         with torch.no_grad():
-            probs = batch_probs(attn, hidden_states, encoder_hidden_states, attention_mask, extra)
-        probs = probs.to(self.cache_dtype or attn.to_v.weight.dtype).transpose(-1, -2).contiguous()  # (B, H, K, Q)
+            probs = batch_probs(attn, hidden_states, encoder_hidden_states, attention_mask, extra,
+                                transposed=True)  # (B, H, K, Q)
+        probs = probs.to(self.cache_dtype or attn.to_v.weight.dtype)
         size = probs.numel() * probs.element_size()
         if self.cached_bytes + size > self.budget_bytes:
             self.warnings.append(
                 f"LSAC cache of {site} ({size / 2**20:.1f} MB) does not fit the budget of "
                 f"{self.budget_bytes / 2**20:.1f} MB; it runs uncached")
             self.active.pop(site, None)
-            return
+            return None
         self.cache[site] = probs
         self.cached_bytes += size
         self.peak_bytes = max(self.peak_bytes, self.cached_bytes)
+        return probs
 
 
 def with_lsac(request: GenerationRequest, lsac: LSAC) -> GenerationRequest:

@@ -50,11 +50,16 @@ def attention_probs(
     hidden_states: torch.Tensor,
     encoder_hidden_states: torch.Tensor | None,
     attention_mask: torch.Tensor | None,
-    sample: int,
+    sample: int | None,
     temb: torch.Tensor | None = None,
     rotary_emb=None,
+    transposed: bool = False,
 ) -> torch.Tensor:
-    """``softmax(q kᵀ / sqrt(d) + mask)`` of batch item ``sample`` as fp32 ``(heads, Q, K)``.
+    """``softmax(q kᵀ / sqrt(d) + mask)`` of batch item ``sample`` as fp32 ``(heads, Q, K)``;
+    with ``sample=None``, of every item at once as ``(B, heads, Q, K)``, or, with
+    ``transposed=True``, as a contiguous ``(B, heads, K, Q)`` computed in place (``k qᵀ``, softmax
+    over K): one large allocation instead of three, which matters on CPU where each fresh
+    multi-MB tensor costs its page faults.
 
     Call under ``torch.no_grad()`` (the capture processors run inside the pipelines' no-grad).
     """
@@ -67,27 +72,29 @@ def attention_probs(
     context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
     key_len = context.shape[1]
 
+    items = slice(None) if sample is None else slice(sample, sample + 1)
     mask = None
     if attention_mask is not None:
         mask = attn.prepare_attention_mask(attention_mask, key_len, batch)
-        mask = mask.view(batch, attn.heads, -1, mask.shape[-1])[sample]
+        mask = mask.view(batch, attn.heads, -1, mask.shape[-1])[items]  # (n, heads, 1 or Q, K)
 
-    x = hidden_states[sample : sample + 1]
+    x = hidden_states[items]
     if getattr(attn, "group_norm", None) is not None:
         x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
     query = attn.to_q(x)
     if encoder_hidden_states is None:
         ctx = x
     else:
-        ctx = encoder_hidden_states[sample : sample + 1]
+        ctx = encoder_hidden_states[items]
         if attn.norm_cross:
             ctx = attn.norm_encoder_hidden_states(ctx)
     key = attn.to_k(ctx)
 
     head_dim = query.shape[-1] // attn.heads
     kv_heads = key.shape[-1] // head_dim
-    query = query.view(1, -1, attn.heads, head_dim).transpose(1, 2)
-    key = key.view(1, -1, kv_heads, head_dim).transpose(1, 2)
+    n = x.shape[0]
+    query = query.view(n, -1, attn.heads, head_dim).transpose(1, 2)
+    key = key.view(n, -1, kv_heads, head_dim).transpose(1, 2)
     if kv_heads != attn.heads:
         key = torch.repeat_interleave(key, attn.heads // kv_heads, dim=1)
     if attn.norm_q is not None:
@@ -102,11 +109,26 @@ def attention_probs(
             key = rotate_partial(key, rotary_emb)
 
     scale = 1.0 / math.sqrt(head_dim)
+    if sample is None and transposed:
+        scores_t = torch.matmul(key, query.transpose(-1, -2)).mul_(scale)  # (B, heads, K, Q)
+        if mask is not None:
+            mask_t = mask.transpose(-1, -2)
+            if mask.dtype != torch.bool:
+                scores_t.add_(mask_t.float())
+            else:
+                scores_t.masked_fill_(~mask_t, float("-inf"))
+        scores_t.sub_(scores_t.amax(dim=-2, keepdim=True)).exp_()
+        return scores_t.div_(scores_t.sum(dim=-2, keepdim=True))
+    if sample is None:  # the whole batch in one product
+        scores = torch.matmul(query, key.transpose(-1, -2)).mul_(scale)
+        if mask is not None:
+            scores = scores.add_(mask.float()) if mask.dtype != torch.bool else scores.masked_fill(~mask, float("-inf"))
+        return torch.softmax(scores, dim=-1)
     if mask is not None and mask.dtype != torch.bool:
-        bias = mask.float().expand(attn.heads, query.shape[2], key.shape[2])
+        bias = mask[0].float().expand(attn.heads, query.shape[2], key.shape[2])
         scores = torch.baddbmm(bias, query[0], key[0].transpose(-1, -2), alpha=scale)
     else:
         scores = torch.matmul(query[0], key[0].transpose(-1, -2)).mul_(scale)
         if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores = scores.masked_fill(~mask[0], float("-inf"))
     return torch.softmax(scores, dim=-1)

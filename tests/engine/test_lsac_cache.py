@@ -107,11 +107,16 @@ def test_cached_output_is_cached_probs_times_v(name, kind, request):
     site = next(s for s in backend.sites() if s.kind == kind)
     module = backend.denoiser.get_submodule(site.name)
     lsac = LSAC({site.name: 1}, keep_cache=True)
-    rec = _CallRecorder(module)
+    rec, plain = _CallRecorder(module), None
     try:
         backend.generate(with_lsac(_req(backend), lsac))
+        rec.handle.remove()
+        plain = _CallRecorder(module)
+        backend.generate(_req(backend))  # the same request without LSAC: stock processor throughout
     finally:
         rec.handle.remove()
+        if plain is not None:
+            plain.handle.remove()
     assert len(rec.calls) == 4 and lsac.stats["reused_calls"] == 2
     probs = lsac.cached_probs(site.name)
     batch = rec.calls[0][0].shape[0]
@@ -121,10 +126,14 @@ def test_cached_output_is_cached_probs_times_v(name, kind, request):
         for hidden, context, output in rec.calls[2:]:
             expected = _hand_output(module, hidden, context, probs)
             assert torch.allclose(output, expected, atol=1e-5, rtol=1e-4)
-        # at the freeze step the stock processor ran: its output equals cache @ V, so the cache
-        # holds the true softmax(QKᵀ) of that call (RoPE, GQA and masks included)
+        # up to the freeze step both runs saw the same inputs, and the stock processor's output at
+        # that step equals cache @ V: the cache holds the true softmax(QKᵀ) of that call (RoPE, GQA
+        # and masks included), and the freeze step's own output (made from it) is the stock one
         hidden, context, output = rec.calls[1]
-        assert torch.allclose(output, _hand_output(module, hidden, context, probs), atol=1e-5, rtol=1e-4)
+        assert torch.equal(hidden, plain.calls[1][0])
+        stock = plain.calls[1][2]
+        assert torch.allclose(stock, _hand_output(module, hidden, context, probs), atol=1e-5, rtol=1e-4)
+        assert torch.allclose(output, stock, atol=1e-5, rtol=1e-4)
         # step 3 reuses step 1's probabilities although its queries and keys differ
         assert not torch.equal(rec.calls[3][0], rec.calls[1][0])
 
@@ -191,3 +200,28 @@ def test_bfloat16_cache_is_half_the_size_and_close_to_the_fp32_cache(emb):
     assert 0 < diff.max() < 0.1
     with pytest.raises(EngineError, match="cache dtype"):
         LSAC(plan, cache_dtype="int8")
+
+
+@pytest.mark.parametrize("kind", ["self", "cross"])
+def test_batched_and_transposed_probabilities_equal_the_per_item_ones(ldm, kind):
+    from engine.probe.attention_math import attention_probs
+
+    site = next(s for s in ldm.sites() if s.kind == kind)
+    module = ldm.denoiser.get_submodule(site.name)
+    rec = _CallRecorder(module)
+    try:
+        ldm.generate(_req(ldm, steps=1))
+    finally:
+        rec.handle.remove()
+    hidden, context, _ = rec.calls[0]
+    keys = (hidden if context is None else context).shape[1]
+    mask = torch.zeros(hidden.shape[0], 1, keys)
+    mask[0, 0, keys // 2:] = -10000.0  # item 0 may not look at the second half of the keys
+    with torch.no_grad():
+        for m in (None, mask):
+            each = torch.stack([attention_probs(module, hidden, context, m, i) for i in range(hidden.shape[0])])
+            batched = attention_probs(module, hidden, context, m, None)
+            transposed = attention_probs(module, hidden, context, m, None, transposed=True)
+            assert torch.allclose(batched, each, atol=1e-6)
+            assert transposed.is_contiguous() and torch.allclose(transposed, each.transpose(-1, -2), atol=1e-6)
+    assert float(each[0, ..., keys // 2:].max()) < 1e-6 and float(each[1, ..., keys // 2:].max()) > 1e-3
