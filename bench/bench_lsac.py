@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--prompt", default="bass and drums")
     parser.add_argument("--cache-dtype", default=None, help="model (default), bfloat16, float16, float32")
+    parser.add_argument("--kinds", default="self", help="attention kinds the preset caches: self (default) or self,cross")
     args = parser.parse_args(argv)
 
     import torch
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     request = GenerationRequest(prompt=args.prompt, seed=0, steps=args.steps, guidance=3.0,
                                 duration=args.duration, capture=False)
     report, _ = diagnose(backend, request)
-    lsac = LSAC.from_preset(report, args.preset, args.steps)
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    lsac = LSAC.from_preset(report, args.preset, args.steps, kinds=kinds)
 
     def run(with_cache: bool):
         timer = AttentionTimer()
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
         "model": backend.model_id, "warnings": backend.warnings, "preset": args.preset,
-        "cache_dtype": args.cache_dtype or "model",
+        "cache_dtype": args.cache_dtype or "model", "kinds": list(kinds),
         "steps": args.steps, "duration": args.duration, "threads": args.threads,
         "sites": len(report.sites), "stable_sites": report.stable_sites,
         "cached_sites": len(lsac.plan), "plan": lsac.plan,

@@ -92,12 +92,12 @@ def test_convergence_command_and_analyze_lsac(tmp_path, capsys):
     out = tmp_path / "conv"
     args = ["convergence", "--model", "tiny:audioldm2", "--prompt", "a hammer", "--steps", "4",
             "--duration", "0.32", "--compare", "a hammer|a bell", "--seeds", "0,1",
-            "--presets", "balanced", "--out", str(out)]
+            "--presets", "aggressive", "--out", str(out)]
     assert main.main(args) == 0
     names = {p.name for p in out.iterdir()}
     assert {"convergence.json", "convergence.csv", "convergence.png", "lsac_compare.csv",
             "lsac_compare.md", "summary.json"} <= names
-    summary = json.loads((out / "lsac_compare.json").read_text())["summary"]["balanced"]
+    summary = json.loads((out / "lsac_compare.json").read_text())["summary"]["aggressive"]
     assert summary["pairs"] == 4 and summary["lsac_steps"] == 4 and summary["naive_steps"] < 4
     profile = json.loads((out / "convergence.json").read_text())
     assert len(profile["sites"]) == 24 and len(profile["entropy"]) == 4

@@ -165,6 +165,9 @@ def test_presets_follow_the_report():
     assert plan_from_preset(report, "balanced", 8) == {"a": 2, "b": 2, "c": 6}
     assert plan_from_preset(report, "aggressive", 8) == {"a": 2, "b": 2, "c": 4, "d": 6}
     assert plan_from_preset(report, "Balanced", 8, kinds=("cross",)) == {}
+    mixed = build_report(ent, ["a", "b", "c", "d"], ["self", "cross", "self", "cross"], group="all")
+    assert plan_from_preset(mixed, "safe", 8) == {"a": 4}  # presets cache self-attention by default
+    assert plan_from_preset(mixed, "safe", 8, kinds=("self", "cross")) == {"a": 4, "b": 4}
     with pytest.raises(EngineError, match="unknown LSAC preset"):
         preset_named("turbo")
 

@@ -60,8 +60,9 @@ def test_lsac_preset_reaches_the_run(window, diagnosed, qtbot):
             window.run_dock.request_generate()
         lsac = [iv for iv in blocker.args[0].recipe["interventions"] if iv["type"] == "lsac"]
         assert len(lsac) == 1 and lsac[0]["preset"] == "balanced" and lsac[0]["cache_dtype"] == "bfloat16"
-        stable = diagnosed[0].stable_sites  # balanced: stable sites freeze at ⌈T/4⌉ = 1
-        assert {s for s, t in lsac[0]["plan"].items() if t == 1} == set(stable)
+        report = diagnosed[0]  # balanced: stable self-attention sites freeze at ⌈T/4⌉ = 1
+        stable = {s for s, k in zip(report.sites, report.kinds, strict=True) if k == "self"} & set(report.stable_sites)
+        assert stable and {s for s, t in lsac[0]["plan"].items() if t == 1} == stable
         assert lsac[0]["reused_calls"] > 0
     finally:
         window.convergence.preset.setCurrentText("off")
