@@ -48,7 +48,7 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stream-dir", default=None, help="stream frames to this folder when over budget")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p.add_argument("--lsac", default="off", choices=["off", "safe", "balanced", "aggressive"],
-                   help="layer-selective attention caching preset (default off)")
+                   help="layer-selective attention caching preset: caches the self-attention of converged layers (default off)")
     p.add_argument("--lsac-profile", default=None,
                    help="convergence.json from `main.py convergence` (default: profile this request first)")
     p.add_argument("--lsac-budget-mb", type=float, default=1024.0, help="memory budget of the LSAC cache")

@@ -53,7 +53,7 @@ class ConvergenceDock(QDockWidget):
         top.addWidget(QLabel("LSAC for every generation"))
         self.preset = QComboBox()
         self.preset.addItems(LSAC_CHOICES)
-        self.preset.setToolTip("off, or cache the attention of converged layers (safe / balanced / aggressive); "
+        self.preset.setToolTip("off, or cache the self-attention of converged layers (safe / balanced / aggressive); "
                                "uses the last diagnosis of this model, else diagnoses the request first")
         top.addWidget(self.preset)
         self.cache_dtype = QComboBox()
