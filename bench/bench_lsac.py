@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prompt", default="bass and drums")
     parser.add_argument("--cache-dtype", default=None, help="model (default), bfloat16, float16, float32")
     parser.add_argument("--kinds", default="self", help="attention kinds the preset caches: self (default) or self,cross")
+    parser.add_argument("--sweep", default=None, help="freeze_sweep.npz from `main.py convergence --sweep`: plan from it")
     args = parser.parse_args(argv)
 
     import torch
@@ -57,7 +58,12 @@ def main(argv: list[str] | None = None) -> dict:
                                 duration=args.duration, capture=False)
     report, _ = diagnose(backend, request)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-    lsac = LSAC.from_preset(report, args.preset, args.steps, kinds=kinds)
+    sweep = None
+    if args.sweep:
+        from engine.convergence.freeze import load_sweep
+
+        sweep = load_sweep(args.sweep)
+    lsac = LSAC.from_preset(report, args.preset, args.steps, kinds=kinds, sweep=sweep)
 
     def run(with_cache: bool):
         timer = AttentionTimer()
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
         "model": backend.model_id, "warnings": backend.warnings, "preset": args.preset,
-        "cache_dtype": args.cache_dtype or "model", "kinds": list(kinds),
+        "cache_dtype": args.cache_dtype or "model", "kinds": list(kinds), "sweep": args.sweep,
         "steps": args.steps, "duration": args.duration, "threads": args.threads,
         "sites": len(report.sites), "stable_sites": report.stable_sites,
         "cached_sites": len(lsac.plan), "plan": lsac.plan,

@@ -88,7 +88,7 @@ class _CancellableBackend:
         return getattr(self._backend, name)
 
 
-LSAC_KEYS = ("lsac_preset", "lsac_report", "lsac_dtype")
+LSAC_KEYS = ("lsac_preset", "lsac_report", "lsac_dtype", "lsac_sweep")
 
 
 def resolve_lsac(backend, request: GenerationRequest) -> GenerationRequest:
@@ -101,6 +101,7 @@ def resolve_lsac(backend, request: GenerationRequest) -> GenerationRequest:
     preset = str(request.extras.get("lsac_preset") or "off")
     report = request.extras.get("lsac_report")
     dtype = request.extras.get("lsac_dtype")
+    sweep = request.extras.get("lsac_sweep")
     request = replace(request, extras=extras)
     if preset == "off":
         return request
@@ -109,7 +110,9 @@ def resolve_lsac(backend, request: GenerationRequest) -> GenerationRequest:
 
     if report is None or not set(report.sites) <= {s.name for s in backend.sites()}:
         return lsac_for_request(backend, request, preset, cache_dtype=dtype)
-    return with_lsac(request, LSAC.from_preset(report, preset, request.steps, cache_dtype=dtype))
+    if sweep is not None and not set(sweep.sites) <= set(report.sites):
+        sweep = None  # a sweep of another model
+    return with_lsac(request, LSAC.from_preset(report, preset, request.steps, cache_dtype=dtype, sweep=sweep))
 
 
 def load_backend(model: str, device: str):

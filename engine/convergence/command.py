@@ -74,15 +74,18 @@ def run_convergence(options: ConvergenceOptions,
     report.save(out / "convergence.json")
     report.write_csv(out / "convergence.csv")
     plot_entropy(report, out / "convergence.png")
+    sweep = None
     if options.sweep:
         from engine.convergence.freeze import freeze_sweep, write_sweep
 
-        write_sweep(freeze_sweep(backend, request, sites, options.freeze_steps, report, progress), out)
+        sweep = freeze_sweep(backend, request, sites, options.freeze_steps, report, progress)
+        write_sweep(sweep, out)
     if options.compare_prompts:
         from engine.convergence.compare import compare_lsac, write_comparison
 
+        # with a sweep the presets freeze each site where the sweep measured it tolerable
         cmp = compare_lsac(backend, report, options.compare_prompts, options.seeds, request,
-                           tuple(options.presets), options.budget_mb, progress)
+                           tuple(options.presets), options.budget_mb, progress, sweep=sweep)
         write_comparison(cmp, out)
     notes = {"warnings": list(getattr(backend, "warnings", [])), "model_id": backend.model_id,
              "stable": report.stable_sites, "fast": report.fast_sites}
@@ -93,18 +96,26 @@ def run_convergence(options: ConvergenceOptions,
 def lsac_for_request(backend, request: GenerationRequest, preset: str, profile: str | None = None,
                      budget_mb: float = DEFAULT_BUDGET_MB, cache_dtype: str | None = None) -> GenerationRequest:
     """``request`` with an LSAC preset attached; the stable / fast split comes from ``profile``
-    (a ``convergence.json``) or, without one, from a diagnostic run of the same request."""
+    (a ``convergence.json``) or, without one, from a diagnostic run of the same request. A
+    ``freeze_sweep.npz`` beside the profile (``convergence --sweep``) sets the freeze steps instead."""
     key = str(preset).strip().lower()
     if key not in LSAC_CHOICES:
         raise EngineError(f"unknown LSAC preset {preset!r}: use one of {', '.join(LSAC_CHOICES)}")
     if key == "off":
         return request
+    sweep = None
     if profile:
         report = ConvergenceReport.load(profile)
         known = {s.name for s in backend.sites()}
         if not set(report.sites) <= known:
             raise EngineError(f"the profile {profile} was made for another model: "
                               "run `python main.py convergence` with this --model")
+        beside = Path(profile).expanduser().parent / "freeze_sweep.npz"
+        if beside.is_file():
+            from engine.convergence.freeze import load_sweep
+
+            sweep = load_sweep(beside)
     else:
         report, _ = diagnose(backend, dataclasses.replace(request, capture=False))
-    return with_lsac(request, LSAC.from_preset(report, key, request.steps, budget_mb, cache_dtype=cache_dtype))
+    lsac = LSAC.from_preset(report, key, request.steps, budget_mb, sweep=sweep, cache_dtype=cache_dtype)
+    return with_lsac(request, lsac)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from engine.convergence.diagnostics import SiteShape
-from engine.convergence.lsac import LSAC, plan_from_preset, preset_named
+from engine.convergence.lsac import LSAC, plan_from_preset, plan_from_sweep, preset_named
 from engine.convergence.quality import deviation
 from engine.convergence.timing import AttentionTimer
 from engine.types import EngineError, GenerationRequest
@@ -90,15 +90,17 @@ class Comparison:
 def compare_lsac(backend, report, prompts: list[str], seeds: list[int], base: GenerationRequest,
                  presets: tuple[str, ...] = ("safe", "balanced", "aggressive"),
                  budget_mb: float = 1024.0,
-                 progress: Callable[[int, int], None] | None = None) -> Comparison:
-    """Full run, each LSAC preset and its compute-matched naive run for every prompt × seed."""
+                 progress: Callable[[int, int], None] | None = None, sweep=None) -> Comparison:
+    """Full run, each LSAC preset and its compute-matched naive run for every prompt × seed.
+    With a freezing ``sweep`` the presets' plans come from it (``plan_from_sweep``)."""
     if not prompts or not seeds:
         raise EngineError("give at least one prompt and one seed to compare")
     steps = base.steps
     cmp = Comparison(steps=steps)
     matched: dict[str, tuple[float, int]] = {}
     for name in presets:
-        plan = plan_from_preset(report, preset_named(name), steps)
+        plan = (plan_from_sweep(sweep, preset_named(name), steps) if sweep is not None
+                else plan_from_preset(report, preset_named(name), steps))
         saving = attention_saving(plan, report.shapes, steps)
         cmp.plans[name] = plan
         matched[name] = (saving, matched_steps(steps, saving))

@@ -80,6 +80,18 @@ def freeze_sweep(backend, request: GenerationRequest, sites: list[str] | None = 
     return FreezeSweep(names, [known[n].kind for n in names], fs, request.steps, out, stable)
 
 
+def load_sweep(path: str | Path) -> FreezeSweep:
+    """A sweep written by :func:`write_sweep` (``freeze_sweep.npz``)."""
+    try:
+        z = np.load(Path(path))
+        metrics = {m: z[m] for m in METRICS if m in z.files}
+        return FreezeSweep(sites=[str(s) for s in z["sites"]], kinds=[str(k) for k in z["kinds"]],
+                           freeze_steps=[int(s) for s in z["freeze_steps"]], steps=int(z["steps"]),
+                           metrics=metrics)
+    except (OSError, KeyError, ValueError) as exc:
+        raise EngineError(f"cannot read the freeze sweep {path}: {exc}; re-run `python main.py convergence --sweep`") from exc
+
+
 def write_sweep(sweep: FreezeSweep, folder: str | Path) -> list[Path]:
     """``freeze_sweep.npz`` / ``.csv`` / ``.png`` (mel- and waveform-distance heatmaps)."""
     folder = Path(folder)

@@ -12,7 +12,10 @@ exactly.
 Presets turn a :class:`~engine.convergence.diagnostics.ConvergenceReport` into a plan for ``T``
 steps (``⌈f·T⌉``, clipped to ``1..T−1``; the paper's Eq. 5 is not legible in our copy, so the
 fractions follow its Sec. 4.2 results: stable layers freeze safely from T/4, fast ones from
-3T/4). Presets plan **self-attention sites only** by default (:data:`DEFAULT_KINDS`):
+3T/4). Presets plan **self-attention sites only** by default (:data:`DEFAULT_KINDS`). Given a
+causal freezing sweep (``convergence --sweep``), :func:`plan_from_sweep` replaces the table below:
+each site freezes at the earliest swept step whose measured deviation is within the preset's
+tolerance (:data:`SWEEP_TOLERANCE`):
 
 ============  =======================  ==========================  =========================
 preset        stable sites             moderate sites (fast, ≤ q75)  other fast sites
@@ -37,6 +40,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from engine.convergence.site_processors import StepCounter, site_processor_for
@@ -111,6 +115,38 @@ def plan_from_preset(report, preset: str | Preset, steps: int,
             step = freeze_step_at(frac, steps)
             if step < steps - 1:  # freezing at the last step saves nothing
                 plan[site] = step
+    return plan
+
+
+# Per-site deviation a preset accepts when a causal freezing sweep is available: the mean |Δ| of the
+# model-scale mel against the full run (1 unit = 40 dB), so 0.1 / 0.2 / 0.4 dB per frozen site.
+SWEEP_TOLERANCE: dict[str, float] = {"safe": 0.0025, "balanced": 0.005, "aggressive": 0.01}
+
+
+def plan_from_sweep(sweep, preset: str | Preset, steps: int, kinds: tuple[str, ...] = DEFAULT_KINDS,
+                    metric: str = "mel_distance", tolerance: float | None = None) -> dict[str, int]:
+    """Site → freeze step from a causal freezing sweep (:class:`~engine.convergence.freeze.FreezeSweep`):
+    each site of ``kinds`` freezes at the earliest swept step whose measured ``metric`` is within
+    the preset's tolerance (:data:`SWEEP_TOLERANCE`); sites over it at every swept step are not
+    cached. Swept steps are rescaled to ``steps`` as fractions of the sweep's step count."""
+    p = preset if isinstance(preset, Preset) else preset_named(preset)
+    if steps < 2:
+        raise EngineError(f"LSAC needs at least 2 steps (got {steps})")
+    if metric not in sweep.metrics:
+        raise EngineError(f"the freeze sweep has no {metric!r} (it has {', '.join(sweep.metrics)})")
+    tol = SWEEP_TOLERANCE[p.name] if tolerance is None else float(tolerance)
+    values = np.asarray(sweep.metrics[metric], dtype=np.float64)
+    order = np.argsort(sweep.freeze_steps)
+    plan: dict[str, int] = {}
+    for i, (site, kind) in enumerate(zip(sweep.sites, sweep.kinds, strict=True)):
+        if kind not in kinds:
+            continue
+        for j in order:
+            if np.isfinite(values[i, j]) and values[i, j] <= tol:
+                step = freeze_step_at(sweep.freeze_steps[j] / sweep.steps, steps)
+                if step < steps - 1:
+                    plan[site] = step
+                break
     return plan
 
 
@@ -215,8 +251,12 @@ class LSAC:
 
     @classmethod
     def from_preset(cls, report, preset: str, steps: int, budget_mb: float = DEFAULT_BUDGET_MB,
-                    kinds: tuple[str, ...] = DEFAULT_KINDS, **kw: Any) -> LSAC:
+                    kinds: tuple[str, ...] = DEFAULT_KINDS, sweep=None, **kw: Any) -> LSAC:
+        """A preset's plan: from the causal freezing ``sweep`` when one is given (each site's
+        measured tolerance), else from the entropy ``report`` (stable / fast fractions)."""
         p = preset_named(preset)
+        if sweep is not None:
+            return cls(plan_from_sweep(sweep, p, steps, kinds), budget_mb, name=f"{p.name} (sweep)", **kw)
         return cls(plan_from_preset(report, p, steps, kinds), budget_mb, name=p.name, **kw)
 
     # -- intervention protocol -------------------------------------------------------------

@@ -117,7 +117,8 @@ class ConvergenceDock(QDockWidget):
         preset = self.preset.currentText()
         if preset == "off":
             return {}
-        return {"lsac_preset": preset, "lsac_report": self.report, "lsac_dtype": self.cache_dtype.currentText()}
+        return {"lsac_preset": preset, "lsac_report": self.report, "lsac_dtype": self.cache_dtype.currentText(),
+                "lsac_sweep": self.sweep}
 
     @Slot(str)
     def _on_preset(self, preset: str) -> None:

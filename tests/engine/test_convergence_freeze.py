@@ -109,6 +109,19 @@ def test_convergence_command_and_analyze_lsac(tmp_path, capsys):
     lsac = json.loads((run / "run.json").read_text())["recipe"]["interventions"][0]
     assert lsac["type"] == "lsac" and lsac["preset"] == "balanced" and lsac["reused_calls"] > 0
     assert lsac["cache_dtype"] == "bfloat16"
+    # a freeze sweep beside the profile sets the freeze steps: every site tolerable at step 1
+    from engine.convergence.freeze import METRICS, FreezeSweep, write_sweep
+
+    n = len(profile["sites"])
+    write_sweep(FreezeSweep(sites=profile["sites"], kinds=profile["kinds"], freeze_steps=[1, 2], steps=4,
+                            metrics={m: np.zeros((n, 2)) for m in METRICS}), out)
+    run2 = tmp_path / "run2"
+    assert main.main(["analyze", "--model", "tiny:audioldm2", "--prompt", "a hammer", "--steps", "4",
+                      "--duration", "0.32", "--no-figures", "--lsac", "balanced",
+                      "--lsac-profile", str(out / "convergence.json"), "--out", str(run2)]) == 0
+    swept = json.loads((run2 / "run.json").read_text())["recipe"]["interventions"][0]
+    self_sites = {s for s, k in zip(profile["sites"], profile["kinds"], strict=True) if k == "self"}
+    assert swept["preset"] == "balanced (sweep)" and swept["plan"] == {s: 1 for s in self_sites}
     capsys.readouterr()
     assert main.main(["convergence", "--model", "tiny:audioldm2", "--prompt", "x", "--steps", "4",
                       "--presets", "turbo", "--out", str(tmp_path / "bad")]) == 2

@@ -228,3 +228,30 @@ def test_batched_and_transposed_probabilities_equal_the_per_item_ones(ldm, kind)
             assert torch.allclose(batched, each, atol=1e-6)
             assert transposed.is_contiguous() and torch.allclose(transposed, each.transpose(-1, -2), atol=1e-6)
     assert float(each[0, ..., keys // 2:].max()) < 1e-6 and float(each[1, ..., keys // 2:].max()) > 1e-3
+
+
+def test_presets_from_a_freeze_sweep_take_each_sites_earliest_tolerable_step(tmp_path):
+    from engine.convergence.freeze import METRICS, FreezeSweep, load_sweep, write_sweep
+    from engine.convergence.lsac import SWEEP_TOLERANCE, plan_from_sweep
+
+    # mel distance of freezing each site at steps 1, 2, 4, 6 of 8 (hand-made)
+    dist = np.array([[0.001, 0.0005, 0.0002, 0.0001],   # a (self): tolerable from step 1
+                     [0.02, 0.008, 0.004, 0.001],       # b (self): from 4 (balanced), 6 (safe)
+                     [0.03, 0.02, 0.015, 0.012],        # c (self): never within 0.01
+                     [0.0001, 0.0001, 0.0001, 0.0001]])  # d (cross): excluded by default
+    sweep = FreezeSweep(sites=["a", "b", "c", "d"], kinds=["self", "self", "self", "cross"],
+                        freeze_steps=[1, 2, 4, 6], steps=8, metrics={m: dist for m in METRICS})
+    assert SWEEP_TOLERANCE["safe"] < SWEEP_TOLERANCE["balanced"] < SWEEP_TOLERANCE["aggressive"]
+    assert plan_from_sweep(sweep, "safe", 8) == {"a": 1, "b": 6}
+    assert plan_from_sweep(sweep, "balanced", 8) == {"a": 1, "b": 4}
+    assert plan_from_sweep(sweep, "aggressive", 8) == {"a": 1, "b": 2}
+    assert plan_from_sweep(sweep, "balanced", 8, kinds=("self", "cross")) == {"a": 1, "b": 4, "d": 1}
+    # rescaled to another step count as fractions of the sweep's: step 4 of 8 -> 8 of 16
+    assert plan_from_sweep(sweep, "balanced", 16) == {"a": 2, "b": 8}
+    lsac = LSAC.from_preset(None, "balanced", 8, sweep=sweep)
+    assert lsac.plan == {"a": 1, "b": 4} and lsac.name == "balanced (sweep)"
+    write_sweep(sweep, tmp_path)
+    again = load_sweep(tmp_path / "freeze_sweep.npz")
+    assert again.sites == sweep.sites and np.array_equal(again.metrics["mel_distance"], dist)
+    with pytest.raises(EngineError, match="freeze sweep"):
+        load_sweep(tmp_path / "missing.npz")
