@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from engine.convergence.entropy import mean_abs_change, mean_entropy, mean_entropy_torch
-from engine.convergence.site_processors import StepCounter, site_processor_for
 from engine.probe.attention_math import attention_probs
 from engine.probe.recorder import cond_index_for
+from engine.probe.site_processors import StepCounter, site_processor_for
 from engine.types import EngineError, GenerationRequest
 
 PAD_POLICIES = ("include", "renormalise")

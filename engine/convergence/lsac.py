@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.convergence.site_processors import StepCounter, site_processor_for
 from engine.probe.attention_math import attention_probs, project_output
+from engine.probe.site_processors import StepCounter, site_processor_for
 from engine.types import EngineError, GenerationRequest
 
 LSAC_CHOICES = ("off", "safe", "balanced", "aggressive")

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from engine.convergence.site_processors import site_processor_for
+from engine.probe.site_processors import site_processor_for
 
 
 class AttentionTimer:

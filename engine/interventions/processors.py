@@ -10,20 +10,21 @@ uniformly to the keys its mask lets through (``softmax(mask)``).
 
 Processors that need either opening compute the attention themselves and therefore *replace*
 the processor they were given at that site; processors that only edit the output call the
-processor they wrap, so they compose with other interventions. ``Attention.forward`` drops
-undeclared keywords, so :class:`UNetInterventionProcessor` declares ``temb`` and
-:class:`StableAudioInterventionProcessor` declares ``rotary_emb``, like the stock classes.
+processor they wrap, so they compose with other interventions. Each is an
+:class:`InterventionHandler` on an :mod:`engine.probe.site_processors` wrapper, which declares
+exactly the call arguments of the processor it wraps (``Attention.forward`` drops undeclared
+keywords).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from engine.probe.attention_math import project_output, rotate_partial
+from engine.probe.site_processors import UNetSiteProcessor, site_processor_for
 from engine.types import EngineError
 
 KVHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None],
@@ -102,62 +103,33 @@ def attention_forward(
     return project_output(attn, hidden_states, residual, spatial)
 
 
-class InterventionProcessor:
-    """Base: runs ``inner`` (or :func:`attention_forward` when K/V or weights change), then
-    ``output_hook`` on the result."""
+class InterventionHandler:
+    """Site handler: runs the wrapped processor (or :func:`attention_forward` when K/V or weights
+    change), then ``output_hook`` on the result."""
 
-    def __init__(self, site: str, inner, kv_hook: KVHook | None = None, uniform: bool = False,
+    def __init__(self, kv_hook: KVHook | None = None, uniform: bool = False,
                  output_hook: OutputHook | None = None) -> None:
-        self.site = site
-        self.inner = inner
         self.kv_hook = kv_hook
         self.uniform = uniform
         self.output_hook = output_hook
 
-    def _run(self, attn, hidden_states, encoder_hidden_states, attention_mask, extra: dict) -> torch.Tensor:
+    def __call__(self, site, attn, hidden_states, encoder_hidden_states, attention_mask, extra: dict,
+                 call_inner) -> torch.Tensor:
         if self.kv_hook is None and not self.uniform:
-            out = self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
-                             attention_mask=attention_mask, **extra)
+            out = call_inner()
         else:
             out = attention_forward(attn, hidden_states, encoder_hidden_states, attention_mask,
                                     kv_hook=self.kv_hook, uniform=self.uniform, **extra)
         return out if self.output_hook is None else self.output_hook(out)
 
 
-class UNetInterventionProcessor(InterventionProcessor):
-    """For ``AttnProcessor2_0``-style sites (declares ``temb``)."""
-
-    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None) -> torch.Tensor:
-        extra = {} if temb is None else {"temb": temb}
-        return self._run(attn, hidden_states, encoder_hidden_states, attention_mask, extra)
-
-
-class StableAudioInterventionProcessor(InterventionProcessor):
-    """For ``StableAudioAttnProcessor2_0`` sites (declares ``rotary_emb``)."""
-
-    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, rotary_emb=None) -> torch.Tensor:
-        return self._run(attn, hidden_states, encoder_hidden_states, attention_mask,
-                         {"rotary_emb": rotary_emb})
-
-
-def _declared(proc) -> set[str]:
-    params = inspect.signature(proc.__call__).parameters
-    return {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-
-
-def intervention_processor_for(site: str, inner, **kwargs) -> InterventionProcessor:
-    """The intervention processor declaring the same call arguments as ``inner``."""
-    declared = _declared(inner)
-    if "rotary_emb" in declared:
-        return StableAudioInterventionProcessor(site, inner, **kwargs)
-    if {"hidden_states", "encoder_hidden_states", "attention_mask"} <= declared:
-        return UNetInterventionProcessor(site, inner, **kwargs)
-    raise EngineError(
-        f"cannot intervene at site {site}: its processor {type(inner).__name__} has an unknown "
-        "signature (supported: AttnProcessor2_0 and StableAudioAttnProcessor2_0 style)"
-    )
+def intervention_processor_for(site: str, inner, **kwargs) -> UNetSiteProcessor:
+    """The intervention processor declaring the same call arguments as ``inner``
+    (``kwargs``: :class:`InterventionHandler`'s)."""
+    return site_processor_for(
+        site, inner, InterventionHandler(**kwargs),
+        unsupported="cannot intervene at site {site}: its processor {processor} has an unknown "
+                    "signature (supported: AttnProcessor2_0 and StableAudioAttnProcessor2_0 style)")
 
 
 def cfg_items(order: str, guidance: float, batch: int, halves: str) -> slice:

@@ -5,6 +5,8 @@ arguments of the processor they wrap.
 wrapper of a UNet processor declares ``temb`` and a wrapper of Stable Audio's declares
 ``rotary_emb`` (:func:`site_processor_for` picks the right class). The handler receives the
 call's tensors and a ``call_inner()`` that runs the wrapped processor with the same arguments.
+Attention capture, the interventions (patching, steering, ablation) and the convergence tools
+(entropy, LSAC, timing) are all handlers on these wrappers.
 """
 
 from __future__ import annotations
@@ -71,15 +73,20 @@ def declared_arguments(proc: Any) -> set[str]:
     return {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
-def site_processor_for(site: str, inner: Any, handler: SiteHandler) -> UNetSiteProcessor:
-    """The wrapper class whose ``__call__`` declares the same arguments as ``inner``."""
+UNSUPPORTED = ("site {site}: its processor {processor} has an unknown signature; "
+               "convergence tools work on diffusers AttnProcessor2_0-style processors")
+
+
+def site_processor_for(site: str, inner: Any, handler: SiteHandler,
+                       unsupported: str = UNSUPPORTED) -> UNetSiteProcessor:
+    """The wrapper class whose ``__call__`` declares the same arguments as ``inner``; an
+    :class:`EngineError` with ``unsupported`` (``{site}``, ``{processor}`` filled in) otherwise."""
     declared = declared_arguments(inner)
     if "rotary_emb" in declared:
         return RotarySiteProcessor(site, inner, handler)
     if {"hidden_states", "encoder_hidden_states", "attention_mask"} <= declared:
         return UNetSiteProcessor(site, inner, handler)
-    raise EngineError(f"site {site}: its processor {type(inner).__name__} has an unknown signature; "
-                      "convergence tools work on diffusers AttnProcessor2_0-style processors")
+    raise EngineError(unsupported.format(site=site, processor=type(inner).__name__))
 
 
 class StepCounter:
