@@ -50,11 +50,13 @@ def first_run(engine_window, request):
     shown = []
 
     def on_step(info):
-        # record the step the heatmap shows: when a repaint batch already holds the next step's
-        # first frames, the view (following live) is one step ahead of ``info.step``
-        img = window.heatmap.image_array
-        sel = window.workspace.selection
-        shown.append((sel.step, sel.site, None if img is None else img.copy()))
+        # record the (step, site) the heatmap's image was made from (``shown_key``), not the
+        # workspace selection: the view may be one step ahead of ``info.step``, and the selection
+        # may already have moved to a step whose first frames have not arrived (no repaint yet)
+        img, key = window.heatmap.image_array, window.heatmap.shown_key
+        if img is not None and key is not None:
+            sel = key[1]
+            shown.append((sel.step, sel.site, img.copy()))
 
     window.bridge.stepDone.connect(on_step)
     try:
