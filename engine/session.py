@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.atomic_io import atomic_write
 from engine.backends.base import RunResult
 from engine.types import EngineError, GenerationRequest, MelSpec, Site
 
@@ -108,20 +108,16 @@ def save_session(path: str | os.PathLike[str], session: Session, include_arrays:
     if session.result is not None and include_arrays:
         doc["result"], arrays = _result_to_doc(session.result)
     payload = json.dumps(doc, indent=2, sort_keys=True, default=_json_default)
-    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
+
+    def write(tmp: str) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(_JSON_NAME, payload)
             for name, arr in arrays.items():
                 buf = io.BytesIO()
                 np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
                 zf.writestr(name, buf.getvalue())
-        os.replace(tmp_name, target)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return target
+
+    return atomic_write(target, write)
 
 
 def load_session(path: str | os.PathLike[str]) -> Session:

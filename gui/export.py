@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from PySide6.QtSvg import QSvgGenerator
 from PySide6.QtWidgets import QWidget
 
 from engine.analysis.melscale import grid_hz
+from engine.atomic_io import atomic_write
 from engine.types import EngineError
 from gui.workspace import RunData
 
@@ -29,20 +29,6 @@ def _target(path: str | os.PathLike[str], suffixes: tuple[str, ...]) -> Path:
     return p
 
 
-def _atomic(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` then move the file into place."""
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def export_png(widget: QWidget, path: str | os.PathLike[str]) -> Path:
     """The widget as it is on screen, as PNG."""
     target = _target(path, (".png",))
@@ -52,7 +38,7 @@ def export_png(widget: QWidget, path: str | os.PathLike[str]) -> Path:
         if not pixmap.save(tmp, "PNG"):
             raise EngineError(f"could not write {target}: check the folder's permissions")
 
-    return _atomic(target, write)
+    return atomic_write(target, write)
 
 
 def export_svg(widget: QWidget, path: str | os.PathLike[str]) -> Path:
@@ -71,7 +57,7 @@ def export_svg(widget: QWidget, path: str | os.PathLike[str]) -> Path:
         finally:
             painter.end()
 
-    return _atomic(target, write)
+    return atomic_write(target, write)
 
 
 def map_axes(run: RunData, shown: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -89,7 +75,7 @@ def export_csv(run: RunData, shown: np.ndarray, path: str | os.PathLike[str]) ->
     cols = hz if hz is not None else np.arange(shown.shape[1])
     header = "time_s," + ",".join(f"{v:.2f}" for v in cols)
     table = np.column_stack([times, shown])
-    return _atomic(target, lambda tmp: np.savetxt(tmp, table, delimiter=",", header=header, comments="", fmt="%.9g"))
+    return atomic_write(target, lambda tmp: np.savetxt(tmp, table, delimiter=",", header=header, comments="", fmt="%.9g"))
 
 
 def export_npz(run: RunData, shown: np.ndarray | None, path: str | os.PathLike[str]) -> Path:
@@ -121,7 +107,7 @@ def export_npz(run: RunData, shown: np.ndarray | None, path: str | os.PathLike[s
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
 
-    return _atomic(target, write)
+    return atomic_write(target, write)
 
 
 def export_audio(audio: np.ndarray, sample_rate: int, path: str | os.PathLike[str]) -> Path:
@@ -133,7 +119,7 @@ def export_audio(audio: np.ndarray, sample_rate: int, path: str | os.PathLike[st
     subtype = AUDIO_SUBTYPES[target.suffix.lower()]
     fmt = target.suffix.lower().lstrip(".").upper()
     clip = np.clip(data, -1.0, 1.0) if fmt == "FLAC" else data
-    return _atomic(target, lambda tmp: sf.write(tmp, clip, int(sample_rate), subtype=subtype, format=fmt))
+    return atomic_write(target, lambda tmp: sf.write(tmp, clip, int(sample_rate), subtype=subtype, format=fmt))
 
 
 def frames_from_npz(path: str | os.PathLike[str]) -> dict[tuple[int, str], np.ndarray]:

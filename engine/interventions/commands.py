@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.atomic_io import atomic_write
 from engine.types import EngineError, GenerationRequest
 
 Progress = Callable[[int, int], None] | None
@@ -48,9 +49,8 @@ def _folder(out: str | Path) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    text = json.dumps(data, indent=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:

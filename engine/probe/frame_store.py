@@ -10,12 +10,12 @@ Layout of a frames folder::
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from engine.atomic_io import atomic_write
 from engine.types import EngineError
 
 INDEX_NAME = "index.json"
@@ -46,9 +46,8 @@ class FrameStoreWriter:
         })
 
     def close(self) -> None:
-        tmp = self.folder / (INDEX_NAME + ".tmp")
-        tmp.write_text(json.dumps({"frames": self.entries}, indent=1))
-        os.replace(tmp, self.folder / INDEX_NAME)
+        text = json.dumps({"frames": self.entries}, indent=1)
+        atomic_write(self.folder / INDEX_NAME, lambda tmp: Path(tmp).write_text(text))
 
 
 def load_frame_index(folder: str | Path) -> list[dict[str, Any]]:

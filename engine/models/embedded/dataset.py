@@ -20,6 +20,7 @@ import soundfile as sf
 import torch
 import yaml
 
+from engine.atomic_io import atomic_write
 from engine.models.embedded.melspec import MelConfig, MelTransform, power_to_unit
 from engine.models.embedded.textenc import CLASS_WORDS, WordTokenizer
 from engine.types import EngineError
@@ -104,9 +105,8 @@ def extract_features(data_dir: str | Path, config: MelConfig, classes: tuple[str
     feats = StemFeatures(np.concatenate(chunks), np.array(offsets), np.array(track), np.array(cls), classes)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, db=feats.db, offsets=feats.offsets, track=feats.track, cls=feats.cls)
-        tmp.replace(cache)
+        atomic_write(cache, lambda tmp: np.savez(tmp, db=feats.db, offsets=feats.offsets, track=feats.track,
+                                                 cls=feats.cls))
     return feats
 
 

@@ -1,0 +1,26 @@
+"""atomic_write: the target holds the old or the new content, and no temporary file remains."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.atomic_io import atomic_write
+
+
+def test_atomic_write_replaces_on_success_and_keeps_the_old_file_on_error(tmp_path):
+    target = tmp_path / "data.json"
+    target.write_text("old")
+
+    def failing(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, failing)
+    assert target.read_text() == "old" and os.listdir(tmp_path) == ["data.json"]
+    assert atomic_write(target, lambda tmp: Path(tmp).write_text("new")) == target
+    assert target.read_text() == "new" and os.listdir(tmp_path) == ["data.json"]
