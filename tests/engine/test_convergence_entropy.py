@@ -7,8 +7,6 @@ import pytest
 import torch
 from scipy.stats import entropy as scipy_entropy
 
-from engine.backends.audioldm2 import AudioLDM2Backend
-from engine.backends.tiny import build_tiny
 from engine.convergence.diagnostics import (
     ConvergenceReport,
     build_report,
@@ -73,11 +71,6 @@ def test_late_change_and_median_split_by_hand():
         late_change_of(ent[:1])
     with pytest.raises(EngineError, match="grouping"):
         classify(lc, ["self"] * 4, group="layer")
-
-
-@pytest.fixture(scope="module")
-def ldm():
-    return AudioLDM2Backend(build_tiny("audioldm2"), "tiny:audioldm2")
 
 
 def test_streamed_entropy_equals_entropy_of_captured_frames(ldm):

@@ -11,19 +11,12 @@ import pytest
 from scipy import stats
 
 import main
-from engine.backends.stable_audio import StableAudioBackend
-from engine.backends.tiny import build_tiny
 from engine.convergence.compare import attention_saving, call_flops, matched_steps, paired_stats
 from engine.convergence.diagnostics import SiteShape
 from engine.convergence.freeze import default_freeze_steps, freeze_sweep, write_sweep
 from engine.convergence.lsac import LSAC, with_lsac
 from engine.convergence.quality import waveform_distance
 from engine.types import EngineError, GenerationRequest
-
-
-@pytest.fixture(scope="module")
-def sao():
-    return StableAudioBackend(build_tiny("stable_audio"), "tiny:stable_audio")
 
 
 def _req(**kw) -> GenerationRequest:

@@ -6,10 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.backends.audioldm2 import AudioLDM2Backend
 from engine.backends.embedded import EmbeddedBackend
-from engine.backends.stable_audio import StableAudioBackend
-from engine.backends.tiny import build_tiny
 from engine.convergence.diagnostics import build_report
 from engine.convergence.lsac import (
     LSAC,
@@ -20,16 +17,6 @@ from engine.convergence.lsac import (
 )
 from engine.models.embedded.pipeline import EmbeddedPipeline
 from engine.types import EngineError, GenerationRequest
-
-
-@pytest.fixture(scope="module")
-def ldm():
-    return AudioLDM2Backend(build_tiny("audioldm2"), "tiny:audioldm2")
-
-
-@pytest.fixture(scope="module")
-def sao():
-    return StableAudioBackend(build_tiny("stable_audio"), "tiny:stable_audio")
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backends.audioldm2 import AudioLDM2Backend
-from engine.backends.tiny import build_tiny
 from engine.probe.budget import estimate_capture_bytes, plan_capture
 from engine.probe.frame_store import load_frame_index, load_frames
 from engine.types import EngineError, GenerationRequest
 
 MB = 2**20
-
-
-@pytest.fixture(scope="module")
-def ldm():
-    return AudioLDM2Backend(build_tiny("audioldm2"), "tiny:audioldm2")
 
 
 def request(**kw) -> GenerationRequest:

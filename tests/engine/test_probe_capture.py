@@ -8,23 +8,12 @@ import torch
 from scipy.special import softmax
 
 from engine.backends.audioldm2 import AudioLDM2Backend
-from engine.backends.stable_audio import StableAudioBackend
 from engine.backends.tiny import build_tiny
 from engine.probe.attach import hook_count
 from engine.probe.sinks import renormalise_over_real_keys
 from engine.types import CancelToken, EngineError, GenerationRequest, RunCancelled
 
 PROMPT = "A hammer hitting a wooden surface"
-
-
-@pytest.fixture(scope="module")
-def ldm():
-    return AudioLDM2Backend(build_tiny("audioldm2"), "tiny:audioldm2")
-
-
-@pytest.fixture(scope="module")
-def sao():
-    return StableAudioBackend(build_tiny("stable_audio"), "tiny:stable_audio")
 
 
 def ldm_request(**kw) -> GenerationRequest:
