@@ -210,14 +210,6 @@ def cached_attention_output(attn, hidden_states: torch.Tensor, encoder_hidden_st
     return project_output(attn, out, residual, (b, c, h, w) if input_ndim == 4 else None)
 
 
-def batch_probs(attn, hidden_states, encoder_hidden_states, attention_mask, extra,
-                transposed: bool = False) -> torch.Tensor:
-    """fp32 probabilities of every batch item of one call (one batched product): ``(B, heads, Q, K)``,
-    or contiguous ``(B, heads, K, Q)`` with ``transposed``."""
-    return attention_probs(attn, hidden_states, encoder_hidden_states, attention_mask, None,
-                           transposed=transposed, **extra)
-
-
 class LSAC:
     """The attention-cache intervention (see the module docstring).
 
@@ -365,8 +357,9 @@ class LSAC:
                extra) -> torch.Tensor | None:
         """Compute and cache ``site``'s transposed probabilities; ``None`` when over budget."""
         with torch.no_grad():
-            probs = batch_probs(attn, hidden_states, encoder_hidden_states, attention_mask, extra,
-                                transposed=True)  # (B, H, K, Q)
+            # every batch item in one product, (B, H, K, Q) as the cache keeps it
+            probs = attention_probs(attn, hidden_states, encoder_hidden_states, attention_mask, None,
+                                    transposed=True, **extra)
         probs = probs.to(self.cache_dtype or attn.to_v.weight.dtype)
         size = probs.numel() * probs.element_size()
         if self.cached_bytes + size > self.budget_bytes:
