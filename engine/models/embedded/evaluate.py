@@ -36,7 +36,12 @@ from engine.analysis.metrics import pearson
 from engine.analysis.templates import frequency_profile
 from engine.models.embedded.dataset import ClipSampler, extract_features, list_stems
 from engine.models.embedded.melspec import MelTransform, power_to_unit
-from engine.models.embedded.pipeline import EmbeddedPipeline
+from engine.models.embedded.pipeline import (
+    EmbeddedPipeline,
+    default_train_scheduler,
+    pack_mel,
+    with_coord,
+)
 from engine.models.embedded.textenc import CLASS_WORDS
 from engine.models.embedded.train import held_out_tracks
 from engine.models.embedded.vocoder import vocode
@@ -83,8 +88,6 @@ def text_use(pipe: EmbeddedPipeline, sampler: ClipSampler, classes: list[str], s
              timesteps: tuple[int, ...] = (200, 500, 800), clips: int = 8) -> dict[str, Any]:
     """Per ``t``: classes whose own caption gives the lowest x0 error, and each class's error gain
     (%) over the empty caption. Works for ε- and v-prediction models."""
-    from engine.models.embedded.pipeline import default_train_scheduler, pack_mel, with_coord
-
     sched = default_train_scheduler(pipe.scheduler.config.prediction_type)
     rng = np.random.default_rng(seed)
     words = [CLASS_WORDS[c] for c in classes]

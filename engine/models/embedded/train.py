@@ -137,13 +137,7 @@ def train_default(out_dir: str | Path, data_dir: str | Path | None = None, track
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup)
         mel, ids, mask, _ = train_sampler.batch(rng, batch_size, tok)
-        latents = pack_mel(mel)
-        noise = torch.randn(latents.shape, generator=gen)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch_size,), generator=gen)
-        noisy = noise_sched.add_noise(latents, noise, t)
-        pred = unet(with_coord(noisy), t, encoder_hidden_states=enc(ids, mask),
-                    encoder_attention_mask=mask).sample
-        loss = torch.nn.functional.mse_loss(pred, training_target(noise_sched, latents, noise, t))
+        loss = denoising_loss(unet, enc, noise_sched, mel, ids, mask, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -184,6 +178,18 @@ def train_default(out_dir: str | Path, data_dir: str | Path | None = None, track
     return out
 
 
+def denoising_loss(unet: torch.nn.Module, enc: torch.nn.Module, sched, mel: torch.Tensor,
+                   ids: torch.Tensor, mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """MSE of the UNet's output against its training target (ε or v) for ``mel`` noised to a random
+    timestep; noise and timesteps are drawn from ``gen`` (in that order)."""
+    latents = pack_mel(mel)
+    noise = torch.randn(latents.shape, generator=gen)
+    t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=gen)
+    pred = unet(with_coord(sched.add_noise(latents, noise, t)), t, encoder_hidden_states=enc(ids, mask),
+                encoder_attention_mask=mask).sample
+    return torch.nn.functional.mse_loss(pred, training_target(sched, latents, noise, t))
+
+
 def validation_loss(unet: torch.nn.Module, enc: torch.nn.Module, sampler: ClipSampler, tok,
                     seed: int, prediction_type: str = "v_prediction", batches: int = 8,
                     batch_size: int = 16) -> float:
@@ -195,12 +201,7 @@ def validation_loss(unet: torch.nn.Module, enc: torch.nn.Module, sampler: ClipSa
     with torch.no_grad():
         for _ in range(batches):
             mel, ids, mask, _ = sampler.batch(rng, batch_size, tok)
-            latents = pack_mel(mel)
-            noise = torch.randn(latents.shape, generator=gen)
-            t = torch.randint(0, sched.config.num_train_timesteps, (batch_size,), generator=gen)
-            pred = unet(with_coord(sched.add_noise(latents, noise, t)), t,
-                        encoder_hidden_states=enc(ids, mask), encoder_attention_mask=mask).sample
-            losses.append(float(torch.nn.functional.mse_loss(pred, training_target(sched, latents, noise, t))))
+            losses.append(float(denoising_loss(unet, enc, sched, mel, ids, mask, gen)))
     return float(np.mean(losses))
 
 
