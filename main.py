@@ -54,6 +54,8 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lsac-budget-mb", type=float, default=1024.0, help="memory budget of the LSAC cache")
     p.add_argument("--lsac-dtype", default="model", choices=["model", "bfloat16", "float16", "float32"],
                    help="dtype of the LSAC cache (bfloat16: half the memory, faster cached products on CPU)")
+    p.add_argument("--lsac-kinds", default="self", choices=["self", "self,cross"],
+                   help="attention the preset caches: self (default) or self,cross")
     p.add_argument("--out", required=True, help="output folder (created; must not hold a previous run)")
 
 

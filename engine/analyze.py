@@ -60,6 +60,7 @@ class AnalyzeOptions:
     lsac_profile: str | None = None
     lsac_budget_mb: float = 1024.0
     lsac_dtype: str = "model"  # or bfloat16 / float16 / float32 (engine.convergence.lsac.CACHE_DTYPES)
+    lsac_kinds: tuple[str, ...] = ("self",)  # attention kinds the preset caches
 
 
 def validate(options: AnalyzeOptions) -> None:
@@ -155,7 +156,7 @@ def analyze(
             from engine.convergence.command import lsac_for_request
 
             request = lsac_for_request(backend, request, options.lsac, options.lsac_profile,
-                                       options.lsac_budget_mb, options.lsac_dtype)
+                                       options.lsac_budget_mb, options.lsac_dtype, options.lsac_kinds)
         result = backend.generate(request, _ProgressObserver(progress), cancel)
         bad = [w for w in result.warnings if "NaN" in w or "inf" in w]
         if bad:

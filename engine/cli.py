@@ -71,6 +71,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         lsac_profile=getattr(args, "lsac_profile", None),
         lsac_budget_mb=getattr(args, "lsac_budget_mb", 1024.0),
         lsac_dtype=getattr(args, "lsac_dtype", "model"),
+        lsac_kinds=tuple(getattr(args, "lsac_kinds", "self").split(",")),
     )
     with TerminalProgress("denoising") as bar:
         out = analyze(options, progress=bar)

@@ -88,7 +88,7 @@ class _CancellableBackend:
         return getattr(self._backend, name)
 
 
-LSAC_KEYS = ("lsac_preset", "lsac_report", "lsac_dtype", "lsac_sweep")
+LSAC_KEYS = ("lsac_preset", "lsac_report", "lsac_dtype", "lsac_sweep", "lsac_kinds")
 
 
 def resolve_lsac(backend, request: GenerationRequest) -> GenerationRequest:
@@ -102,17 +102,20 @@ def resolve_lsac(backend, request: GenerationRequest) -> GenerationRequest:
     report = request.extras.get("lsac_report")
     dtype = request.extras.get("lsac_dtype")
     sweep = request.extras.get("lsac_sweep")
+    kinds = request.extras.get("lsac_kinds")
     request = replace(request, extras=extras)
     if preset == "off":
         return request
     from engine.convergence.command import lsac_for_request
-    from engine.convergence.lsac import LSAC, with_lsac
+    from engine.convergence.lsac import DEFAULT_KINDS, LSAC, with_lsac
 
+    kinds = tuple(kinds or DEFAULT_KINDS)
     if report is None or not set(report.sites) <= {s.name for s in backend.sites()}:
-        return lsac_for_request(backend, request, preset, cache_dtype=dtype)
+        return lsac_for_request(backend, request, preset, cache_dtype=dtype, kinds=kinds)
     if sweep is not None and not set(sweep.sites) <= set(report.sites):
         sweep = None  # a sweep of another model
-    return with_lsac(request, LSAC.from_preset(report, preset, request.steps, cache_dtype=dtype, sweep=sweep))
+    return with_lsac(request, LSAC.from_preset(report, preset, request.steps, kinds=kinds, cache_dtype=dtype,
+                                               sweep=sweep))
 
 
 def load_backend(model: str, device: str):

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.convergence.diagnostics import ConvergenceReport, diagnose, plot_entropy
-from engine.convergence.lsac import DEFAULT_BUDGET_MB, LSAC, LSAC_CHOICES, preset_named, with_lsac
+from engine.convergence.lsac import (
+    DEFAULT_BUDGET_MB,
+    DEFAULT_KINDS,
+    LSAC,
+    LSAC_CHOICES,
+    preset_named,
+    with_lsac,
+)
 from engine.types import EngineError, GenerationRequest
 
 
@@ -94,7 +101,8 @@ def run_convergence(options: ConvergenceOptions,
 
 
 def lsac_for_request(backend, request: GenerationRequest, preset: str, profile: str | None = None,
-                     budget_mb: float = DEFAULT_BUDGET_MB, cache_dtype: str | None = None) -> GenerationRequest:
+                     budget_mb: float = DEFAULT_BUDGET_MB, cache_dtype: str | None = None,
+                     kinds: tuple[str, ...] = DEFAULT_KINDS) -> GenerationRequest:
     """``request`` with an LSAC preset attached; the stable / fast split comes from ``profile``
     (a ``convergence.json``) or, without one, from a diagnostic run of the same request. A
     ``freeze_sweep.npz`` beside the profile (``convergence --sweep``) sets the freeze steps instead."""
@@ -117,5 +125,6 @@ def lsac_for_request(backend, request: GenerationRequest, preset: str, profile: 
             sweep = load_sweep(beside)
     else:
         report, _ = diagnose(backend, dataclasses.replace(request, capture=False))
-    lsac = LSAC.from_preset(report, key, request.steps, budget_mb, sweep=sweep, cache_dtype=cache_dtype)
+    lsac = LSAC.from_preset(report, key, request.steps, budget_mb, kinds=tuple(kinds), sweep=sweep,
+                            cache_dtype=cache_dtype)
     return with_lsac(request, lsac)

@@ -61,6 +61,11 @@ class ConvergenceDock(QDockWidget):
         self.cache_dtype.setToolTip("dtype of the attention cache: the model's, or bfloat16 (half the memory; "
                                     "faster cached products on CPUs with AVX-512 BF16; a small deviation)")
         top.addWidget(self.cache_dtype)
+        self.kinds = QComboBox()
+        self.kinds.addItems(["self", "self,cross"])
+        self.kinds.setToolTip("attention the preset caches: self-attention only (default), or also the converged "
+                              "cross-attention (faster, but on a prompt-following model it deviates more)")
+        top.addWidget(self.kinds)
         self.from_run = QPushButton("From current run")
         self.from_run.setToolTip("entropy from the current run's recorded frames (capture every step)")
         top.addWidget(self.from_run)
@@ -118,7 +123,7 @@ class ConvergenceDock(QDockWidget):
         if preset == "off":
             return {}
         return {"lsac_preset": preset, "lsac_report": self.report, "lsac_dtype": self.cache_dtype.currentText(),
-                "lsac_sweep": self.sweep}
+                "lsac_sweep": self.sweep, "lsac_kinds": tuple(self.kinds.currentText().split(","))}
 
     @Slot(str)
     def _on_preset(self, preset: str) -> None:

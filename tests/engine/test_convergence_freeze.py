@@ -102,6 +102,13 @@ def test_convergence_command_and_analyze_lsac(tmp_path, capsys):
     lsac = json.loads((run / "run.json").read_text())["recipe"]["interventions"][0]
     assert lsac["type"] == "lsac" and lsac["preset"] == "balanced" and lsac["reused_calls"] > 0
     assert lsac["cache_dtype"] == "bfloat16"
+    assert all(k == "self" for s, k in zip(profile["sites"], profile["kinds"], strict=True) if s in lsac["plan"])
+    run_x = tmp_path / "run_cross"
+    assert main.main(["analyze", "--model", "tiny:audioldm2", "--prompt", "a hammer", "--steps", "4",
+                      "--duration", "0.32", "--no-figures", "--lsac", "balanced", "--lsac-kinds", "self,cross",
+                      "--lsac-profile", str(out / "convergence.json"), "--out", str(run_x)]) == 0
+    crossed = json.loads((run_x / "run.json").read_text())["recipe"]["interventions"][0]["plan"]
+    assert any(k == "cross" for s, k in zip(profile["sites"], profile["kinds"], strict=True) if s in crossed)
     # a freeze sweep beside the profile sets the freeze steps: every site tolerable at step 1
     from engine.convergence.freeze import METRICS, FreezeSweep, write_sweep
 

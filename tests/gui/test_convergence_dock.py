@@ -67,6 +67,16 @@ def test_lsac_preset_reaches_the_run(window, diagnosed, qtbot):
     finally:
         window.convergence.preset.setCurrentText("off")
         window.convergence.cache_dtype.setCurrentText("model")
+    window.convergence.preset.setCurrentText("balanced")
+    window.convergence.kinds.setCurrentText("self,cross")
+    try:  # cross-attention opted in: the stable cross sites freeze at step 1 too
+        with qtbot.waitSignal(window.bridge.runFinished, timeout=120_000) as blocker:
+            window.run_dock.request_generate()
+        plan = [iv for iv in blocker.args[0].recipe["interventions"] if iv["type"] == "lsac"][0]["plan"]
+        assert {s for s, t in plan.items() if t == 1} == set(report.stable_sites)
+    finally:
+        window.convergence.preset.setCurrentText("off")
+        window.convergence.kinds.setCurrentText("self")
     with qtbot.waitSignal(window.bridge.runFinished, timeout=120_000) as blocker:
         window.run_dock.request_generate()
     assert blocker.args[0].recipe["interventions"] == []
