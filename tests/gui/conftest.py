@@ -1,4 +1,5 @@
-"""GUI test fixtures: isolated QSettings / app data, a real engine window shared per module."""
+"""GUI test fixtures: isolated QSettings / app data, a real engine window shared per module, and
+the Qt leak checks (:mod:`tests.gui.qt_leaks`) every GUI test runs under."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from PySide6.QtCore import QCoreApplication, QSettings, QStandardPaths
 
 from gui.settings import APP, ORG
+from tests.gui.qt_leaks import qt_leak_check, qt_module_leak_check  # noqa: F401 (autouse fixtures)
 
 TEST_MODEL = "tiny:audioldm2"  # a real diffusers AudioLDM2 pipeline built from configs
 
