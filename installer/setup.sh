@@ -22,8 +22,9 @@ fi
 
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-# torch is pinned to the CPU build 2.13.0; an unpinned torch would pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+# pyproject.toml holds compatible ranges; installer/constraints.txt the exact tested set, with
+# torch pinned to the CPU build 2.13.0+cpu (an unconstrained torch pulls a multi-GB CUDA build).
+.venv/bin/python -m pip install -q --disable-pip-version-check -c installer/constraints.txt -e ".[test]"
 
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 case "$mode" in
