@@ -1,4 +1,5 @@
-"""Where AIBA Studio's shipped resources are: models, prompt sets, icons."""
+"""Where AIBA Studio's files are: shipped resources (models, prompt sets, icons), the user cache
+and the user data root (XDG, through platformdirs)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,25 @@ def resources_dir() -> Path:
     frozen = getattr(sys, "_MEIPASS", None)
     root = Path(frozen) if frozen else Path(__file__).resolve().parents[1]
     return root / "resources"
+
+
+APP_NAME = "aiba-studio"
+ENV_CACHE_DIR = "AIBA_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The user's cache folder for generated models: ``$AIBA_CACHE_DIR``, else platformdirs'
+    user cache folder (``$XDG_CACHE_HOME/aiba-studio``, by default ``~/.cache/aiba-studio``)."""
+    if os.environ.get(ENV_CACHE_DIR):
+        return Path(os.environ[ENV_CACHE_DIR]).expanduser()
+    from platformdirs import user_cache_path
+
+    return user_cache_path(APP_NAME, appauthor=False)
+
+
+def data_home() -> Path:
+    """The user's data root (``$XDG_DATA_HOME``, by default ``~/.local/share``): where desktop
+    entries (``applications/``) and icons (``icons/hicolor/``) go."""
+    from platformdirs import user_data_path
+
+    return user_data_path()

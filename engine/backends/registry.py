@@ -13,7 +13,12 @@ Resolution:
 * a hub id (``cvssp/audioldm2``, ``cvssp/audioldm2-music``, ``cvssp/audioldm2-large``,
   ``stabilityai/stable-audio-open-1.0``, ...): the family comes from the id, or from the cached
   ``model_index.json``. Loaded with diffusers ``from_pretrained`` (``local_files_only`` when
-  ``HF_HUB_OFFLINE`` is set); missing weights give a one-line :class:`EngineError`.
+  ``HF_HUB_OFFLINE`` is set). An id with no snapshot in the local Hugging Face cache gives a
+  one-line :class:`EngineError` at once, before torch or diffusers are imported and before any
+  network access.
+
+torch, diffusers and the tiny pipelines are imported inside the functions that need them, so
+importing this module and failing on a missing hub id stay fast.
 """
 
 from __future__ import annotations
@@ -24,8 +29,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from engine.backends.tiny import TINY_FAMILIES, build_tiny, save_tiny
-from engine.device import resolve_device, resolve_dtype
 from engine.types import EngineError
 
 FAMILY_BY_CLASS = {"AudioLDM2Pipeline": "audioldm2", "StableAudioPipeline": "stable_audio"}
@@ -33,8 +36,11 @@ EMBEDDED = "embedded"
 
 
 def cache_dir() -> Path:
-    """Where AIBA Studio keeps generated models (``$AIBA_CACHE_DIR`` or ``~/.cache/aiba-studio``)."""
-    return Path(os.environ.get("AIBA_CACHE_DIR", Path.home() / ".cache" / "aiba-studio"))
+    """Where AIBA Studio keeps generated models: :func:`engine.paths.cache_dir`
+    (``$AIBA_CACHE_DIR``, else ``$XDG_CACHE_HOME/aiba-studio``)."""
+    from engine.paths import cache_dir as user_cache_dir
+
+    return user_cache_dir()
 
 
 def hub_offline() -> bool:
@@ -46,6 +52,32 @@ def hub_cache_path(model_id: str) -> Path:
     from huggingface_hub.constants import HF_HUB_CACHE
 
     return Path(HF_HUB_CACHE) / ("models--" + model_id.replace("/", "--"))
+
+
+def hub_snapshot_cached(model_id: str) -> bool:
+    """Whether the local Hugging Face cache holds a snapshot of ``model_id`` with a
+    ``model_index.json`` (a file check only: no network, no torch)."""
+    snapshots = hub_cache_path(model_id) / "snapshots"
+    return snapshots.is_dir() and any(snapshots.glob("*/model_index.json"))
+
+
+def how_to_get(model_id: str) -> str:
+    """The one-line advice for a hub id whose weights are missing."""
+    where = hub_cache_path(model_id)
+    return (f"download it with `hf download {model_id}` or, in Python, "
+            f"`huggingface_hub.snapshot_download({model_id!r})` (on another machine, then copy "
+            f"{where} to the same place here), or pass a local folder saved with save_pretrained")
+
+
+def require_hub_cache(model_id: str) -> None:
+    """Raise the missing-model :class:`EngineError` when ``model_id`` is not in the local cache."""
+    if hub_snapshot_cached(model_id):
+        return
+    where = hub_cache_path(model_id)
+    known = family_of_hub_id(model_id) is not None
+    what = (f"weights for {model_id!r} are not" if known else
+            f"model {model_id!r} is not a known AudioLDM2/Stable Audio id and is not")
+    raise EngineError(f"{what} in the Hugging Face cache ({where}); {how_to_get(model_id)}")
 
 
 def family_of_folder(folder: Path) -> str:
@@ -113,6 +145,8 @@ def _snapshot_commit(model_id: str) -> str | None:
 
 def _finish(pipe, device: str, dtype: str):
     """Move to ``device``; cast only when the weights are not in ``dtype`` yet."""
+    from engine.device import resolve_dtype
+
     pipe = pipe.to(device)
     if pipe.dtype != resolve_dtype(dtype):
         pipe = pipe.to(dtype=resolve_dtype(dtype))
@@ -120,6 +154,8 @@ def _finish(pipe, device: str, dtype: str):
 
 
 def load_folder(folder: Path, device: str, dtype: str, model_id: str | None = None):
+    from engine.device import resolve_dtype
+
     family = family_of_folder(folder)
     cls = _pipeline_class(family)
     try:
@@ -130,30 +166,31 @@ def load_folder(folder: Path, device: str, dtype: str, model_id: str | None = No
 
 
 def load_hub(model_id: str, device: str, dtype: str):
+    from engine.device import resolve_dtype
+
+    require_hub_cache(model_id)
     offline = hub_offline()
     family = family_of_hub_id(model_id)
     where = hub_cache_path(model_id)
-    how = (f"on a connected machine run `huggingface-cli download {model_id}` and copy {where}, "
-           "or pass a local folder saved with save_pretrained")
+    how = how_to_get(model_id)
     if family is None:
-        raise EngineError(
-            f"model {model_id!r} is not a known AudioLDM2/Stable Audio id and is not in the cache "
-            f"({where}); {how}"
-        )
+        raise EngineError(f"{where} holds no AudioLDM2/Stable Audio pipeline for {model_id!r}; {how}")
     cls = _pipeline_class(family)
     try:
         pipe = cls.from_pretrained(model_id, dtype=resolve_dtype(dtype), local_files_only=offline)
     except (OSError, ValueError) as exc:
         state = "offline (HF_HUB_OFFLINE is set)" if offline else "not downloadable here"
         raise EngineError(
-            f"weights for {model_id!r} are not in the Hugging Face cache ({where}) and the hub is "
-            f"{state}; {how}"
+            f"weights for {model_id!r} are incomplete in the Hugging Face cache ({where}) and the "
+            f"hub is {state}; {how}"
         ) from exc
     return _backend_class(family)(_finish(pipe, device, dtype), model_id, device, dtype,
                                   revision=_snapshot_commit(model_id))
 
 
 def _embedded_fallback(device: str, dtype: str, reason: str):
+    from engine.backends.tiny import save_tiny
+
     folder = cache_dir() / "tiny-audioldm2"
     if not (folder / "model_index.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -171,11 +208,21 @@ def _embedded_fallback(device: str, dtype: str, reason: str):
     return backend
 
 
+def _is_hub_id(model: str) -> bool:
+    """``owner/name`` (one slash, not a path)."""
+    return model.count("/") == 1 and not model.startswith((".", "/", "~"))
+
+
 def load_backend(model: str = EMBEDDED, device: str = "cpu", dtype: str = "float32"):
     """Load ``model`` (``"embedded"``, ``"tiny:<family>"``, a folder or a hub id) as a backend."""
     if not isinstance(model, str) or not model.strip():
         raise EngineError("model must be 'embedded', a hub id like cvssp/audioldm2, or a folder")
     model = model.strip()
+    if _is_hub_id(model) and not Path(model).expanduser().exists():
+        require_hub_cache(model)  # fails in milliseconds, before torch is imported
+    from engine.backends.tiny import TINY_FAMILIES, build_tiny
+    from engine.device import resolve_device, resolve_dtype
+
     device = resolve_device(device)
     resolve_dtype(dtype)
     if model == EMBEDDED:
@@ -196,6 +243,6 @@ def load_backend(model: str = EMBEDDED, device: str = "cpu", dtype: str = "float
         if not path.is_dir():
             raise EngineError(f"{path} is a file; pass the folder written by save_pretrained")
         return load_folder(path, device, dtype)
-    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
+    if _is_hub_id(model):
         return load_hub(model, device, dtype)
     raise EngineError(f"no folder {path} and {model!r} is not a hub id (owner/name); check the name")

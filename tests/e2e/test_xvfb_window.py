@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.paths import cache_dir
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -36,7 +38,7 @@ def test_self_test_in_a_real_x11_window(tmp_path):
         shot = tmp_path / "window.png"
         env = dict(os.environ, DISPLAY=f":{display}", QT_QPA_PLATFORM="xcb", OMP_NUM_THREADS="1",
                    HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"),
-                   AIBA_CACHE_DIR=os.environ.get("AIBA_CACHE_DIR", str(Path.home() / ".cache" / "aiba-studio")))
+                   AIBA_CACHE_DIR=str(cache_dir()))  # the real cache: HOME is redirected
         proc = subprocess.run([sys.executable, "main.py", "--self-test", "--screenshot", str(shot)],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

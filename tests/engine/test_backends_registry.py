@@ -78,7 +78,8 @@ def test_missing_hub_id_offline_is_one_clear_line(monkeypatch, tmp_path):
         assert "\n" not in message
         assert model_id in message
         assert str(hub_cache_path(model_id)) in message
-        assert f"huggingface-cli download {model_id}" in message
+        assert f"hf download {model_id}" in message
+        assert f"snapshot_download({model_id!r})" in message
         assert "local folder" in message
 
 
