@@ -67,5 +67,13 @@ def program_name(program: int, is_drum: bool = False) -> str:
 
 
 def canonical_class(inst_class: str) -> str:
-    """Fold Slakh's split Strings family into ``"Strings"``; other names unchanged."""
-    return "Strings" if inst_class == "Strings (continued)" else inst_class
+    """The class name used here for a Slakh ``inst_class`` value.
+
+    ``"X (continued)"`` folds into ``"X"`` (Slakh splits its Strings family into ``Strings`` and
+    ``Strings (continued)``); names differing from :data:`ALL_CLASSES` only in case or spacing take
+    its spelling (Slakh writes both ``Sound Effects`` and ``Sound effects``); others are unchanged.
+    """
+    name = " ".join(str(inst_class).split())
+    if name.lower().endswith("(continued)"):
+        name = name[: -len("(continued)")].rstrip()
+    return next((c for c in ALL_CLASSES if c.lower() == name.lower()), name)

@@ -1,13 +1,32 @@
-"""Read Slakh2100 datasets: the original and ``slakh2100_flac_redux`` layouts and what ``render`` writes.
+"""Read Slakh2100 datasets: the original, ``slakh2100_flac_redux`` and BabySlakh releases and what
+``render-dataset`` writes.
 
 ``root`` may hold ``TrackNNNNN`` folders directly or in split folders (``train``, ``validation``,
-``test``, ``omitted``). Tracks that cannot be used are skipped and listed in ``scan_report`` with a
-reason (no metadata.yaml, malformed YAML, no rendered stems, missing audio); scanning never raises
-for a bad track.
+``test``, ``omitted``), or be one track folder. Each track folder holds ``metadata.yaml``, the stem
+audio (``SNN.flac`` or ``SNN.wav``), optionally ``mix.flac``/``mix.wav``, ``all_src.mid`` and the
+per-stem MIDI files.
+
+``audio_dir`` / ``midi_dir`` of ``metadata.yaml`` are read in both forms found in the releases:
+
+* relative to the **split folder**, ``Track00001/stems`` (``slakh2100_flac_redux``): the first part
+  names the track folder itself;
+* relative to the **track folder**, ``stems`` (BabySlakh, the original release's documentation,
+  ``render-dataset``); missing keys default to ``stems`` and ``MIDI``.
+
+A path naming another track folder, an absolute path or one with ``..`` is refused (the track is
+skipped with the reason). Stems with ``audio_rendered: false`` are skipped (listed in
+``Track.skipped_stems``); a rendered stem without audio makes the whole track unusable (its class
+sums would be incomplete). ``inst_class`` values are folded by
+:func:`engine.data.classes.canonical_class` (``Strings (continued)`` → ``Strings``).
+
+Tracks that cannot be used are listed in ``scan_report`` with a one-line reason (no metadata.yaml,
+malformed YAML, no rendered stems, audio folder or stem files missing — with the folder looked
+in); scanning never raises for a bad track. :meth:`SlakhDataset.report` gives one line per track.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from math import gcd
@@ -23,6 +42,7 @@ from engine.data.classes import canonical_class, program_class
 from engine.types import EngineError
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test", "omitted")
+TRACK_NAME = re.compile(r"Track\d+$")
 AUDIO_EXTS: tuple[str, ...] = (".flac", ".wav")
 
 
@@ -76,6 +96,8 @@ class Track:
     mix_path: Path | None
     metadata: dict[str, Any]
     skipped_stems: list[tuple[str, str]] = field(default_factory=list)  # (stem id, reason)
+    all_src_midi: Path | None = None  # all_src.mid: the Lakh MIDI file with all sources
+    lmd_midi: str | None = None  # metadata ``lmd_midi_dir``: path of the source file in Lakh MIDI
 
     def classes(self) -> list[str]:
         """Sorted distinct instrument classes of the rendered stems."""
@@ -133,6 +155,25 @@ def _stem_class(meta: dict[str, Any], program: int, is_drum: bool) -> str:
     return canonical_class(program_class(program, is_drum))
 
 
+def resolve_dir(folder: Path, value: Any, default: str, key: str) -> tuple[Path | None, str]:
+    """``(directory, how it was read)`` for a metadata ``audio_dir``/``midi_dir`` value, or
+    ``(None, reason)`` when the value cannot name a folder of this track (see module docstring)."""
+    if value is None or value == "":
+        return folder / default, f"{key} missing: default {default}/"
+    if not isinstance(value, str):
+        return None, f"{key} {value!r} is not a path"
+    rel = Path(value.replace("\\", "/"))
+    parts = [q for q in rel.parts if q not in ("", ".")]
+    if rel.is_absolute() or ".." in parts or not parts:
+        return None, f"{key} {value!r} must be a relative folder (e.g. stems or {folder.name}/stems)"
+    if len(parts) > 1 and parts[0] == folder.name:
+        return folder.joinpath(*parts[1:]), f"{key} {value!r} read relative to the split folder"
+    if len(parts) > 1 and TRACK_NAME.match(parts[0]):
+        return None, (f"{key} {value!r} names track folder {parts[0]}, but this folder is "
+                      f"{folder.name}: rename the folder or fix metadata.yaml")
+    return folder.joinpath(*parts), f"{key} {value!r} read relative to the track folder"
+
+
 def read_track(folder: Path, split: str | None = None) -> Track | SkippedTrack:
     """Read one ``TrackNNNNN`` folder; a ``SkippedTrack`` with the reason when it is unusable."""
     meta_path = folder / "metadata.yaml"
@@ -145,8 +186,8 @@ def read_track(folder: Path, split: str | None = None) -> Track | SkippedTrack:
         return SkippedTrack(folder, f"malformed metadata.yaml ({first})")
     if not isinstance(meta, dict) or not isinstance(meta.get("stems"), dict):
         return SkippedTrack(folder, "malformed metadata.yaml (no 'stems' mapping)")
-    audio_dir = folder / str(meta.get("audio_dir") or "stems")
-    midi_dir = folder / str(meta.get("midi_dir") or "MIDI")
+    audio_dir, audio_how = resolve_dir(folder, meta.get("audio_dir"), "stems", "audio_dir")
+    midi_dir, _ = resolve_dir(folder, meta.get("midi_dir"), "MIDI", "midi_dir")
     stems: list[Stem] = []
     skipped: list[tuple[str, str]] = []
     missing: list[str] = []
@@ -158,6 +199,8 @@ def read_track(folder: Path, split: str | None = None) -> Track | SkippedTrack:
         if sm.get("audio_rendered", True) is False:
             skipped.append((sid, "audio_rendered: false"))
             continue
+        if audio_dir is None:
+            return SkippedTrack(folder, f"malformed metadata.yaml ({audio_how})")
         audio = _find_audio(audio_dir, sid)
         if audio is None:
             missing.append(sid)
@@ -168,15 +211,22 @@ def read_track(folder: Path, split: str | None = None) -> Track | SkippedTrack:
             inst_class = _stem_class(sm, program, is_drum)
         except (TypeError, ValueError, EngineError) as exc:
             return SkippedTrack(folder, f"malformed metadata.yaml (stem {sid}: {exc})")
-        midi = midi_dir / f"{sid}.mid"
+        midi = None if midi_dir is None or sm.get("midi_saved", True) is False else midi_dir / f"{sid}.mid"
         stems.append(Stem(sid, inst_class, program, is_drum, audio,
-                          midi if midi.is_file() else None, dict(sm)))
+                          midi if midi is not None and midi.is_file() else None, dict(sm)))
     if missing:
-        return SkippedTrack(folder, f"missing audio for stem(s) {', '.join(missing)} in {audio_dir.name}/")
+        where = (f"folder {audio_dir} does not exist" if audio_dir is not None and not audio_dir.is_dir()
+                 else f"no {'/'.join(f'{missing[0]}{e}' for e in AUDIO_EXTS)} in {audio_dir}")
+        return SkippedTrack(folder, f"missing audio for rendered stem(s) {', '.join(missing)}: "
+                                    f"{where} ({audio_how})")
     if not stems:
-        return SkippedTrack(folder, "no rendered stems")
+        return SkippedTrack(folder, f"no rendered stems (all {len(skipped)} stems have "
+                                    "audio_rendered: false)" if skipped else "no stems in metadata.yaml")
     mix = next((folder / f"mix{ext}" for ext in AUDIO_EXTS if (folder / f"mix{ext}").is_file()), None)
-    return Track(folder.name, folder, split, stems, mix, meta, skipped)
+    all_src = folder / "all_src.mid"
+    lmd = meta.get("lmd_midi_dir")
+    return Track(folder.name, folder, split, stems, mix, meta, skipped,
+                 all_src if all_src.is_file() else None, str(lmd) if lmd else None)
 
 
 def _track_dirs(folder: Path) -> list[Path]:
@@ -216,6 +266,30 @@ class SlakhDataset:
                 self.tracks.append(result)
             else:
                 self.scan_report.append(result)
+
+    def report(self) -> list[str]:
+        """One line per track folder: its usable stems by class and skipped stems, or why it was
+        skipped."""
+        lines = []
+        for t in self.tracks:
+            classes = ", ".join(f"{c} x{sum(s.inst_class == c for s in t.stems)}" for c in t.classes())
+            line = f"{t.split or '-'}/{t.id}: {len(t.stems)} stem(s) ({classes})"
+            if t.skipped_stems:
+                line += "; skipped " + ", ".join(f"{sid} ({why})" for sid, why in t.skipped_stems)
+            lines.append(line)
+        for sk in self.scan_report:
+            lines.append(f"{sk.path.parent.name}/{sk.path.name}: not used: {sk.reason}")
+        return lines
+
+    def summary(self) -> str:
+        """One line: how many track folders were found, used and skipped (with the first reason)."""
+        n = len(self.tracks) + len(self.scan_report)
+        text = f"{n} track folder(s) under {self.root}, {len(self.tracks)} usable"
+        if self.scan_report:
+            first = self.scan_report[0]
+            text += (f", {len(self.scan_report)} skipped (e.g. {first.path.name}: {first.reason}; "
+                     "all reasons in errors.jsonl)")
+        return text
 
     def __len__(self) -> int:
         return len(self.tracks)
