@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -33,6 +32,7 @@ from engine.data.classes import program_name
 from engine.data.loudness import SILENCE_LUFS, integrated_loudness
 from engine.data.patterns import Arrangement, generate_arrangement
 from engine.data.synth import find_fluidsynth, find_soundfont, render_pretty_midi
+from engine.output_dir import Output, partial_name
 from engine.types import EngineError
 
 NORMALIZATION_LUFS = -13.0  # Slakh's per-stem loudness target
@@ -104,8 +104,9 @@ def render_track(out_dir: Path, index: int, settings: RenderSettings) -> Path:
     overall = 10.0 ** (TARGET_PEAK_DB / 20.0) / peak
 
     final = out_dir / track_name(index)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=out_dir))
+    tmp = out_dir / partial_name(final.name)  # removed by the next claim of out_dir if we are killed
     try:
+        tmp.mkdir()
         (tmp / "stems").mkdir()
         (tmp / "MIDI").mkdir()
         meta_stems: dict[str, dict[str, Any]] = {}
@@ -187,20 +188,21 @@ def render_dataset(out_dir: str | Path, tracks: int, seed: int = 0, duration_s: 
         raise EngineError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
     find_fluidsynth()
     sf2 = find_soundfont(soundfont)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     settings = RenderSettings(int(seed), float(duration_s), int(sample_rate), str(sf2), source)
-    jobs = [(str(out), start_index + i, settings) for i in range(int(tracks))]
-    done: list[Path] = []
-    if workers <= 1:
-        for job in jobs:
-            done.append(Path(_render_one(job)))
-            if progress is not None:
-                progress(len(done), len(jobs))
-        return done
-    with ProcessPoolExecutor(max_workers=int(workers)) as pool:
-        for path in pool.map(_render_one, jobs):
-            done.append(Path(path))
-            if progress is not None:
-                progress(len(done), len(jobs))
+    # a new folder is rendered under a temporary name and renamed when complete; an existing one
+    # (more tracks for a dataset) gets each track atomically
+    with Output(out_dir, mode="extend") as claim:
+        jobs = [(str(claim.work), start_index + i, settings) for i in range(int(tracks))]
+        done: list[Path] = []
+        if workers <= 1:
+            for job in jobs:
+                done.append(claim.final_path(_render_one(job)))
+                if progress is not None:
+                    progress(len(done), len(jobs))
+        else:
+            with ProcessPoolExecutor(max_workers=int(workers)) as pool:
+                for path in pool.map(_render_one, jobs):
+                    done.append(claim.final_path(path))
+                    if progress is not None:
+                        progress(len(done), len(jobs))
     return done

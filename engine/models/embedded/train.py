@@ -3,7 +3,9 @@
 Step-capped and seeded: the same arguments and thread count give the same weights. Writes the
 model folder (EMA weights) plus ``loss_log.csv`` and ``training.json`` into ``out_dir``; the
 rendered data and the feature cache go to ``work_dir`` (default ``out_dir/work``), which is
-not part of the model.
+not part of the model. ``out_dir`` is claimed with :class:`engine.output_dir.Output`: built under a
+temporary name and renamed when complete (a failed run keeps nothing, also not a default
+``work_dir``: pass one outside ``out_dir`` to keep rendered data across failed runs).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from engine.models.embedded.dataset import (
     STEM_COUNT_P,
     ClipSampler,
     extract_features,
+    list_stems,
 )
 from engine.models.embedded.melspec import MelConfig
 from engine.models.embedded.pipeline import (
@@ -36,6 +39,7 @@ from engine.models.embedded.pipeline import (
     training_target,
     with_coord,
 )
+from engine.output_dir import Output
 from engine.types import EngineError
 
 VALIDATION_EVERY = 10  # every 10th track (index % 10 == 9) is held out
@@ -97,85 +101,88 @@ def train_default(out_dir: str | Path, data_dir: str | Path | None = None, track
     """Train ``aiba-slakh-tiny`` and write it to ``out_dir``; returns ``out_dir``."""
     if steps < 1 or batch_size < 1:
         raise EngineError("steps and batch_size must be at least 1")
-    t_start = time.time()
-    torch.set_num_threads(int(threads))
-    out = Path(out_dir)
-    work = Path(work_dir) if work_dir is not None else out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    config = MelConfig()
-    data = prepare_data(work, data_dir, tracks, seed, log)
-    t0 = time.time()
-    feats = extract_features(data, config, tuple(classes), cache_dir=work / "cache")
-    n_tracks = int(feats.track.max()) + 1
-    val_tracks = {t for t in range(n_tracks) if t % VALIDATION_EVERY == VALIDATION_EVERY - 1}
-    held_out = n_tracks >= 3 * VALIDATION_EVERY  # tiny data sets validate on training tracks
-    train_sampler = ClipSampler(feats, config, set(range(n_tracks)) - val_tracks if held_out else None,
-                                stem_count_p=stem_count_p)
-    val_sampler = ClipSampler(feats, config, val_tracks, stem_count_p=stem_count_p) if held_out else train_sampler
-    log(f"features of {len(feats.cls)} stems from {n_tracks} tracks in {time.time() - t0:.0f} s; "
-        f"train windows per class: "
-        + ", ".join(f"{c}={len(train_sampler.windows[i])}" for i, c in enumerate(classes)))
+    if data_dir is not None and not list_stems(data_dir, tuple(classes)):
+        raise EngineError(f"no stems of the classes {', '.join(classes)} in {data_dir}: "
+                          "render a dataset there or drop --data")
+    with Output(out_dir) as claim:
+        t_start = time.time()
+        torch.set_num_threads(int(threads))
+        out = claim.work  # published as out_dir when everything was written
+        work = Path(work_dir) if work_dir is not None else out / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        config = MelConfig()
+        data = prepare_data(work, data_dir, tracks, seed, log)
+        t0 = time.time()
+        feats = extract_features(data, config, tuple(classes), cache_dir=work / "cache")
+        n_tracks = int(feats.track.max()) + 1
+        val_tracks = {t for t in range(n_tracks) if t % VALIDATION_EVERY == VALIDATION_EVERY - 1}
+        held_out = n_tracks >= 3 * VALIDATION_EVERY  # tiny data sets validate on training tracks
+        train_sampler = ClipSampler(feats, config, set(range(n_tracks)) - val_tracks if held_out else None,
+                                    stem_count_p=stem_count_p)
+        val_sampler = ClipSampler(feats, config, val_tracks, stem_count_p=stem_count_p) if held_out else train_sampler
+        log(f"features of {len(feats.cls)} stems from {n_tracks} tracks in {time.time() - t0:.0f} s; "
+            f"train windows per class: "
+            + ", ".join(f"{c}={len(train_sampler.windows[i])}" for i, c in enumerate(classes)))
 
-    pipe = EmbeddedPipeline.build(config, seed=seed, prediction_type=prediction_type,
-                                  text_layers=text_layers)
-    tok = pipe.tokenizer
-    unet, enc = pipe.unet.train(), pipe.text_encoder.train()
-    ema_unet, ema_enc = copy.deepcopy(unet).eval(), copy.deepcopy(enc).eval()
-    params = list(unet.parameters()) + list(enc.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    noise_sched = default_train_scheduler(prediction_type)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    warmup = min(100, steps // 10 + 1)
+        pipe = EmbeddedPipeline.build(config, seed=seed, prediction_type=prediction_type,
+                                      text_layers=text_layers)
+        tok = pipe.tokenizer
+        unet, enc = pipe.unet.train(), pipe.text_encoder.train()
+        ema_unet, ema_enc = copy.deepcopy(unet).eval(), copy.deepcopy(enc).eval()
+        params = list(unet.parameters()) + list(enc.parameters())
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+        noise_sched = default_train_scheduler(prediction_type)
+        rng = np.random.default_rng(seed)
+        gen = torch.Generator().manual_seed(seed)
+        warmup = min(100, steps // 10 + 1)
 
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "loss_log.csv"
-    rows: list[dict[str, Any]] = []
-    window: list[float] = []
-    t_train = time.time()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, lr, warmup)
-        mel, ids, mask, _ = train_sampler.batch(rng, batch_size, tok)
-        loss = denoising_loss(unet, enc, noise_sched, mel, ids, mask, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(0.999, (1 + step) / (10 + step))
-        _ema_update(ema_unet, unet, decay)
-        _ema_update(ema_enc, enc, decay)
-        window.append(loss.item())
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            rows.append({"step": step + 1, "loss": round(float(np.mean(window)), 5),
-                         "lr": round(opt.param_groups[0]["lr"], 7),
-                         "elapsed_s": round(time.time() - t_train, 1)})
-            window = []
-            with open(log_path, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
-            log(f"step {step + 1}/{steps} loss {rows[-1]['loss']:.4f} ({rows[-1]['elapsed_s']:.0f} s)")
-        if progress is not None:
-            progress(step + 1, steps)
-    train_s = time.time() - t_train
+        log_path = out / "loss_log.csv"
+        rows: list[dict[str, Any]] = []
+        window: list[float] = []
+        t_train = time.time()
+        for step in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, steps, lr, warmup)
+            mel, ids, mask, _ = train_sampler.batch(rng, batch_size, tok)
+            loss = denoising_loss(unet, enc, noise_sched, mel, ids, mask, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            decay = min(0.999, (1 + step) / (10 + step))
+            _ema_update(ema_unet, unet, decay)
+            _ema_update(ema_enc, enc, decay)
+            window.append(loss.item())
+            if (step + 1) % log_every == 0 or step + 1 == steps:
+                rows.append({"step": step + 1, "loss": round(float(np.mean(window)), 5),
+                             "lr": round(opt.param_groups[0]["lr"], 7),
+                             "elapsed_s": round(time.time() - t_train, 1)})
+                window = []
+                with open(log_path, "w", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(rows)
+                log(f"step {step + 1}/{steps} loss {rows[-1]['loss']:.4f} ({rows[-1]['elapsed_s']:.0f} s)")
+            if progress is not None:
+                progress(step + 1, steps)
+        train_s = time.time() - t_train
 
-    val_loss = validation_loss(ema_unet, ema_enc, val_sampler, tok, seed, prediction_type)
-    pipe.unet, pipe.text_encoder = ema_unet.eval(), ema_enc.eval()
-    summary = {
-        "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
-        "tracks": n_tracks, "stems": int(len(feats.cls)), "classes": list(classes),
-        "validation_tracks": len(val_tracks) if held_out else 0, "final_train_loss": rows[-1]["loss"],
-        "validation_loss_ema": round(val_loss, 5), "train_seconds": round(train_s, 1),
-        "total_seconds": round(time.time() - t_start, 1), "torch": torch.__version__,
-        "data_dir": str(data), "prediction_type": prediction_type, "text_layers": text_layers,
-        "stem_count_p": list(stem_count_p),
-    }
-    pipe.info = {"name": "aiba-slakh-tiny", "classes": list(classes), "training": summary}
-    pipe.save_pretrained(out)
-    (out / "training.json").write_text(json.dumps(summary, indent=1))
-    log(f"wrote {out} (validation loss {val_loss:.4f}, {summary['total_seconds']:.0f} s in total)")
-    return out
+        val_loss = validation_loss(ema_unet, ema_enc, val_sampler, tok, seed, prediction_type)
+        pipe.unet, pipe.text_encoder = ema_unet.eval(), ema_enc.eval()
+        summary = {
+            "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "threads": threads,
+            "tracks": n_tracks, "stems": int(len(feats.cls)), "classes": list(classes),
+            "validation_tracks": len(val_tracks) if held_out else 0, "final_train_loss": rows[-1]["loss"],
+            "validation_loss_ema": round(val_loss, 5), "train_seconds": round(train_s, 1),
+            "total_seconds": round(time.time() - t_start, 1), "torch": torch.__version__,
+            "data_dir": str(claim.final_path(data)), "prediction_type": prediction_type, "text_layers": text_layers,
+            "stem_count_p": list(stem_count_p),
+        }
+        pipe.info = {"name": "aiba-slakh-tiny", "classes": list(classes), "training": summary}
+        pipe.save_pretrained(out)
+        (out / "training.json").write_text(json.dumps(summary, indent=1))
+    log(f"wrote {claim.final} (validation loss {val_loss:.4f}, {summary['total_seconds']:.0f} s in total)")
+    return claim.final
 
 
 def denoising_loss(unet: torch.nn.Module, enc: torch.nn.Module, sched, mel: torch.Tensor,
