@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     def run(with_cache: bool):
         timer = AttentionTimer()
         ivs = [LSAC(lsac.plan, name=lsac.name, cache_dtype=args.cache_dtype), timer] if with_cache else [timer]
-        res = backend.generate(dataclasses.replace(request, extras={"interventions": ivs}))
+        res = backend.generate(dataclasses.replace(request, interventions=tuple(ivs)))
         return res, timer.total
 
     times: dict[str, list[float]] = {"full_attn": [], "lsac_attn": [], "full_gen": [], "lsac_gen": []}

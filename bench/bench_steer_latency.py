@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def timed(alpha: float) -> float:
         t0 = time.perf_counter()
-        extras = {"interventions": [Steer(sv, alpha)]} if alpha else {}
-        backend.generate(GenerationRequest(**req, extras=extras))
+        backend.generate(GenerationRequest(**req, interventions=(Steer(sv, alpha),) if alpha else ()))
         return time.perf_counter() - t0
 
     plain = [timed(0.0) for _ in range(args.repeats)]

@@ -1,16 +1,13 @@
 """``python main.py analyze``: one generation with capture, written to a folder.
 
-The folder is assembled under a hidden temporary name beside the target and renamed into place
-only when everything was written, so a failed or cancelled run leaves nothing half-written.
+The folder is claimed with :class:`engine.output_dir.Output`: assembled under a hidden temporary
+name beside the target and renamed into place only when everything was written, so a failed,
+cancelled or killed run leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,97 +16,47 @@ from typing import Any
 import numpy as np
 
 from engine.backends.base import RunResult
+from engine.convergence.command import resolve_lsac
+from engine.output_dir import Output
+from engine.recipe import LIMITS, LsacSpec, Recipe, check_float, check_int
+from engine.site_choice import resolve_sites
 from engine.types import (
     AttentionFrame,
     CancelToken,
     EngineError,
     GenerationRequest,
-    Site,
     StepInfo,
 )
 
-MAX_STEPS = 1000
-MAX_GRID = 4096
 
+@dataclass(frozen=True, kw_only=True)
+class AnalyzeOptions(Recipe):
+    """What ``analyze`` does: the run recipe, what to capture and how to map it."""
 
-@dataclass
-class AnalyzeOptions:
-    """What ``analyze`` does; mirrors the command-line flags."""
-
-    prompt: str
     out: str
-    negative_prompt: str = ""
-    model: str = "embedded"
-    steps: int = 25
-    guidance: float = 3.0
-    seed: int = 0
-    duration: float = 4.0
     sites: str | None = None
     per_head: bool = False
-    device: str = "cpu"
     grid: tuple[int, int] = (128, 64)
     pooling: str = "max"
-    keywords: list[str] | None = None
+    keywords: tuple[str, ...] | None = None
     boundary: str = "nearest"
     aggregator: str = "mean"
     weighting: str = "uniform"
     memory_budget_mb: float = 2048.0
     stream_dir: str | None = None
     figures: bool = True
-    lsac: str = "off"  # layer-selective attention caching preset (engine.convergence.lsac)
-    lsac_profile: str | None = None
-    lsac_budget_mb: float = 1024.0
-    lsac_dtype: str = "model"  # or bfloat16 / float16 / float32 (engine.convergence.lsac.CACHE_DTYPES)
-    lsac_kinds: tuple[str, ...] = ("self",)  # attention kinds the preset caches
+    lsac: LsacSpec | None = None  # layer-selective attention caching (engine.convergence.lsac)
 
-
-def validate(options: AnalyzeOptions) -> None:
-    """Reject bad input before any model is loaded; each message says what to do."""
-    if not options.prompt or not options.prompt.strip():
-        raise EngineError("empty prompt: give --prompt a description, e.g. --prompt 'bass and drums'")
-    if not 1 <= options.steps <= MAX_STEPS:
-        raise EngineError(f"--steps must be between 1 and {MAX_STEPS} (got {options.steps})")
-    if not math.isfinite(options.guidance) or options.guidance < 0:
-        raise EngineError(f"--guidance must be a finite number >= 0 (got {options.guidance})")
-    if not math.isfinite(options.duration) or options.duration <= 0:
-        raise EngineError(f"--duration must be a positive number of seconds (got {options.duration})")
-    t, f = options.grid
-    if not (1 <= t <= MAX_GRID and 1 <= f <= MAX_GRID):
-        raise EngineError(f"--grid sizes must be between 1 and {MAX_GRID} (got {t}x{f})")
-    if options.memory_budget_mb <= 0:
-        raise EngineError(f"--memory-budget-mb must be positive (got {options.memory_budget_mb})")
-
-
-def prepare_output(out: str | Path) -> tuple[Path, Path]:
-    """Check the output folder can be written; return (final, temporary) paths."""
-    final = Path(out).expanduser().resolve()
-    if final.exists() and (not final.is_dir() or any(final.iterdir())):
-        raise EngineError(f"output folder {final} already exists and is not empty: choose a new --out")
-    parent = final.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)
-    except OSError as exc:
-        raise EngineError(f"cannot write to {parent} ({exc.strerror}): choose a writable --out") from exc
-    return final, tmp
-
-
-def resolve_sites(spec: str | None, sites: list[Site]) -> list[str] | None:
-    """``--sites`` as names or indices (comma-separated) → site names; ``None`` = all cross."""
-    if spec is None or not spec.strip():
-        return None
-    by_name = {s.name: s for s in sites}
-    by_index = {str(s.index): s for s in sites}
-    chosen: list[str] = []
-    for item in (p.strip() for p in spec.split(",")):
-        site = by_name.get(item) or by_index.get(item)
-        if site is None:
-            raise EngineError(f"unknown site {item!r}: list them with `python main.py sites --model ...`")
-        chosen.append(site.name)
-    return chosen
+    def validate(self, *, require_prompt: bool = True) -> AnalyzeOptions:
+        """Reject bad input before any model is loaded; each message says what to do."""
+        super().validate(require_prompt=require_prompt)
+        t, f = self.grid
+        check_int("grid time size", t, 1, LIMITS.grid_max)
+        check_int("grid mel size", f, 1, LIMITS.grid_max)
+        check_float("memory budget (MB)", self.memory_budget_mb, 0.0, LIMITS.memory_budget_max_mb, low_open=True)
+        if self.lsac is not None:
+            self.lsac.validate()
+        return self
 
 
 class _ProgressObserver:
@@ -134,39 +81,27 @@ def analyze(
     """Run the analysis and return the output folder (see the README for its contents)."""
     from engine.backends.registry import load_backend
 
-    validate(options)
-    final, tmp = prepare_output(options.out)
-    try:
-        backend = load_backend(options.model, device=options.device)
+    options.validate()
+    recipe = options
+    with Output(options.out) as claim:
+        backend = load_backend(recipe.model, device=recipe.device)
         if options.keywords:
-            _check_keywords(options.keywords, backend.tokens(options.prompt))
+            _check_keywords(list(options.keywords), backend.tokens(recipe.prompt))
         request = GenerationRequest(
-            prompt=options.prompt,
-            negative_prompt=options.negative_prompt,
-            seed=options.seed,
-            steps=options.steps,
-            guidance=options.guidance,
-            duration=options.duration,
+            **vars(recipe.settings()),
             sites=resolve_sites(options.sites, backend.sites()),
             per_head=options.per_head,
             memory_budget_mb=options.memory_budget_mb,
             stream_dir=options.stream_dir,
+            lsac=options.lsac,
         )
-        if options.lsac != "off":
-            from engine.convergence.command import lsac_for_request
-
-            request = lsac_for_request(backend, request, options.lsac, options.lsac_profile,
-                                       options.lsac_budget_mb, options.lsac_dtype, options.lsac_kinds)
+        request = resolve_lsac(backend, request)
         result = backend.generate(request, _ProgressObserver(progress), cancel)
         bad = [w for w in result.warnings if "NaN" in w or "inf" in w]
         if bad:
             raise EngineError(f"{bad[0]}; try float32, fewer steps or another seed")
-        write_outputs(tmp, result, backend.mel_spec(), options)
-        os.replace(tmp, final) if not final.exists() else _move_into(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+        write_outputs(claim.work, result, backend.mel_spec(), options)
+    return claim.final
 
 
 def _check_keywords(words: list[str], tokens: dict[str, list[str]]) -> None:
@@ -180,12 +115,6 @@ def _check_keywords(words: list[str], tokens: dict[str, list[str]]) -> None:
         except EngineError:
             continue
     raise EngineError(f"none of the keywords {words} is a word of the prompt: pick --keywords from the prompt")
-
-
-def _move_into(tmp: Path, final: Path) -> None:
-    """Replace an empty existing ``final`` folder with ``tmp``."""
-    final.rmdir()
-    os.replace(tmp, final)
 
 
 def contexts_of(result: RunResult) -> list[str]:
@@ -213,7 +142,7 @@ def build_maps(result: RunResult, spec, options: AnalyzeOptions) -> dict[str, np
         arrays[f"tokens{suffix}"] = np.array(agg.tokens)
         pool: dict[str, Any] = {"pooling": options.pooling}
         if options.keywords and i == 0:
-            found = keyword_indices(agg.tokens, options.keywords)
+            found = keyword_indices(agg.tokens, list(options.keywords))
             if not found:
                 raise EngineError(f"none of the keywords {options.keywords} is a token of the prompt "
                                   f"(tokens: {agg.tokens}): pick words from the prompt")
@@ -249,7 +178,7 @@ def write_outputs(folder: Path, result: RunResult, spec, options: AnalyzeOptions
     run = {
         "recipe": result.recipe,
         "analysis": {"grid": list(options.grid), "pooling": options.pooling,
-                     "keywords": options.keywords, "boundary": options.boundary,
+                     "keywords": list(options.keywords) if options.keywords else None, "boundary": options.boundary,
                      "aggregator": options.aggregator, "weighting": options.weighting},
         "mel_spec": spec.to_dict(),
         "tokens": result.tokens,

@@ -15,20 +15,17 @@ Conventions used everywhere in AIBA Studio:
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from engine.errors import EngineError, RunCancelled
+from engine.recipe import NAN_POLICIES, HeadMask, LsacSpec, NanPolicy, RunSettings, check_head_mask
+
+__all__ = ["EngineError", "RunCancelled"]  # defined in engine.errors, imported from here by most modules
+
 SITE_KINDS = ("cross", "self")
-
-
-class EngineError(Exception):
-    """An error the user can act on; its message is one line that says what to do."""
-
-
-class RunCancelled(EngineError):
-    """Raised inside a run when its cancel token was set; the run leaves nothing attached."""
 
 
 @dataclass(frozen=True)
@@ -68,27 +65,66 @@ class MelSpec:
         return asdict(self)
 
 
-@dataclass
-class GenerationRequest:
-    """Everything that determines one generation (the run recipe, without the model)."""
+@dataclass(frozen=True)
+class GenerationRequest(RunSettings):
+    """One generation: the run settings (:class:`~engine.recipe.RunSettings`), what to capture and
+    what to change. Frozen: derive variants with :func:`dataclasses.replace`.
 
-    prompt: str
-    negative_prompt: str = ""
-    seed: int = 0
-    steps: int = 25
-    guidance: float = 3.0
-    duration: float = 4.0
+    ``interventions`` are objects with a ``wrap`` method (:mod:`engine.probe.intervention`), applied
+    in order; ``lsac`` asks for layer-selective attention caching (resolved into an intervention
+    before generating); ``head_mask`` ablates the heads marked ``False`` in the cross-attention
+    output of their site; ``nan_policy`` says whether NaN/inf attention stops the run.
+    """
+
     capture: bool = True
-    sites: list[str] | None = None  # None: every cross-attention site
-    capture_steps: list[int] | None = None  # None: every step
+    sites: tuple[str, ...] | None = None  # None: every cross-attention site
+    capture_steps: tuple[int, ...] | None = None  # None: every step
     per_head: bool = False  # False: head-mean reduced on the device
     memory_budget_mb: float = 2048.0
     stream_dir: str | None = None  # where frames go when over budget (None: reduce instead)
-    head_mask: dict[str, list[bool]] | None = None  # site -> heads kept in aggregation
-    extras: dict[str, Any] = field(default_factory=dict)  # interventions, LSAC, ... (by later layers)
+    head_mask: HeadMask | None = None
+    interventions: tuple[Any, ...] = ()
+    lsac: LsacSpec | None = None
+    nan_policy: NanPolicy = "warn"
+
+    def __post_init__(self) -> None:
+        # normalise list arguments to tuples so that requests compare and copy as values
+        for name in ("sites", "capture_steps", "interventions"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        if isinstance(self.head_mask, dict):
+            object.__setattr__(self, "head_mask", {k: tuple(v) for k, v in self.head_mask.items()})
+
+    def validate(self) -> GenerationRequest:
+        """Check the settings against the engine's limits (:data:`engine.recipe.LIMITS`)."""
+        from engine.recipe import LIMITS, check_float, check_int
+
+        self.validate_settings(require_prompt=False)
+        check_float("memory budget (MB)", self.memory_budget_mb, 0.0, LIMITS.memory_budget_max_mb,
+                    low_open=True)
+        if self.nan_policy not in NAN_POLICIES:
+            raise EngineError(f"nan_policy must be one of {', '.join(NAN_POLICIES)} (got {self.nan_policy!r})")
+        for step in self.capture_steps or ():
+            check_int("each capture step", step, 0, LIMITS.steps_max)  # the run's range: plan_capture
+        check_head_mask(self.head_mask)
+        if self.lsac is not None:
+            self.lsac.validate()
+        for item in self.interventions:
+            if not callable(getattr(item, "wrap", None)):
+                raise EngineError(f"{type(item).__name__} is not an intervention (it has no wrap method)")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data: interventions as their descriptions, the LSAC spec as its record."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["sites"] = list(self.sites) if self.sites is not None else None
+        data["capture_steps"] = list(self.capture_steps) if self.capture_steps is not None else None
+        data["head_mask"] = {k: list(v) for k, v in self.head_mask.items()} if self.head_mask else None
+        data["interventions"] = [iv.describe() if hasattr(iv, "describe") else {"type": type(iv).__name__}
+                                 for iv in self.interventions]
+        data["lsac"] = self.lsac.describe() if self.lsac is not None else None
+        return data
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
@@ -86,36 +86,6 @@ class _CancellableBackend:
 
     def __getattr__(self, name: str):
         return getattr(self._backend, name)
-
-
-LSAC_KEYS = ("lsac_preset", "lsac_report", "lsac_dtype", "lsac_sweep", "lsac_kinds")
-
-
-def resolve_lsac(backend, request: GenerationRequest) -> GenerationRequest:
-    """Turn ``extras["lsac_preset"]`` (+ optional ``extras["lsac_report"]``, a ConvergenceReport)
-    into the engine's LSAC intervention; without a report of this model's sites the engine
-    diagnoses the request first (:func:`engine.convergence.command.lsac_for_request`)."""
-    if not any(k in request.extras for k in LSAC_KEYS):
-        return request
-    extras = {k: v for k, v in request.extras.items() if k not in LSAC_KEYS}
-    preset = str(request.extras.get("lsac_preset") or "off")
-    report = request.extras.get("lsac_report")
-    dtype = request.extras.get("lsac_dtype")
-    sweep = request.extras.get("lsac_sweep")
-    kinds = request.extras.get("lsac_kinds")
-    request = replace(request, extras=extras)
-    if preset == "off":
-        return request
-    from engine.convergence.command import lsac_for_request
-    from engine.convergence.lsac import DEFAULT_KINDS, LSAC, with_lsac
-
-    kinds = tuple(kinds or DEFAULT_KINDS)
-    if report is None or not set(report.sites) <= {s.name for s in backend.sites()}:
-        return lsac_for_request(backend, request, preset, cache_dtype=dtype, kinds=kinds)
-    if sweep is not None and not set(sweep.sites) <= set(report.sites):
-        sweep = None  # a sweep of another model
-    return with_lsac(request, LSAC.from_preset(report, preset, request.steps, kinds=kinds, cache_dtype=dtype,
-                                               sweep=sweep))
 
 
 def load_backend(model: str, device: str):
@@ -243,6 +213,10 @@ class EngineWorker(QObject):
         try:
             self._ensure(job.model, job.device)
             self.started.emit(job.run_id, self._describe(job.request.prompt))
+            from engine.convergence.command import (
+                resolve_lsac,  # torch-heavy: loaded with the model
+            )
+
             request = resolve_lsac(self._backend, job.request)
             result = self._backend.generate(request, _SignalObserver(self), job.cancel, job.run_id)
         except RunCancelled:

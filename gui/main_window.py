@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
@@ -34,6 +36,7 @@ from gui.docks.run_dock import RunDock
 from gui.docks.sae_dock import SAEDock
 from gui.docks.steering_dock import SteeringDock
 from gui.engine_thread import EngineBridge, ModelInfo
+from gui.file_dialogs import open_file_dialog
 from gui.preferences_dialog import PreferencesDialog
 from gui.settings import (
     add_recent,
@@ -85,7 +88,39 @@ def _is_steer(iv) -> bool:
 
 
 def _steers_of(request: GenerationRequest) -> list:
-    return [iv for iv in request.extras.get("interventions") or [] if _is_steer(iv)]
+    return [iv for iv in request.interventions if _is_steer(iv)]
+
+
+def _lsac_preset(request: GenerationRequest) -> str:
+    return request.lsac.preset if request.lsac is not None else "off"
+
+
+def _session_view(view: Any, name: str) -> tuple[Selection | None, dict[str, Any]]:
+    """A session's saved view state, checked and normalised before the window changes: the
+    selection and the heatmap state, or EngineError naming what is damaged."""
+    try:
+        if not isinstance(view, dict):
+            raise TypeError(f"the view is {type(view).__name__}, not a mapping")
+        sel = view.get("selection")
+        selection = Selection.from_dict(sel) if sel else None
+        if selection is not None and (selection.mode not in ("site", "aggregate") or selection.step < 0
+                                      or (selection.head is not None and int(selection.head) < 0)):
+            raise ValueError(f"selection {sel!r} is out of range")
+        heatmap = dict(view.get("heatmap") or {})
+        for key in ("cmap", "levels_mode"):
+            if key in heatmap:
+                heatmap[key] = str(heatmap[key])
+        if "percentile" in heatmap:
+            heatmap["percentile"] = float(heatmap["percentile"])
+        if "manual_levels" in heatmap:
+            lo, hi = heatmap["manual_levels"]
+            heatmap["manual_levels"] = [float(lo), float(hi)]
+        numbers = [heatmap.get("percentile", 0.0), *heatmap.get("manual_levels", ())]
+        if not all(math.isfinite(x) for x in numbers):
+            raise ValueError("the heatmap levels are not finite numbers")
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise EngineError(f"{name}: the saved view is damaged ({exc}): save the session again") from exc
+    return selection, heatmap
 
 
 def autosave_path() -> Path:
@@ -131,7 +166,7 @@ class MainWindow(QMainWindow):
         for dock in (self.steering, self.patching, self.sae, self.convergence):
             dock.recipe = self.panel_recipe
         self.convergence.current_result = lambda: self.workspace.current.result if self.workspace.current else None
-        self.run_dock.extras_providers += [self.steering.extras, self.convergence.extras]
+        self.run_dock.request_providers += [self.steering.request_fields, self.convergence.request_fields]
         self._steer: dict = {"baseline": None, "steered": None, "next": None, "again": False}
         self.docks: list[QDockWidget] = [
             self.run_dock, self.heatmap, self.overview, self.heads, self.player, self.metrics, self.log_dock,
@@ -282,8 +317,6 @@ class MainWindow(QMainWindow):
 
     @Slot(str, str, object)
     def generate(self, model: str, device: str, request: GenerationRequest) -> int | None:
-        if self.workspace.head_masks and request.head_mask is None:
-            request.head_mask = None  # masks stay a view setting; the engine records every head
         try:
             run_id = self.bridge.generate(model, device, request)
         except EngineError as exc:
@@ -317,7 +350,7 @@ class MainWindow(QMainWindow):
             if run.result is None or run.status != "done" or (run.model, run.device) != (model, device):
                 continue
             same = all(getattr(run.request, k) == getattr(plain, k) for k in keys)
-            if same and not _steers_of(run.request) and run.request.extras.get("lsac_preset") == plain.extras.get("lsac_preset"):
+            if same and not _steers_of(run.request) and _lsac_preset(run.request) == _lsac_preset(plain):
                 return run
         return None
 
@@ -332,9 +365,7 @@ class MainWindow(QMainWindow):
         model, device, request = self.panel_recipe()
         if request is None:
             return None
-        others = [iv for iv in request.extras.get("interventions") or [] if not _is_steer(iv)]
-        extras = {k: v for k, v in request.extras.items() if k != "interventions"}
-        plain = replace(request, extras={**extras, "interventions": others} if others else extras)
+        plain = replace(request, interventions=tuple(iv for iv in request.interventions if not _is_steer(iv)))
         base = self._baseline_for(model, device, plain)
         if base is None:
             self._steer.update(next=(model, device, request), steered=None)
@@ -495,20 +526,33 @@ class MainWindow(QMainWindow):
         return written
 
     def open_session(self, path: str | Path) -> Session:
-        """Load a session and show it exactly as saved."""
+        """Load a session and show it exactly as saved. The file is read and checked before the
+        window changes: a damaged one raises EngineError and leaves the window as it was."""
         session = load_session(path)
-        self.run_dock.set_request(session.model, session.device, session.request)
+        name = Path(path).name
+        try:
+            session.request.validate()
+        except EngineError as exc:
+            raise EngineError(f"{name}: the saved recipe is not valid: {exc}") from exc
+        selection, heatmap_state = _session_view(session.view, name)
+        masks = session.head_masks
+        if not isinstance(masks, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and all(isinstance(b, bool) for b in v)
+                for k, v in masks.items()):
+            raise EngineError(f"{name}: the saved head masks are damaged: save the session again")
+        run = None
         if session.result is not None:
             if self.workspace.find(session.result.run_id) is not None:  # keep ids unique
                 session.result.run_id = max(r.run_id for r in self.workspace.history) + 1000
             run = RunData.from_result(session.result, session.model, session.device, session.request)
+        self.run_dock.set_request(session.model, session.device, session.request)
+        if run is not None:
             self.workspace.add_run(run)
-        self.workspace.set_head_masks(session.head_masks)
-        sel = session.view.get("selection")
-        if sel:
-            self.workspace.selection = Selection.from_dict(sel)
+        self.workspace.set_head_masks(masks)
+        if selection is not None:
+            self.workspace.selection = selection
             self.workspace.selectionChanged.emit()
-        self.heatmap.apply_view_state(session.view.get("heatmap", {}))
+        self.heatmap.apply_view_state(heatmap_state)
         self.session_path = Path(path)
         add_recent(str(path))
         self.log(f"opened session {path}")
@@ -534,16 +578,21 @@ class MainWindow(QMainWindow):
                 self.show_error(f"could not save the session: {exc}")
 
     @Slot()
-    def open_session_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open session", "", f"AIBA session (*{SESSION_SUFFIX})")
-        if path:
-            self._open_guarded(path)
+    def open_session_dialog(self) -> QFileDialog:
+        """File ▸ Open session: a non-blocking dialog; the chosen file opens through ``_open_guarded``."""
+        return open_file_dialog(self, "Open session", f"AIBA session (*{SESSION_SUFFIX})", self._open_guarded)
 
-    def _open_guarded(self, path: str) -> None:
+    def _open_guarded(self, path: str) -> Session | None:
+        """Open a session for the user (dialog, recent files): a file that cannot be opened is one
+        error message (status bar, log, non-modal box) and the window stays as it was."""
         try:
-            self.open_session(path)
+            return self.open_session(path)
         except (EngineError, OSError) as exc:
-            self.show_error(str(exc))
+            self.show_error(f"could not open the session: {exc}")
+        except Exception as exc:  # a bug, or a loader breaking its EngineError contract: report, never die
+            log.exception("opening the session %s failed", path)
+            self.show_error(f"could not open the session {Path(path).name}: unexpected {type(exc).__name__}: {exc}")
+        return None
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

@@ -11,27 +11,21 @@ from pathlib import Path
 from engine.convergence.diagnostics import ConvergenceReport, diagnose, plot_entropy
 from engine.convergence.lsac import (
     DEFAULT_BUDGET_MB,
-    DEFAULT_KINDS,
     LSAC,
-    LSAC_CHOICES,
     preset_named,
     with_lsac,
 )
+from engine.output_dir import Output
+from engine.recipe import Recipe
+from engine.site_choice import resolve_sites
 from engine.types import EngineError, GenerationRequest
 
 
-@dataclass
-class ConvergenceOptions:
+@dataclass(frozen=True, kw_only=True)
+class ConvergenceOptions(Recipe):
     """Options of the ``convergence`` command (mirror its flags)."""
 
-    prompt: str
     out: str
-    model: str = "embedded"
-    steps: int = 25
-    guidance: float = 3.0
-    seed: int = 0
-    duration: float = 4.0
-    device: str = "cpu"
     sites: str | None = None
     late_fraction: float = 0.5
     quantile: float = 0.5
@@ -52,32 +46,32 @@ def resolve_site_list(spec: str | None, backend) -> list[str] | None:
     sites = backend.sites()
     if spec.strip() in ("self", "cross"):
         return [s.name for s in sites if s.kind == spec.strip()]
-    from engine.analyze import resolve_sites
-
     return resolve_sites(spec, sites)
 
 
 def run_convergence(options: ConvergenceOptions,
                     progress: Callable[[int, int], None] | None = None) -> Path:
     """Diagnose (``convergence.json/.csv/.png``), optionally sweep freezing and compare LSAC."""
-    from engine.backends.registry import load_backend
-
-    if not options.prompt.strip():
-        raise EngineError("empty prompt: give --prompt a description, e.g. --prompt 'bass and drums'")
+    options.validate()
     if options.steps < 2:
         raise EngineError(f"--steps must be at least 2 for convergence (got {options.steps})")
     for p in options.presets:
         preset_named(p)
-    out = Path(options.out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise EngineError(f"output folder {out} already exists and is not empty: choose a new --out")
+    with Output(options.out) as claim:
+        _convergence(options, claim.work, progress)
+    return claim.final
+
+
+def _convergence(options: ConvergenceOptions, out: Path, progress: Callable[[int, int], None] | None) -> None:
+    """The body of :func:`run_convergence`, writing into the claimed folder ``out``."""
+    from engine.backends.registry import load_backend
+
     backend = load_backend(options.model, device=options.device)
     request = GenerationRequest(prompt=options.prompt, seed=options.seed, steps=options.steps,
                                 guidance=options.guidance, duration=options.duration, capture=False)
     sites = resolve_site_list(options.sites, backend)
     report, _ = diagnose(backend, request, sites, late_fraction=options.late_fraction,
                          quantile=options.quantile, group=options.group, pads=options.pads)
-    out.mkdir(parents=True, exist_ok=True)
     report.save(out / "convergence.json")
     report.write_csv(out / "convergence.csv")
     plot_entropy(report, out / "convergence.png")
@@ -97,34 +91,35 @@ def run_convergence(options: ConvergenceOptions,
     notes = {"warnings": list(getattr(backend, "warnings", [])), "model_id": backend.model_id,
              "stable": report.stable_sites, "fast": report.fast_sites}
     (out / "summary.json").write_text(json.dumps(notes, indent=1))
-    return out
 
 
-def lsac_for_request(backend, request: GenerationRequest, preset: str, profile: str | None = None,
-                     budget_mb: float = DEFAULT_BUDGET_MB, cache_dtype: str | None = None,
-                     kinds: tuple[str, ...] = DEFAULT_KINDS) -> GenerationRequest:
-    """``request`` with an LSAC preset attached; the stable / fast split comes from ``profile``
-    (a ``convergence.json``) or, without one, from a diagnostic run of the same request. A
-    ``freeze_sweep.npz`` beside the profile (``convergence --sweep``) sets the freeze steps instead."""
-    key = str(preset).strip().lower()
-    if key not in LSAC_CHOICES:
-        raise EngineError(f"unknown LSAC preset {preset!r}: use one of {', '.join(LSAC_CHOICES)}")
-    if key == "off":
+def resolve_lsac(backend, request: GenerationRequest) -> GenerationRequest:
+    """``request`` with its :class:`~engine.recipe.LsacSpec` turned into the LSAC intervention
+    (first in ``interventions``); unchanged when LSAC is off. The stable / fast split comes from
+    the spec's report (when it covers this model's sites), its ``profile`` (a ``convergence.json``;
+    a ``freeze_sweep.npz`` beside it sets the freeze steps) or a diagnostic run of the request."""
+    spec = request.lsac
+    if spec is None or not spec.active:
         return request
-    sweep = None
-    if profile:
-        report = ConvergenceReport.load(profile)
-        known = {s.name for s in backend.sites()}
+    spec.validate()
+    known = {s.name for s in backend.sites()}
+    report, sweep = spec.report, spec.sweep
+    if report is not None and not set(report.sites) <= known:
+        report, sweep = None, None  # a diagnosis of another model
+    if report is None and spec.profile:
+        report = ConvergenceReport.load(spec.profile)
         if not set(report.sites) <= known:
-            raise EngineError(f"the profile {profile} was made for another model: "
+            raise EngineError(f"the profile {spec.profile} was made for another model: "
                               "run `python main.py convergence` with this --model")
-        beside = Path(profile).expanduser().parent / "freeze_sweep.npz"
+        beside = Path(spec.profile).expanduser().parent / "freeze_sweep.npz"
         if beside.is_file():
             from engine.convergence.freeze import load_sweep
 
             sweep = load_sweep(beside)
-    else:
-        report, _ = diagnose(backend, dataclasses.replace(request, capture=False))
-    lsac = LSAC.from_preset(report, key, request.steps, budget_mb, kinds=tuple(kinds), sweep=sweep,
-                            cache_dtype=cache_dtype)
+    if report is None:
+        report, _ = diagnose(backend, dataclasses.replace(request, capture=False, lsac=None))
+    if sweep is not None and not set(sweep.sites) <= set(report.sites):
+        sweep = None  # a sweep of another model
+    lsac = LSAC.from_preset(report, spec.preset, request.steps, spec.budget_mb, kinds=tuple(spec.kinds),
+                            sweep=sweep, cache_dtype=spec.dtype)
     return with_lsac(request, lsac)

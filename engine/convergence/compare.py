@@ -109,9 +109,7 @@ def compare_lsac(backend, report, prompts: list[str], seeds: list[int], base: Ge
     def run(req: GenerationRequest, lsac: LSAC | None):
         nonlocal done
         timer = AttentionTimer()
-        extras = dict(req.extras)
-        extras["interventions"] = [*([lsac] if lsac else []), timer]
-        res = backend.generate(dataclasses.replace(req, extras=extras))
+        res = backend.generate(dataclasses.replace(req, interventions=(*([lsac] if lsac else []), timer)))
         done += 1
         if progress is not None:
             progress(done, total)

@@ -1,6 +1,6 @@
 """Wall time spent inside attention calls (an intervention that wraps every site it is given).
 
-Put it **after** LSAC in ``extras["interventions"]`` so that it times what LSAC computes;
+Put it **after** LSAC in ``GenerationRequest.interventions`` so that it times what LSAC computes;
 attention capture wraps outside it and is not counted. On CUDA it synchronises before and after
 each call so that the times are real.
 """

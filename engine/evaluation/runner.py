@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,37 +39,35 @@ import numpy as np
 from engine.analysis.aggregate import fit_layer_weights
 from engine.analysis.melscale import grid_hz, power_to_db
 from engine.analysis.templates import TEMPLATE_RANGES, stem_mel_grid
+from engine.atomic_io import atomic_write
 from engine.data.classes import MAIN_CLASSES
 from engine.data.slakh import SlakhDataset, Track
 from engine.evaluation.ground_truth import GT_KINDS, class_audio, item_ground_truth
-from engine.evaluation.maps import MapSettings, concept_map, head_data, site_maps
+from engine.evaluation.maps import MapSettings, concept_map, head_data, site_maps, time_only
 from engine.evaluation.prompts import class_prompts, load_templates
 from engine.evaluation.scoring import attention_profile, score_map
 from engine.evaluation.tables import read_jsonl, write_tables
 from engine.evaluation.windows import Window, choose_window, class_track_audio
+from engine.output_dir import Output, OutputWriteError, guarded
+from engine.recipe import Recipe
 from engine.types import CancelToken, EngineError, GenerationRequest, RunCancelled
 
 Progress = Callable[[int, int], None]
 SEED_MODES = ("per_track", "fixed")
 WINDOW_MODES = ("active", "fixed")
 # settings that do not change any number (left out of the resume check)
-_NOT_IN_CONFIG = ("out", "resume", "figures", "device", "memory_budget_mb")
+_NOT_IN_CONFIG = ("out", "resume", "figures", "device", "memory_budget_mb", "prompt", "negative_prompt")
 
 
-@dataclass
-class EvalOptions:
+@dataclass(frozen=True, kw_only=True)
+class EvalOptions(Recipe):
     """What ``eval`` does; mirrors the command-line flags (``--dataset``, ``--out``, ...)."""
 
     dataset: str
     out: str
-    model: str = "embedded"
     classes: list[str] | None = None  # None: Bass, Drums, Guitar, Piano, Strings, Organ
     templates: str | None = None  # YAML file; None: resources/prompts/eval_templates.yaml
-    seed: int = 0
     seed_mode: str = "per_track"  # per_track: seed + track number; fixed: one seed for all
-    steps: int = 25
-    guidance: float = 3.0
-    duration: float = 4.0
     offset: float = 0.0  # start of the stem window in the track (s), or of the search for it
     window: str = "active"  # active: first window from offset where the class sounds; fixed: offset
     min_active: float = 0.25  # share of the window's 0.1 s frames in which the class must sound
@@ -93,7 +92,6 @@ class EvalOptions:
     head_metric: str = "ap"
     threshold_db: float = -30.0
     min_share: float = 0.1
-    device: str = "cpu"
     memory_budget_mb: float = 4096.0
     figures: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -115,12 +113,7 @@ class EvalOptions:
 def validate(o: EvalOptions) -> None:
     """Reject bad options before anything is loaded; each message says what to do."""
     o.map_settings().check()
-    if not 1 <= o.steps <= 1000:
-        raise EngineError(f"--steps must be between 1 and 1000 (got {o.steps})")
-    if not math.isfinite(o.guidance) or o.guidance < 0:
-        raise EngineError(f"--guidance must be a finite number >= 0 (got {o.guidance})")
-    if not math.isfinite(o.duration) or o.duration <= 0:
-        raise EngineError(f"--duration must be a positive number of seconds (got {o.duration})")
+    o.validate(require_prompt=False)
     if o.offset < 0:
         raise EngineError(f"--offset must be >= 0 seconds (got {o.offset})")
     if not 0 < o.tau < 1:
@@ -189,8 +182,9 @@ class _Writer:
         self.path = path
 
     def append(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, allow_nan=False) + "\n")
+        line = json.dumps(record, allow_nan=False) + "\n"
+        with guarded(self.path), open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
 
@@ -290,20 +284,20 @@ class Evaluator:
         result = self.run(item, cancel)
         g = concept_map(result, item.word, self.settings, self.layer_weights)
         gt = self.ground_truth(item, stem, result)
-        scores = score_map(g, gt, self.o.tau)
+        scores = score_map(g, gt, self.o.tau, time_only=time_only(result))
         grid = tuple(self.o.grid)
         name = safe_name(item.id)
         mel_db = power_to_db(stem_mel_grid(result.audio, result.sample_rate, self.spec, grid))
         stem_db = power_to_db(stem_mel_grid(stem, self.spec.sample_rate, self.spec, grid))
-        np.savez_compressed(folder / "maps" / f"{name}.npz", map=g.astype(np.float32),
-                            mel_db=mel_db.astype(np.float32), stem_mel_db=stem_db.astype(np.float32),
-                            **{f"gt_{k}": m for k, m in gt.masks.items()})
+        _save_npz(folder / "maps" / f"{name}.npz", map=g.astype(np.float32),
+                  mel_db=mel_db.astype(np.float32), stem_mel_db=stem_db.astype(np.float32),
+                  **{f"gt_{k}": m for k, m in gt.masks.items()})
         notes = [w for w in result.warnings if w not in self.backend.warnings]
         if self.o.per_head:
             hd = head_data(result, item.word, grid)
             arrays = {f"map/{s}": m.astype(np.float16) for s, m in hd.maps.items()}
             arrays.update({f"ratio/{s}": r for s, r in hd.log_ratio.items()})
-            np.savez_compressed(folder / "heads" / f"{name}.npz", **arrays)
+            _save_npz(folder / "heads" / f"{name}.npz", **arrays)
         return {
             "id": item.id, "track": item.track.id, "split": item.track.split,
             "class": item.inst_class, "word": item.word, "template": item.template,
@@ -316,15 +310,24 @@ class Evaluator:
         }
 
 
-def prepare_folder(options: EvalOptions) -> Path:
-    """Create ``out``; check a resumed run has the same settings, or clear our files when not resuming."""
-    out = Path(options.out).expanduser().resolve()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed`` written atomically; a failed write is an OutputWriteError."""
+    with guarded(path):
+        atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
+
+
+def _write_json(path: Path, data: Any, indent: int = 2) -> None:
+    text = json.dumps(data, indent=indent, default=str)
+    with guarded(path):
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def prepare_folder(options: EvalOptions, out: Path) -> Path:
+    """Fill the claimed folder ``out``: check a resumed run has the same settings, or clear our
+    files when not resuming; write ``config.json``."""
+    with guarded(out):
         (out / "maps").mkdir(exist_ok=True)
         (out / "heads").mkdir(exist_ok=True)
-    except OSError as exc:
-        raise EngineError(f"cannot create {out} ({exc.strerror}): choose a writable --out") from exc
     cfg_path = out / "config.json"
     config = options.config()
     if cfg_path.is_file() and options.resume:
@@ -339,7 +342,7 @@ def prepare_folder(options: EvalOptions) -> Path:
         for sub in ("maps", "heads"):
             shutil.rmtree(out / sub, ignore_errors=True)
             (out / sub).mkdir()
-    cfg_path.write_text(json.dumps(config, indent=2))
+    _write_json(cfg_path, config)
     return out
 
 
@@ -387,9 +390,7 @@ def fit_weights(ev: Evaluator, items: list[Item], out: Path, options: EvalOption
         raise EngineError("no held-out item could be used to fit layer weights: check errors.jsonl")
     w = fit_layer_weights(np.stack(layer_maps), np.stack(targets))
     weights = {s: float(v) for s, v in zip(sites, w, strict=True)}
-    path.write_text(json.dumps({"weights": weights, "items": used,
-                                "target": options.fit_target or options.gt_range},
-                               indent=2))
+    _write_json(path, {"weights": weights, "items": used, "target": options.fit_target or options.gt_range})
     return weights
 
 
@@ -404,46 +405,62 @@ def run_eval(options: EvalOptions, progress: Progress | None = None, backend=Non
     for c in options.classes or MAIN_CLASSES:
         class_prompts(templates, c)
     dataset = SlakhDataset(options.dataset, options.split)
-    out = prepare_folder(options)
-    for name in ("items.jsonl", "errors.jsonl"):
-        repair_jsonl(out / name)
-    if backend is None:
-        from engine.backends.registry import load_backend
-
-        backend = load_backend(options.model, device=options.device)
     tracks, fit_tracks = split_fit_tracks(dataset, options)
-    errors = _Writer(out / "errors.jsonl")
-    known_errors = {(e.get("id"), e.get("error")) for e in read_jsonl(out / "errors.jsonl")}
-    for skipped in dataset.scan_report:
-        rec = {"id": str(skipped.path.name), "phase": "scan", "error": skipped.reason}
-        if (rec["id"], rec["error"]) not in known_errors:
-            errors.append(rec)
-    ev = Evaluator(backend, options)
-    if ev.settings.weighting == "learned":
-        ev.layer_weights = fit_weights(ev, build_items(fit_tracks, options, templates), out, options,
-                                       cancel)
     items = build_items(tracks, options, templates)
-    if not items:
+    if not items:  # refused before anything is created in --out
         raise EngineError(f"no track of {options.dataset} has a stem of the classes "
                           f"{', '.join(options.classes or MAIN_CLASSES)}: check --dataset/--classes")
-    done = {r["id"] for r in read_jsonl(out / "items.jsonl")}
-    writer = _Writer(out / "items.jsonl")
-    started = time.perf_counter()
-    new_items = 0
-    for n, item in enumerate(items):
-        if item.id not in done:
-            try:
-                writer.append(ev.score(item, out, cancel))
-                new_items += 1
-            except (RunCancelled, KeyboardInterrupt):
-                raise
-            except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
-                errors.append({"id": item.id, "phase": "item", "error": _one_line(exc)})
-        if progress is not None:
-            progress(n + 1, len(items))
-    elapsed = time.perf_counter() - started
-    finish(out, options, backend, ev, new_items, elapsed)
-    return out
+    # resumable: written in place; a folder this run created is removed again on an early error
+    with Output(options.out, mode="resume") as claim:
+        out = prepare_folder(options, claim.work)
+        for name in ("items.jsonl", "errors.jsonl"):
+            with guarded(out / name):
+                repair_jsonl(out / name)
+        if backend is None:
+            from engine.backends.registry import load_backend
+
+            backend = load_backend(options.model, device=options.device)
+        claim.keep = True  # from here on errors.jsonl / items.jsonl are worth resuming from
+        errors = _Writer(out / "errors.jsonl")
+        known_errors = {(e.get("id"), e.get("error")) for e in read_jsonl(out / "errors.jsonl")}
+        for skipped in dataset.scan_report:
+            rec = {"id": str(skipped.path.name), "phase": "scan", "error": skipped.reason}
+            if (rec["id"], rec["error"]) not in known_errors:
+                errors.append(rec)
+        ev = Evaluator(backend, options)
+        if ev.settings.weighting == "learned":
+            ev.layer_weights = fit_weights(ev, build_items(fit_tracks, options, templates), out, options,
+                                           cancel)
+        done = {r["id"] for r in read_jsonl(out / "items.jsonl")}
+        writer = _Writer(out / "items.jsonl")
+        started = time.perf_counter()
+        new_items = 0
+        failed: list[str] = []
+        for n, item in enumerate(items):
+            if item.id not in done:
+                try:
+                    writer.append(ev.score(item, out, cancel))
+                    new_items += 1
+                except (RunCancelled, KeyboardInterrupt, OutputWriteError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+                    failed.append(_one_line(exc))
+                    errors.append({"id": item.id, "phase": "item", "error": failed[-1]})
+            if progress is not None:
+                progress(n + 1, len(items))
+        if not done and not new_items:
+            raise EngineError(nothing_scored(failed, claim.final / "errors.jsonl"))
+        elapsed = time.perf_counter() - started
+        finish(out, options, backend, ev, new_items, elapsed)
+    return claim.final
+
+
+def nothing_scored(reasons: list[str], errors_path: Path) -> str:
+    """The one-line error of an eval in which every item failed: how many, and the commonest reasons."""
+    common = Counter(r[:120] for r in reasons).most_common(2)
+    top = "; ".join(f"{n}x {r!r}" for r, n in common)
+    return (f"no item could be scored: all {len(reasons)} items failed (commonest: {top}); "
+            f"the reason for each is in {errors_path}")
 
 
 def finish(out: Path, options: EvalOptions, backend, ev: Evaluator, new_items: int,
@@ -492,7 +509,7 @@ def finish(out: Path, options: EvalOptions, backend, ev: Evaluator, new_items: i
                     tau=options.tau, figures=options.figures)
             except EngineError as exc:
                 report["head_selection"] = {"skipped": str(exc)}
-    (out / "report.json").write_text(json.dumps(_json_safe(report), indent=2, default=str))
+    _write_json(out / "report.json", _json_safe(report))
     return report
 
 

@@ -5,5 +5,5 @@ Modules: :mod:`~.processors` (the attention processors), :mod:`~.layers` (layer 
 state), :mod:`~.patching`, :mod:`~.caa`, :mod:`~.sae`, :mod:`~.ablation`, :mod:`~.scorers`,
 :mod:`~.steer_eval`, :mod:`~.prompt_sets`, :mod:`~.commands` (one function per CLI command) and
 :mod:`~.cli_args` (their flags). Interventions join a run through
-``GenerationRequest.extras["interventions"]`` (see :mod:`engine.probe.intervention`).
+``GenerationRequest.interventions`` (see :mod:`engine.probe.intervention`).
 """

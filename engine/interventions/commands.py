@@ -1,7 +1,9 @@
 """One function per headless command (``python main.py patch|caa|sae|steer|ablate``).
 
 Each takes a dataclass of options, writes its results into ``out`` (JSON, plus ``.npz`` /
-``.safetensors`` / ``.wav`` as fits) and returns the folder or file it wrote.
+``.safetensors`` / ``.wav`` as fits) and returns the folder or file it wrote. ``out`` is claimed with
+:class:`engine.output_dir.Output` before the model is loaded: a bad ``out`` fails at once, and a
+failed run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from engine.atomic_io import atomic_write
+from engine.output_dir import Output
+from engine.recipe import Recipe
 from engine.types import EngineError, GenerationRequest
 
 Progress = Callable[[int, int], None] | None
@@ -42,12 +46,6 @@ def _floats(spec: str) -> list[float]:
         raise EngineError(f"bad number list {spec!r}: write it as -10,0,10") from None
 
 
-def _folder(out: str | Path) -> Path:
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     text = json.dumps(data, indent=1)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
@@ -56,103 +54,97 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def _write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
     import soundfile as sf
 
-    sf.write(path, np.asarray(audio, dtype=np.float32), sr)
+    atomic_write(path, lambda tmp: sf.write(tmp, np.asarray(audio, dtype=np.float32), sr, format="WAV"))
 
 
-@dataclass
-class PatchOptions:
+@dataclass(frozen=True, kw_only=True)
+class PatchOptions(Recipe):
     concept: str
     out: str
-    model: str = "embedded"
     prompt_set: str | None = None  # None: the first set holding the concept
     layers: str | None = None
     seeds: str = "0"
-    steps: int = 10
-    guidance: float = 3.0
-    duration: float = 4.0
     mode: str = "kv"
     max_pairs: int | None = None
     scorer: str | None = None  # None: band-template; "clap:<folder>"
-    device: str = "cpu"
 
 
 def run_patch(o: PatchOptions, progress: Progress = None) -> Path:
     """Layer sweep with Eq. 9 impact; writes ``patch_<concept>.json``."""
+    o.validate(require_prompt=False)
     from engine.interventions.patching import patch_sweep
     from engine.interventions.prompt_sets import find_concept
     from engine.interventions.scorers import load_scorer
 
-    backend = _backend(o.model, o.device)
     cp = find_concept(o.concept, o.prompt_set)
-    scorer = load_scorer(o.scorer, None, o.device)
-    query = cp.template if (scorer.name == "band-template" and cp.template) else cp.query
-    pairs = cp.pairs[: o.max_pairs] if o.max_pairs else cp.pairs
-    report = patch_sweep(backend, pairs, query, scorer, o.layers, _seeds(o.seeds), o.steps, o.guidance,
-                         o.duration, o.mode, cp.concept, progress)
-    path = _folder(o.out) / f"patch_{cp.concept.replace(' ', '_')}.json"
-    warnings = list(backend.warnings)
-    if not report.measurable:
-        warnings.append(f"the {scorer.name} scorer rates prompts with {cp.concept!r} no higher than those "
-                        "without it: the impacts and functional layers of this sweep are not meaningful")
-    _write_json(path, {"model": backend.model_id, "family": backend.family, "options": asdict(o),
-                       "warnings": warnings, **report.to_dict(),
-                       "functional_top2": report.functional_layers(2) if report.measurable else []})
-    return path
+    with Output(o.out, mode="extend") as claim:  # one file per concept: an existing folder is added to
+        backend = _backend(o.model, o.device)
+        scorer = load_scorer(o.scorer, None, o.device)
+        query = cp.template if (scorer.name == "band-template" and cp.template) else cp.query
+        pairs = cp.pairs[: o.max_pairs] if o.max_pairs else cp.pairs
+        report = patch_sweep(backend, pairs, query, scorer, o.layers, _seeds(o.seeds), o.steps, o.guidance,
+                             o.duration, o.mode, cp.concept, progress)
+        name = f"patch_{cp.concept.replace(' ', '_')}.json"
+        warnings = list(backend.warnings)
+        if not report.measurable:
+            warnings.append(f"the {scorer.name} scorer rates prompts with {cp.concept!r} no higher than those "
+                            "without it: the impacts and functional layers of this sweep are not meaningful")
+        _write_json(claim.work / name, {"model": backend.model_id, "family": backend.family, "options": asdict(o),
+                                        "warnings": warnings, **report.to_dict(),
+                                        "functional_top2": report.functional_layers(2) if report.measurable else []})
+    return claim.final / name
 
 
-@dataclass
-class CAAOptions:
+@dataclass(frozen=True, kw_only=True)
+class CAAOptions(Recipe):
     concept: str
     out: str  # .npz or .safetensors file
-    model: str = "embedded"
     positive: list[str] = field(default_factory=list)  # empty: the shipped templates
     negative: list[str] = field(default_factory=list)
     n_bases: int | None = None
     layers: str | None = None
     seeds: str = "0"
-    steps: int = 10
-    guidance: float = 3.0
-    duration: float = 4.0
     per_step: bool = False
-    device: str = "cpu"
 
 
 def run_caa(o: CAAOptions, progress: Progress = None) -> Path:
     """CAA vectors from contrastive prompts; writes the vector file ``out``."""
-    from engine.interventions.caa import compute_caa
+    o.validate(require_prompt=False)
+    from engine.interventions.caa import VECTOR_SUFFIXES, compute_caa
     from engine.interventions.prompt_sets import steering_set
 
-    backend = _backend(o.model, o.device)
-    pos, neg = list(o.positive), list(o.negative)
-    if not pos and not neg:
-        s = steering_set(o.concept, embedded=backend.family == "embedded", n_bases=o.n_bases)
-        pos, neg = s.positive, s.negative
-    vectors = compute_caa(backend, pos, neg, o.layers, o.steps, o.guidance, o.duration, _seeds(o.seeds),
-                          o.per_step, o.concept, progress)
-    return vectors.save(o.out)
+    suffix = Path(o.out).suffix
+    if suffix not in VECTOR_SUFFIXES:
+        raise EngineError(f"--out {o.out} must end in .npz or .safetensors (steering-vector file formats)")
+    with Output(o.out, kind="file") as claim:
+        backend = _backend(o.model, o.device)
+        pos, neg = list(o.positive), list(o.negative)
+        if not pos and not neg:
+            s = steering_set(o.concept, embedded=backend.family == "embedded", n_bases=o.n_bases)
+            pos, neg = s.positive, s.negative
+        vectors = compute_caa(backend, pos, neg, o.layers, o.steps, o.guidance, o.duration, _seeds(o.seeds),
+                              o.per_step, o.concept, progress)
+        vectors.save(claim.work)
+    return claim.final
 
 
-@dataclass
-class SAEOptions:
+@dataclass(frozen=True, kw_only=True)
+class SAEOptions(Recipe):
     concept: str
     layer: str
     out: str
-    model: str = "embedded"
     n_bases: int | None = None
     seeds: str = "0"
-    steps: int = 10
-    guidance: float = 3.0
-    duration: float = 4.0
     expansion: int = 4
     k: int = 16
     epochs: int = 10
     tau: int = 20
     tokens_per_step: int | None = None
-    device: str = "cpu"
 
 
 def run_sae(o: SAEOptions, progress: Progress = None) -> Path:
     """Collect, train, score (TF-IDF) and write ``sae.safetensors``, ``sae_<concept>.npz``, ``sae_report.json``."""
+    o.validate(require_prompt=False)
     from engine.interventions.prompt_sets import steering_set
     from engine.interventions.sae import (
         collect_activations,
@@ -163,42 +155,36 @@ def run_sae(o: SAEOptions, progress: Progress = None) -> Path:
         train_sae,
     )
 
-    backend = _backend(o.model, o.device)
-    s = steering_set(o.concept, embedded=backend.family == "embedded", n_bases=o.n_bases)
-    acts = collect_activations(backend, s.positive + s.negative, o.layer, o.steps, o.guidance, o.duration,
-                               _seeds(o.seeds), o.tokens_per_step, progress)
-    losses: list[float] = []
-    sae = train_sae(acts.data, o.expansion, o.k, o.epochs, log=losses)
-    codes = feature_activations(sae, acts.data)
-    scores = tfidf_scores(codes[acts.rows_of(s.positive)], codes[acts.rows_of(s.negative)])
-    vec = sae_steering_vectors(sae, scores, min(o.tau, sae.n_features), acts.site, backend.model_id, o.concept,
-                               s.positive, s.negative)
-    folder = _folder(o.out)
-    sae.save(folder / "sae.safetensors", {"site": acts.site, "model_id": backend.model_id})
-    vec.save(folder / f"sae_{o.concept.replace(' ', '_')}.npz")
-    top = np.argsort(-scores)[:o.tau]
-    _write_json(folder / "sae_report.json", {
-        "model": backend.model_id, "site": acts.site, "options": asdict(o), "loss_per_epoch": losses,
-        "stats": sae_stats(sae, acts.data), "top_features": [{"feature": int(j), "tfidf": float(scores[j])}
-                                                             for j in top]})
-    return folder
+    with Output(o.out) as claim:
+        backend = _backend(o.model, o.device)
+        s = steering_set(o.concept, embedded=backend.family == "embedded", n_bases=o.n_bases)
+        acts = collect_activations(backend, s.positive + s.negative, o.layer, o.steps, o.guidance, o.duration,
+                                   _seeds(o.seeds), o.tokens_per_step, progress)
+        losses: list[float] = []
+        sae = train_sae(acts.data, o.expansion, o.k, o.epochs, log=losses)
+        codes = feature_activations(sae, acts.data)
+        scores = tfidf_scores(codes[acts.rows_of(s.positive)], codes[acts.rows_of(s.negative)])
+        vec = sae_steering_vectors(sae, scores, min(o.tau, sae.n_features), acts.site, backend.model_id,
+                                   o.concept, s.positive, s.negative)
+        folder = claim.work
+        sae.save(folder / "sae.safetensors", {"site": acts.site, "model_id": backend.model_id})
+        vec.save(folder / f"sae_{o.concept.replace(' ', '_')}.npz")
+        top = np.argsort(-scores)[:o.tau]
+        _write_json(folder / "sae_report.json", {
+            "model": backend.model_id, "site": acts.site, "options": asdict(o), "loss_per_epoch": losses,
+            "stats": sae_stats(sae, acts.data), "top_features": [{"feature": int(j), "tfidf": float(scores[j])}
+                                                                 for j in top]})
+    return claim.final
 
 
-@dataclass
-class SteerOptions:
+@dataclass(frozen=True, kw_only=True)
+class SteerOptions(Recipe):
     vectors: str
-    prompt: str
     out: str
-    model: str = "embedded"
     alpha: float = 10.0
     layers: str | None = None  # None: every layer the vectors cover
     renorm: bool = False
     halves: str = "both"
-    seed: int = 0
-    steps: int = 10
-    guidance: float = 3.0
-    duration: float = 4.0
-    device: str = "cpu"
     # evaluation mode (TADA Table 1 shape): a list of α and functional layers
     eval_alphas: str | None = None
     functional: str | None = None
@@ -210,6 +196,13 @@ class SteerOptions:
 
 def run_steer(o: SteerOptions, progress: Progress = None) -> Path:
     """Generate steered (and unsteered) audio, or with ``eval_alphas`` run :func:`evaluate_steering`."""
+    o.validate(require_prompt=True)
+    with Output(o.out) as claim:
+        _steer(o, claim.work, progress)
+    return claim.final
+
+
+def _steer(o: SteerOptions, folder: Path, progress: Progress) -> None:
     from engine.interventions.caa import Steer, SteeringVectors
     from engine.interventions.layers import resolve_layers
 
@@ -218,7 +211,6 @@ def run_steer(o: SteerOptions, progress: Progress = None) -> Path:
     if vectors.model_id != backend.model_id:
         raise EngineError(f"the vectors were computed on {vectors.model_id}, not {backend.model_id}: "
                           "load that model or recompute them")
-    folder = _folder(o.out)
     if o.eval_alphas:
         from engine.interventions.scorers import load_scorer, template_for
         from engine.interventions.steer_eval import evaluate_steering
@@ -238,37 +230,36 @@ def run_steer(o: SteerOptions, progress: Progress = None) -> Path:
         _write_json(folder / "steer_eval.json", {"model": backend.model_id, "family": backend.family,
                                                  "warnings": list(backend.warnings), "vectors": o.vectors,
                                                  **result})
-        return folder
+        return
     sites = resolve_layers(backend, o.layers) if o.layers else None
     req = {"prompt": o.prompt, "seed": o.seed, "steps": o.steps, "guidance": o.guidance, "duration": o.duration,
            "capture": False}
     plain = backend.generate(GenerationRequest(**req))
     steer = Steer(vectors, o.alpha, sites, o.renorm, o.halves)
-    steered = backend.generate(GenerationRequest(**req, extras={"interventions": [steer]}))
+    steered = backend.generate(GenerationRequest(**req, interventions=(steer,)))
     _write_wav(folder / "unsteered.wav", plain.audio, plain.sample_rate)
     _write_wav(folder / "steered.wav", steered.audio, steered.sample_rate)
     _write_json(folder / "steer.json", {"model": backend.model_id, "options": asdict(o),
                                          "intervention": steer.describe(), "warnings": steered.warnings})
-    return folder
 
 
-@dataclass
-class AblateOptions:
-    prompt: str
+@dataclass(frozen=True, kw_only=True)
+class AblateOptions(Recipe):
     out: str
-    model: str = "embedded"
     mode: str = "zero"
     layers: str | None = None
     per_layer: bool = False  # one run per layer instead of all layers at once
-    seed: int = 0
-    steps: int = 10
-    guidance: float = 3.0
-    duration: float = 4.0
-    device: str = "cpu"
 
 
 def run_ablate(o: AblateOptions, progress: Progress = None) -> Path:
     """Baseline and ablated runs; writes wavs and ``ablate.json`` with mel distances to the baseline."""
+    o.validate(require_prompt=True)
+    with Output(o.out) as claim:
+        _ablate(o, claim.work, progress)
+    return claim.final
+
+
+def _ablate(o: AblateOptions, folder: Path, progress: Progress) -> None:
     from engine.interventions.ablation import Ablation
     from engine.interventions.layers import layer_numbers, resolve_layers
     from engine.interventions.steer_eval import mel_distance_db
@@ -279,12 +270,11 @@ def run_ablate(o: AblateOptions, progress: Progress = None) -> Path:
     req = {"prompt": o.prompt, "seed": o.seed, "steps": o.steps, "guidance": o.guidance, "duration": o.duration,
            "capture": False}
     groups = [[s] for s in sites] if o.per_layer else [sites]
-    folder = _folder(o.out)
     base = backend.generate(GenerationRequest(**req))
     _write_wav(folder / "baseline.wav", base.audio, base.sample_rate)
     rows = []
     for i, group in enumerate(groups):
-        r = backend.generate(GenerationRequest(**req, extras={"interventions": [Ablation(group, o.mode)]}))
+        r = backend.generate(GenerationRequest(**req, interventions=(Ablation(group, o.mode),)))
         name = f"ablated_{i:02d}.wav" if o.per_layer else "ablated.wav"
         _write_wav(folder / name, r.audio, r.sample_rate)
         rows.append({"layers": layer_numbers(backend, group), "sites": group, "file": name,
@@ -292,4 +282,3 @@ def run_ablate(o: AblateOptions, progress: Progress = None) -> Path:
         if progress is not None:
             progress(i + 1, len(groups))
     _write_json(folder / "ablate.json", {"model": backend.model_id, "options": asdict(o), "runs": rows})
-    return folder

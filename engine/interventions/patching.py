@@ -226,7 +226,7 @@ def patch_sweep(backend, pairs: Sequence[tuple[str, str]], query: str, scorer, l
     def run(prompt, seed, interventions):
         nonlocal done
         req = GenerationRequest(prompt=prompt, seed=int(seed), steps=steps, guidance=guidance, duration=duration,
-                                capture=False, extras={"interventions": interventions})
+                                capture=False, interventions=tuple(interventions))
         result = backend.generate(req)
         done += 1
         if progress is not None:

@@ -81,7 +81,7 @@ def evaluate_steering(backend, vectors: SteeringVectors, layer_sets: dict[str, S
         nonlocal done
         r = backend.generate(GenerationRequest(prompt=prompt, seed=int(seed), steps=steps, guidance=guidance,
                                                duration=duration, capture=False,
-                                               extras={"interventions": interventions}))
+                                               interventions=tuple(interventions)))
         done += 1
         if progress is not None:
             progress(done, total)

@@ -1,7 +1,7 @@
 """Convergence panel: per-site attention entropy over the denoising steps (stable sites blue,
 fast orange; :func:`engine.convergence.diagnostics.diagnose`), the causal-freezing sweep heatmap
 (sites × freeze steps; :func:`engine.convergence.freeze.freeze_sweep`) and the LSAC preset that
-every later generation uses (a Run extras provider, resolved in the engine thread)."""
+every later generation uses (a Run request provider, resolved in the engine thread)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from engine.convergence.diagnostics import ConvergenceReport, diagnose, report_from_frames
 from engine.convergence.freeze import METRICS, FreezeSweep, freeze_sweep
-from engine.convergence.lsac import LSAC_CHOICES
+from engine.recipe import LSAC_CHOICES, LsacSpec
 from engine.types import EngineError, GenerationRequest
 from gui.docks.job_controls import JobControls
 
@@ -117,13 +117,15 @@ class ConvergenceDock(QDockWidget):
         self.preset.currentTextChanged.connect(self._on_preset)
 
     # ---- LSAC --------------------------------------------------------------------------------
-    def extras(self) -> dict[str, Any]:
-        """Run extras provider: the preset (and the last diagnosis, when there is one)."""
+    def request_fields(self) -> dict[str, Any]:
+        """Run request provider: ``{"lsac": LsacSpec}`` with the preset (and the last diagnosis
+        and sweep, when there are), or nothing when LSAC is off."""
         preset = self.preset.currentText()
         if preset == "off":
             return {}
-        return {"lsac_preset": preset, "lsac_report": self.report, "lsac_dtype": self.cache_dtype.currentText(),
-                "lsac_sweep": self.sweep, "lsac_kinds": tuple(self.kinds.currentText().split(","))}
+        return {"lsac": LsacSpec(preset=preset, report=self.report, sweep=self.sweep,
+                                 dtype=self.cache_dtype.currentText(),
+                                 kinds=tuple(self.kinds.currentText().split(",")))}
 
     @Slot(str)
     def _on_preset(self, preset: str) -> None:
@@ -135,7 +137,7 @@ class ConvergenceDock(QDockWidget):
         model, device, request = self.recipe()
         if request is None:
             return None
-        return model, device, dataclasses.replace(request, extras={})
+        return model, device, dataclasses.replace(request, interventions=(), lsac=None)
 
     @Slot()
     def run_diagnose(self) -> int | None:

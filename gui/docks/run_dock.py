@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Signal, Slot
@@ -23,10 +22,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.recipe import recipe_from_text
 from engine.types import GenerationRequest
 
 HUB_MODELS = ("embedded", "cvssp/audioldm2", "cvssp/audioldm2-music", "stabilityai/stable-audio-open-1.0")
-LIMITS = {"steps": (1, 1000), "guidance": (0.0, 50.0), "duration": (0.05, 120.0), "seed": (0, 2**32 - 1)}
 
 
 def available_devices() -> list[str]:
@@ -43,48 +42,12 @@ def available_devices() -> list[str]:
 
 
 def parse_fields(fields: dict[str, str], extra: dict | None = None) -> tuple[GenerationRequest | None, dict[str, str]]:
-    """Validate the text of the Run fields; returns the request or ``None`` plus per-field errors."""
-    errors: dict[str, str] = {}
-    prompt = fields.get("prompt", "").strip()
-    if not prompt:
-        errors["prompt"] = "write a prompt, e.g. “bass and drums”"
-    elif len(prompt) > 1000:
-        errors["prompt"] = "the prompt is longer than 1000 characters: shorten it"
-    model = fields.get("model", "").strip()
-    if not model:
-        errors["model"] = "choose a model: embedded, a hub id or a local folder"
-    elif (model.startswith(("/", ".", "~")) or "\\" in model) and not Path(model).expanduser().is_dir():
-        errors["model"] = f"folder {model} does not exist: pick a folder written by save_pretrained"
-
-    def number(name: str, kind: type):
-        raw = fields.get(name, "").strip()
-        lo, hi = LIMITS[name]
-        try:
-            value = kind(raw)
-        except ValueError:
-            errors[name] = f"{name} must be {'a whole number' if kind is int else 'a number'} (got “{raw}”)"
-            return None
-        if value != value or not lo <= value <= hi:  # NaN or out of range
-            errors[name] = f"{name} must be between {lo} and {hi} (got {raw})"
-            return None
-        return value
-
-    seed = number("seed", int)
-    steps = number("steps", int)
-    guidance = number("guidance", float)
-    duration = number("duration", float)
-    if errors:
+    """Validate the text of the Run fields (the engine's recipe limits); returns the request or
+    ``None`` plus per-field errors. ``extra`` holds the request's other fields (capture, interventions)."""
+    recipe, errors = recipe_from_text(fields)
+    if recipe is None:
         return None, errors
-    request = GenerationRequest(
-        prompt=prompt,
-        negative_prompt=fields.get("negative_prompt", "").strip(),
-        seed=seed,
-        steps=steps,
-        guidance=guidance,
-        duration=duration,
-        **(extra or {}),
-    )
-    return request, {}
+    return GenerationRequest(**vars(recipe.settings()), **(extra or {})), {}
 
 
 class RunDock(QDockWidget):
@@ -144,8 +107,9 @@ class RunDock(QDockWidget):
         outer.addStretch(1)
         self.setWidget(body)
         self.memory_budget_mb = 2048.0
-        # other docks (e.g. steering) add to GenerationRequest.extras through these callables
-        self.extras_providers: list[Callable[[], dict[str, Any]]] = []
+        # other docks add typed request fields through these callables: {"interventions": (...)}
+        # from steering (stacked in provider order), {"lsac": LsacSpec} from convergence
+        self.request_providers: list[Callable[[], dict[str, Any]]] = []
         self.generate_button.clicked.connect(self.request_generate)
         self.cancel_button.clicked.connect(self.cancelRequested)
         self._inputs = {
@@ -170,15 +134,13 @@ class RunDock(QDockWidget):
 
     def build_request(self) -> GenerationRequest | None:
         """The request the fields describe, or None after showing what is wrong."""
-        extras: dict[str, Any] = {}
-        for provide in self.extras_providers:
+        extra: dict[str, Any] = {"per_head": self.per_head.isChecked(), "memory_budget_mb": self.memory_budget_mb}
+        for provide in self.request_providers:
             provided = dict(provide())
-            # interventions from several docks (steering, ablation, ...) stack in provider order
-            stacked = list(extras.get("interventions", [])) + list(provided.pop("interventions", []))
-            extras.update(provided)
+            stacked = (*extra.get("interventions", ()), *provided.pop("interventions", ()))
+            extra.update(provided)
             if stacked:
-                extras["interventions"] = stacked
-        extra = {"per_head": self.per_head.isChecked(), "memory_budget_mb": self.memory_budget_mb, "extras": extras}
+                extra["interventions"] = stacked
         request, errors = parse_fields(self.fields(), extra)
         for name, w in self._inputs.items():
             w.setStyleSheet("border: 1px solid #d33;" if name in errors else "")

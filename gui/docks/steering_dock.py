@@ -1,11 +1,13 @@
 """Steering panel: steering-vector files, CAA from two prompt lists, one α slider per concept,
 the layers to steer, ReNorm and CFG halves. The engine does the steering
-(:class:`engine.interventions.caa.Steer` through ``GenerationRequest.extras["interventions"]``)."""
+(:class:`engine.interventions.caa.Steer` through ``GenerationRequest.interventions``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
@@ -34,6 +36,9 @@ from engine.interventions.caa import ALPHA_MAX, Steer, SteeringVectors, check_al
 from engine.interventions.prompt_sets import counterfactual_sets
 from engine.types import EngineError, GenerationRequest
 from gui.docks.job_controls import JobControls
+from gui.file_dialogs import open_file_dialog
+
+log = logging.getLogger(__name__)
 
 ALPHA_SCALE = 10  # slider ticks per unit of α (0.1 resolution)
 DEBOUNCE_MS = 400  # keyboard / wheel changes regenerate after this pause
@@ -71,7 +76,7 @@ class ConceptRow:
 
 
 class SteeringDock(QDockWidget):
-    """Holds the concept vectors; ``extras()`` (a Run extras provider) turns the sliders into
+    """Holds the concept vectors; ``request_fields()`` (a Run request provider) turns the sliders into
     ``Steer`` interventions; ``steerRequested`` asks the window to regenerate with the same seed."""
 
     steerRequested = Signal()
@@ -293,8 +298,8 @@ class SteeringDock(QDockWidget):
             out.append(Steer(row.vectors, row.alpha, sites, self.renorm.isChecked(), self.halves.currentText()))
         return out
 
-    def extras(self) -> dict[str, Any]:
-        """Run extras provider: ``{"interventions": [Steer, …]}`` (empty when nothing steers)."""
+    def request_fields(self) -> dict[str, Any]:
+        """Run request provider: ``{"interventions": (Steer, …)}`` (empty when nothing steers)."""
         try:
             steers = self.steers()
         except EngineError as exc:
@@ -303,21 +308,31 @@ class SteeringDock(QDockWidget):
             self.message.emit(f"not steering: {exc}")
             return {}
         self.status.setStyleSheet("")
-        return {"interventions": steers} if steers else {}
+        return {"interventions": tuple(steers)} if steers else {}
 
     # ---- files ---------------------------------------------------------------------------------
     def load_file(self, path: str) -> ConceptRow:
+        """Add a slider for the vectors of a file; EngineError (nothing added) when it cannot be read."""
         return self.add_vectors(SteeringVectors.load(path))
 
     @Slot()
-    def load_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load steering vectors", "",
-                                              "Steering vectors (*.npz *.safetensors)")
-        if path:
-            try:
-                self.load_file(path)
-            except EngineError as exc:
-                self.job.show_error(str(exc))
+    def load_dialog(self) -> QFileDialog:
+        """"Load vectors…": a non-blocking dialog; the chosen file loads through ``load_guarded``."""
+        return open_file_dialog(self, "Load steering vectors", "Steering vectors (*.npz *.safetensors)",
+                                self.load_guarded)
+
+    def load_guarded(self, path: str) -> ConceptRow | None:
+        """Load a file for the user: one that cannot be read is one error message (this dock's job
+        line and, through ``job.failed``, the window's status bar, log and message box)."""
+        try:
+            return self.load_file(path)
+        except (EngineError, OSError) as exc:
+            self.job.show_error(f"could not load steering vectors: {exc}")
+        except Exception as exc:  # a bug, or a loader breaking its EngineError contract: report, never die
+            log.exception("loading steering vectors from %s failed", path)
+            self.job.show_error(f"could not load steering vectors from {Path(path).name}: "
+                                f"unexpected {type(exc).__name__}: {exc}")
+        return None
 
     def save_file(self, path: str, index: int = -1) -> None:
         if not self.rows:

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.interventions.ablation import Ablation, attention_weights
+from engine.interventions.ablation import Ablation
 from engine.interventions.layers import cross_sites
+from engine.probe.attention_core import AttentionCall, attention_probs
 from engine.types import EngineError, GenerationRequest
 
 
@@ -27,7 +28,7 @@ def _run(backend, interventions=(), negative=""):
     # a negative prompt longer than the prompt pads the cond item's keys: masked keys exist
     return backend.generate(GenerationRequest(
         prompt="drums", negative_prompt=negative, steps=2, guidance=3.0, duration=1.0, seed=1,
-        capture=False, extras={"interventions": list(interventions)}))
+        capture=False, interventions=tuple(interventions)))
 
 
 def _signal(r):
@@ -77,13 +78,13 @@ def test_forced_uniform_gives_the_mean_of_unmasked_values(backend):
         mean_v = (value * allowed[..., None]).sum(1) / allowed.sum(1, keepdim=True)
         want = attn.to_out[0](mean_v)[:, None, :].expand_as(out)
         np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
-        weights = attention_weights(attn, hidden, ctx, mask, uniform=True)
+        weights = attention_probs(AttentionCall(attn, hidden, ctx, mask), uniform=True)
         rows = weights.reshape(-1, weights.shape[-1])
         expect = allowed / allowed.sum(1, keepdim=True)
         np.testing.assert_allclose(weights[:, 0, 0].numpy(), expect.numpy(), atol=1e-6)
         assert torch.allclose(rows.sum(-1), torch.ones(rows.shape[0]))
         # the stock weights are not uniform
-        stock = attention_weights(attn, hidden, ctx, mask)
+        stock = attention_probs(AttentionCall(attn, hidden, ctx, mask))
         assert float((stock - weights).abs().max()) > 1e-4
 
 

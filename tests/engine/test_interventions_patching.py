@@ -22,7 +22,7 @@ def _signal(result) -> np.ndarray:
 def _req(backend, prompt, interventions=(), seed=3):
     dur = 0.2 if backend.family == "stable_audio" else 1.0
     return GenerationRequest(prompt=prompt, steps=3, guidance=3.0, duration=dur, seed=seed,
-                             capture=False, extras={"interventions": list(interventions)})
+                             capture=False, interventions=tuple(interventions))
 
 
 @pytest.fixture(scope="module", params=["tiny:audioldm2", "tiny:stable_audio", "embedded-untrained"])

@@ -84,7 +84,7 @@ def test_steering_vector_sums_top_tau_decoder_columns_and_steers(backend, acts, 
     assert vec.meta["features"] == [0, 1, 2] and vec.method == "sae"
     req = dict(prompt="piano", steps=2, duration=1.0, seed=0, capture=False)
     plain = backend.generate(GenerationRequest(**req)).mel
-    steered = backend.generate(GenerationRequest(**req, extras={"interventions": [Steer(vec, 4.0)]})).mel
+    steered = backend.generate(GenerationRequest(**req, interventions=(Steer(vec, 4.0),))).mel
     assert np.abs(steered - plain).max() > 1e-5
     back, info = TopKSAE.load(sae.save(tmp_path / "sae.safetensors", {"site": acts.site}))
     assert info["site"] == acts.site

@@ -37,7 +37,7 @@ def _dur(backend) -> float:
 
 def _run(backend, prompt, interventions=(), seed=5, steps=2):
     return backend.generate(GenerationRequest(prompt=prompt, steps=steps, guidance=3.0, duration=_dur(backend),
-                                              seed=seed, capture=False, extras={"interventions": list(interventions)}))
+                                              seed=seed, capture=False, interventions=tuple(interventions)))
 
 
 def _width(backend, site) -> int:

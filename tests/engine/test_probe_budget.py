@@ -80,4 +80,4 @@ def test_bad_requests_give_clear_errors(ldm):
     with pytest.raises(EngineError, match="duration"):
         ldm.generate(request(duration=0.0))
     with pytest.raises(EngineError, match="nan_policy"):
-        ldm.generate(request(extras={"nan_policy": "ignore"}))
+        ldm.generate(request(nan_policy="ignore"))

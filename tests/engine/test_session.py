@@ -138,12 +138,14 @@ def test_interventions_are_recorded_not_pickled(tmp_path):
         def describe(self):
             return {"type": "caa", "alpha": 12.5, "sites": ["down_blocks.1.attentions.0"]}
 
-    request = GenerationRequest(prompt="bass", extras={"interventions": [FakeSteer()], "lsac_preset": "safe",
-                                                       "report": object()})
+    from engine.recipe import LsacSpec
+
+    request = GenerationRequest(prompt="bass", interventions=(FakeSteer(),),
+                                lsac=LsacSpec(preset="safe", report=object()))
     path = save_session(tmp_path / "s", Session(model="tiny:audioldm2", device="cpu", request=request,
                                                 head_masks={}, view={}, result=None))
-    extras = load_session(path).request.extras
-    assert extras["interventions_recorded"] == [FakeSteer().describe()]
-    assert "interventions" not in extras
-    assert extras["lsac_preset"] == "safe"
-    assert extras["report"] == {"unstored": "object"}
+    loaded = load_session(path)
+    assert loaded.recorded["interventions"] == [FakeSteer().describe()]
+    assert loaded.request.interventions == ()  # not re-applied on reopening
+    assert loaded.recorded["lsac"]["preset"] == "safe"
+    assert loaded.recorded["lsac"]["report"] is True  # the report object is recorded as present only

@@ -77,12 +77,12 @@ def test_slider_release_regenerates_steered_audio_equal_to_the_engine(window, ca
     qtbot.waitUntil(lambda: len(window.workspace.history) >= n_before + 2
                     and window.workspace.history[-1].status == "done" and not window.bridge.busy, timeout=120_000)
     base, steered = window.workspace.history[-2], window.workspace.history[-1]
-    assert base.request.extras.get("interventions") is None  # the baseline is unsteered
-    assert [iv.describe()["type"] for iv in steered.request.extras["interventions"]] == ["steer"]
+    assert base.request.interventions == ()  # the baseline is unsteered
+    assert [iv.describe()["type"] for iv in steered.request.interventions] == ["steer"]
     assert steered.result.recipe["interventions"][0]["alpha"] == 15.0
     assert steered.result.recipe["interventions"][0]["sites"] == layers
     assert base.request.seed == steered.request.seed == FIELDS["seed"]
-    direct = reference.generate(_request(extras={"interventions": [Steer(caa_row.vectors, 15.0, layers)]}))
+    direct = reference.generate(_request(interventions=(Steer(caa_row.vectors, 15.0, layers),)))
     plain = reference.generate(_request())
     scale = float(np.abs(plain.audio).max())  # the tiny random model's audio is ~1e-8
     assert scale > 0
@@ -103,7 +103,7 @@ def test_alpha_zero_reproduces_the_baseline(window, caa_row, qtbot):
     run = window.workspace.history[-1]
     base = window.workspace.find(window.player.a_run.currentData())
     assert run.result.recipe["interventions"] == []
-    assert base is not run and base.request.extras.get("interventions") is None
+    assert base is not run and base.request.interventions == ()
     np.testing.assert_array_equal(run.result.audio, base.result.audio)
 
 

@@ -1,0 +1,92 @@
+"""The registry of headless commands behind ``python main.py <command>``.
+
+Each :class:`Command` names its options (an argparse builder), how the parsed flags become the
+engine's typed options (:meth:`Command.build`, which validates through the recipe), what it runs
+(:attr:`Command.execute`) and what it writes. ``main.py`` builds its parser from :data:`REGISTRY` and
+dispatches through :func:`dispatch`; other front ends (the GUI's jobs, batch scripts) call
+``REGISTRY[name].execute(options, progress)`` with the same options objects.
+
+Command modules import the heavy libraries (torch, diffusers) inside ``execute`` only, so that
+``--help`` and argument errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Progress = Callable[[int, int], None] | None
+
+
+@dataclass(frozen=True)
+class Command:
+    """One headless command."""
+
+    name: str
+    summary: str
+    example: str
+    outputs: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    build: Callable[[argparse.Namespace], Any]  # flags -> the engine's options (validated)
+    execute: Callable[[Any, Progress], Any]  # options, progress -> what it wrote (Path) or lines
+    unit: str = "step"  # what the progress bar counts
+
+    def describe(self) -> str:
+        return f"{self.summary}\n\nwrites: {self.outputs}\n\nexample:\n  {self.example}"
+
+
+REGISTRY: dict[str, Command] = {}
+
+
+def register(command: Command) -> Command:
+    if command.name in REGISTRY:
+        raise ValueError(f"command {command.name} registered twice")
+    REGISTRY[command.name] = command
+    return command
+
+
+def load_all() -> dict[str, Command]:
+    """Import every command module (light imports only) and return the registry."""
+    from engine.commands import analysis, convergence, data, evaluation, steering  # noqa: F401
+
+    return REGISTRY
+
+
+def add_subcommands(parser: argparse.ArgumentParser, formatter: type[argparse.HelpFormatter]) -> None:
+    """One sub-parser per registered command, with help, defaults and an example."""
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    for cmd in load_all().values():
+        p = sub.add_parser(cmd.name, help=cmd.summary, description=cmd.describe(), formatter_class=formatter)
+        cmd.add_arguments(p)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; user errors become one line on stderr and exit code 2."""
+    import sys
+
+    from engine.commands.terminal import TerminalProgress, quiet_libraries
+    from engine.errors import EngineError, RunCancelled
+
+    cmd = REGISTRY[args.command]
+    try:
+        options = cmd.build(args)
+        quiet_libraries()
+        with TerminalProgress(cmd.name, unit=cmd.unit) as bar:
+            result = cmd.execute(options, bar)
+    except RunCancelled:
+        print("error: cancelled", file=sys.stderr)
+        return 130
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(result, (str, Path)):
+        print(f"wrote {result}")
+    elif result:
+        print("\n".join(result))
+    return 0

@@ -1,0 +1,78 @@
+"""Flags shared by several commands, and the parsing of list-valued flags.
+
+The run settings (model, prompt, seed, steps, guidance, duration, device) are declared here once
+for every command and become a :class:`~engine.recipe.Recipe` through :func:`recipe_kwargs`; the
+recipe's ``validate`` applies the limits (:data:`engine.recipe.LIMITS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from engine.errors import EngineError
+from engine.recipe import LIMITS
+
+MODEL_HELP = ("'embedded' (the shipped model), tiny:audioldm2 / tiny:stable_audio (random tiny pipelines), "
+              "a hub id read from the local Hugging Face cache, or a folder written by save_pretrained")
+
+
+def add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="embedded", help=MODEL_HELP)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+
+
+def add_recipe(p: argparse.ArgumentParser, *, prompt: bool = True, seed: bool = True, steps: int = 25,
+               negative: bool = False) -> None:
+    """The run-settings flags: ``prompt`` and ``seed`` only for commands that generate one prompt."""
+    add_model(p)
+    if prompt:
+        p.add_argument("--prompt", required=True, help="text prompt, e.g. 'bass and drums'")
+    if negative:
+        p.add_argument("--negative-prompt", default="", help="negative prompt (classifier-free guidance)")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help=f"random seed, 0..{LIMITS.seed_max}")
+    p.add_argument("--steps", type=int, default=steps, help=f"denoising steps, 1..{LIMITS.steps_max}")
+    p.add_argument("--guidance", type=float, default=3.0,
+                   help=f"classifier-free guidance scale, 0..{LIMITS.guidance_max:g} (0 or 1: no CFG)")
+    p.add_argument("--duration", type=float, default=4.0,
+                   help=f"seconds of audio, up to {LIMITS.duration_max_s:g} (the model may allow less)")
+
+
+def recipe_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe fields present among the parsed flags."""
+    names = ("model", "device", "prompt", "negative_prompt", "seed", "steps", "guidance", "duration")
+    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    """``128x64`` → ``(128, 64)``."""
+    try:
+        grid_t, grid_f = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise EngineError(f"bad --grid {text!r}: write it as TIMExMEL, e.g. 128x64") from None
+    return grid_t, grid_f
+
+
+def int_list(text: str | None, flag: str) -> list[int] | None:
+    """``2,4,8`` → ``[2, 4, 8]``; ``None`` for an empty flag."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise EngineError(f"bad {flag} {text!r}: give whole numbers separated by commas, e.g. 2,4,8") from None
+
+
+def words(text: str | None, sep: str = ",") -> list[str]:
+    """Comma- (or ``sep``-) separated words, stripped, empties dropped."""
+    return [w.strip() for w in (text or "").split(sep) if w.strip()]
+
+
+def fields_of(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """``cls`` (an options dataclass) from the flags with the same names, plus ``overrides``."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(cls)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    return cls(**{**values, **overrides})
