@@ -123,8 +123,14 @@ def self_test(screenshot: str | None, model: str = "embedded") -> int:
         print("self-test FAILED: the run could not start", file=sys.stderr)
         window.shutdown()
         return 1
-    QTimer.singleShot(SELF_TEST_TIMEOUT_S * 1000, lambda: on_end("timeout"))
+    # a timer the self-test owns and stops: a bare QTimer.singleShot would stay pending after it
+    # returns and call on_end minutes later, inside whatever runs next (the test suite)
+    deadline = QTimer()
+    deadline.setSingleShot(True)
+    deadline.timeout.connect(lambda: on_end("timeout"))
+    deadline.start(SELF_TEST_TIMEOUT_S * 1000)
     loop.exec()
+    deadline.stop()
     elapsed = time.perf_counter() - t0
     problems = []
     if outcome.get("kind") != "done":
