@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 mode="${1:-}"
 
 need_apt=()
-for pkg in libportaudio2 fluidsynth xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0; do
+for pkg in libportaudio2 fluidsynth xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 desktop-file-utils; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

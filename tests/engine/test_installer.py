@@ -87,7 +87,7 @@ def test_compare_maps_accepts_equal_and_names_the_differing_array():
 def test_desktop_entry_matches_the_entry_point_and_icon():
     entry = configparser.ConfigParser(interpolation=None)
     entry.optionxform = str
-    entry.read(INSTALLER / "aiba-studio.desktop")
+    entry.read(ROOT / "resources" / "desktop" / "aiba-studio.desktop")
     desk = entry["Desktop Entry"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert desk["Type"] == "Application"
