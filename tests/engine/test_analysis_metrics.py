@@ -102,3 +102,69 @@ def test_alignment_report_perfect_map():
     rep = m.alignment_report(gt.astype(float), gt)
     assert rep["iou"] == 1.0 and rep["ap"] == 1.0 and rep["pointing"] == 1.0 and rep["f1"] == 1.0
     assert rep["pearson"] == pytest.approx(1.0) and rep["pointing_frames"] == 4
+
+
+def test_nonfinite_scores_are_nan_with_a_warning():
+    y = np.array([1, 0, 1, 0], bool)
+    for s in ([0.9, np.nan, 0.7, 0.6], [np.nan] * 4, [np.inf, 0.8, 0.7, 0.6], [0.9, 0.8, -np.inf, 0.6]):
+        with pytest.warns(m.NonFiniteMapWarning, match="average precision"):
+            assert np.isnan(m.average_precision(s, y))
+        with pytest.raises(ValueError):  # the reference refuses such input
+            average_precision_score(y, s)
+    g = np.tile(np.arange(4.0), (3, 1))
+    gt = np.zeros((3, 4), bool)
+    gt[:, :2] = True
+    g[0, 3] = np.nan  # the NaN must not be "pointed at"
+    with pytest.warns(m.NonFiniteMapWarning, match="pointing game"):
+        assert m.pointing_game(g, gt) == (pytest.approx(np.nan, nan_ok=True), 3)
+    with pytest.warns(m.NonFiniteMapWarning):
+        assert np.isnan(m.tf_iou(g, gt))
+    with pytest.warns(m.NonFiniteMapWarning):
+        assert np.isnan(m.iou_sweep(g, gt)[1]).all()
+    with pytest.raises(EngineError, match="NaN/inf"):
+        m.binarise(g)
+    with pytest.warns(m.NonFiniteMapWarning, match="alignment report") as rec:
+        rep = m.alignment_report(g, gt)
+    assert len(rec) == 1 and rep["pointing_frames"] == 3
+    assert all(np.isnan(v) for k, v in rep.items() if k != "pointing_frames")
+
+
+def test_correlations_of_nonfinite_profiles_are_nan():
+    x, y = np.array([1.0, 2.0, np.nan, 4.0]), np.array([1.0, 2.0, 3.0, 5.0])
+    with pytest.warns(m.NonFiniteMapWarning):
+        assert np.isnan(m.pearson(x, y)) and np.isnan(m.spearman(x, y))
+    with np.errstate(all="ignore"):
+        assert np.isnan(pearsonr(x, y)[0]) and np.isnan(spearmanr(x, y)[0])  # scipy agrees on NaN
+    z = np.array([1.0, 2.0, np.inf, 4.0])  # scipy's spearmanr ranks inf as the largest value;
+    with pytest.warns(m.NonFiniteMapWarning):  # here an infinite profile is undefined, like NaN
+        assert np.isnan(m.spearman(z, y)) and np.isnan(m.pearson(z, y))
+    g = np.ones((3, 4))
+    g[1, 2] = np.nan
+    with pytest.warns(m.NonFiniteMapWarning):
+        pr, sp = m.profile_correlation(g, np.arange(4.0))
+    assert np.isnan(pr) and np.isnan(sp)
+
+
+def test_pointing_game_ties_score_the_share_of_tied_bins_in_the_mask():
+    flat = np.tile(np.array([0.2, 0.9, 0.5])[:, None], (1, 16))  # flat in frequency, varies in time
+    low = np.zeros((3, 16), bool)
+    low[:, :4] = True
+    assert m.pointing_game(flat, low) == (pytest.approx(4 / 16), 3)  # not 1.0 (argmax = bin 0)
+    assert m.pointing_game(flat, ~low) == (pytest.approx(12 / 16), 3)  # not 0.0
+    g = np.array([[1.0, 3.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0], [5.0, 1.0, 2.0, 2.0]])
+    gt = np.array([[0, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 0]], bool)
+    # frame 0: tie of bins 1, 2, one in the mask -> 1/2; frame 1: all four tied, two in -> 2/4;
+    # frame 2: unique maximum at bin 0 -> 1
+    assert m.pointing_game(g, gt) == (pytest.approx((0.5 + 0.5 + 1.0) / 3), 3)
+    near = np.array([[1.0, 1.0 + 1e-12, 0.0]])  # within TIE_RTOL: a tie
+    assert m.pointing_game(near, np.array([[True, False, False]]))[0] == pytest.approx(0.5)
+
+
+def test_frequency_flat_maps():
+    assert m.frequency_flat(np.tile(np.arange(5.0)[:, None], (1, 8)))
+    assert m.frequency_flat(np.zeros((4, 8)))  # constant: flat too
+    g = np.tile(np.arange(5.0)[:, None], (1, 8))
+    g[2, 3] += 1e-3
+    assert not m.frequency_flat(g)
+    assert not m.frequency_flat(np.arange(8.0)[None, :])
+    assert not m.frequency_flat(np.ones((4, 1)))  # one bin: no frequency axis to be flat along
