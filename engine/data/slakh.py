@@ -286,9 +286,9 @@ class SlakhDataset:
         n = len(self.tracks) + len(self.scan_report)
         text = f"{n} track folder(s) under {self.root}, {len(self.tracks)} usable"
         if self.scan_report:
-            first = self.scan_report[0]
-            text += (f", {len(self.scan_report)} skipped (e.g. {first.path.name}: {first.reason}; "
-                     "all reasons in errors.jsonl)")
+            shown = "; ".join(f"{sk.path.name}: {sk.reason}" for sk in self.scan_report[:3])
+            more = len(self.scan_report) - 3
+            text += f", {len(self.scan_report)} skipped ({shown}{f'; {more} more' if more > 0 else ''})"
         return text
 
     def __len__(self) -> int:

@@ -408,8 +408,9 @@ def run_eval(options: EvalOptions, progress: Progress | None = None, backend=Non
     tracks, fit_tracks = split_fit_tracks(dataset, options)
     items = build_items(tracks, options, templates)
     if not items:  # refused before anything is created in --out
-        raise EngineError(f"no track of {options.dataset} has a stem of the classes "
-                          f"{', '.join(options.classes or MAIN_CLASSES)}: check --dataset/--classes")
+        raise EngineError(f"no usable track of {options.dataset} has a stem of the classes "
+                          f"{', '.join(options.classes or MAIN_CLASSES)} ({dataset.summary()}): "
+                          "check --dataset/--classes")
     # resumable: written in place; a folder this run created is removed again on an early error
     with Output(options.out, mode="resume") as claim:
         out = prepare_folder(options, claim.work)
