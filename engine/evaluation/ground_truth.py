@@ -32,9 +32,12 @@ from engine.analysis.templates import (
     frequency_profile,
 )
 from engine.data.slakh import Track
+from engine.evaluation.windows import WINDOW_SLACK_S
 from engine.types import EngineError, MelSpec
 
 GT_KINDS = (*TEMPLATE_RANGES, "stem", "output")  # band, fundamental, region, stem, output
+# kinds whose masks are constant in time (they resolve frequency only): undefined for a time-only map
+FREQUENCY_KINDS = (*TEMPLATE_RANGES, "stem")
 
 
 @dataclass
@@ -47,7 +50,11 @@ class GroundTruth:
 
 def class_audio(track: Track, inst_class: str, sample_rate: int, start_s: float,
                 duration: float) -> np.ndarray:
-    """Sum of the track's stems of ``inst_class`` over ``[start_s, start_s + duration]`` (mono)."""
+    """Sum of the track's stems of ``inst_class`` over ``[start_s, start_s + duration]`` (mono).
+
+    Raises when a stem ends before the window does (more than ``WINDOW_SLACK_S``): a window past
+    the end of the audio would be scored against silence.
+    """
     stems = [s for s in track.stems if s.inst_class == inst_class]
     if not stems:
         raise EngineError(f"track {track.id} has no {inst_class} stem")
@@ -55,6 +62,11 @@ def class_audio(track: Track, inst_class: str, sample_rate: int, start_s: float,
     total = np.zeros(n, dtype=np.float64)
     for stem in stems:
         x = stem.load(sample_rate, start_s, start_s + duration).astype(np.float64)
+        if x.size < n - WINDOW_SLACK_S * sample_rate:
+            end = start_s + x.size / sample_rate
+            raise EngineError(f"stem {stem.stem_id} of {track.id} ends at {end:.2f} s, before the "
+                              f"window [{start_s:g}, {start_s + duration:g}] s ends: use a shorter "
+                              "--duration or a smaller --offset")
         total[: min(n, x.size)] += x[:n]
     return total
 

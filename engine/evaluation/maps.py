@@ -86,6 +86,13 @@ def concept_tokens(result: RunResult, word: str) -> tuple[str, list[int], list[s
     return context, keyword_indices(tokens, [word]), tokens
 
 
+def time_only(result: RunResult) -> bool:
+    """True when every cross site of the run's main context has a ``(T, 1)`` lattice (Stable Audio):
+    its maps are broadcast over frequency and carry no frequency information."""
+    sites = cross_sites(result, main_context(result))
+    return bool(sites) and all(int(result.lattices[s][1]) == 1 for s in sites)
+
+
 def cross_sites(result: RunResult, context: str) -> list[str]:
     return [s.name for s in result.sites
             if s.kind == "cross" and s.context == context and s.name in result.lattices]

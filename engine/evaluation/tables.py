@@ -16,6 +16,11 @@ Chance correction: every table also gives the **base rate** (share of positive g
 information (random, or all cells on) has precision ≈ base rate, lift ≈ 1, and AP ≈ base rate;
 so the profile table gives ``AP − base`` per item. Precision or AP near 1 with a base rate near 1
 says nothing about alignment.
+
+Left out: an item whose confusion counts for a ground truth are ``null`` (a time-only map against
+a frequency-only ground truth, see :mod:`engine.evaluation.scoring`) is not in that ground truth's
+tables; the profile table's ``items`` column counts the items that were scored. When no item was
+scored against a ground truth, its ``table1_*.md`` says why and no CSV is written.
 """
 
 from __future__ import annotations
@@ -57,10 +62,20 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def scored(item: dict[str, Any], gt: str) -> bool:
+    """Whether the item has confusion counts for ``gt`` (not left out as undefined)."""
+    s = item["scores"].get(gt)
+    return s is not None and s.get("tp") is not None
+
+
 def class_counts(items: Iterable[dict[str, Any]], gt: str) -> dict[str, Counts]:
-    """Counts pooled per class for ground-truth kind ``gt``, classes in first-seen order."""
+    """Counts pooled per class for ground-truth kind ``gt``, classes in first-seen order.
+
+    Items without counts for ``gt`` (see :func:`scored`) are left out."""
     pooled: dict[str, list[int]] = {}
     for it in items:
+        if not scored(it, gt):
+            continue
         s = it["scores"][gt]
         acc = pooled.setdefault(it["class"], [0, 0, 0, 0])
         for j, f in enumerate(("tp", "fp", "fn", "tn")):
@@ -121,7 +136,7 @@ def profile_rows(items: Sequence[dict[str, Any]], gt: str, classes: Sequence[str
     rate and the mean of ``AP − base rate`` (the chance-corrected AP)."""
     rows = []
     for c in [*classes, "all"]:
-        chosen = [it for it in items if c == "all" or it["class"] == c]
+        chosen = [it for it in items if (c == "all" or it["class"] == c) and scored(it, gt)]
         vals = []
         for m in PROFILE_METRICS:
             xs = [it["scores"][gt][m] for it in chosen if it["scores"][gt].get(m) is not None]
@@ -162,18 +177,29 @@ def write_tables(folder: Path, items: Sequence[dict[str, Any]], gts: Sequence[st
     """Tables 1 and 3 and the profile table for every ground-truth kind; returns the count tables."""
     if not items:
         raise EngineError("no item was scored: check the dataset and the errors report")
-    classes = list(dict.fromkeys(it["class"] for it in items))
     out = {}
     for gt in gts:
-        table = count_table(class_counts(items, gt))
+        usable = [it for it in items if scored(it, gt)]
+        if not usable:
+            for stale in (f"table1_{gt}", f"table3_{gt}", f"profiles_{gt}"):
+                for ext in (".csv", ".md"):
+                    (folder / f"{stale}{ext}").unlink(missing_ok=True)
+            n_time = sum(1 for it in items if it["scores"].get(gt, {}).get("time_only"))
+            (folder / f"table1_{gt}.md").write_text(
+                f"**Table 1 ({gt} ground truth)**\n\nNo table: none of the {len(items)} items was "
+                f"scored against `{gt}` ({n_time} have time-only maps, flat in frequency, which "
+                "carry no frequency information; see docs/EVALUATION.md).\n", encoding="utf-8")
+            continue
+        classes = list(dict.fromkeys(it["class"] for it in usable))
+        table = count_table(class_counts(usable, gt))
         out[gt] = table
         write_table(folder, f"table1_{gt}", ["Metric", "Micro", "Macro", "Posweighted"],
-                    table1_rows(table), f"Table 1 ({gt} ground truth, τ = {tau}, {len(items)} items)")
+                    table1_rows(table), f"Table 1 ({gt} ground truth, τ = {tau}, {len(usable)} items)")
         write_table(folder, f"table3_{gt}",
                     ["Instrument", "Precision", "Recall", "F1", "IoU", "Base rate", "Precision lift"],
                     table3_rows(table, classes), f"Table 3 ({gt} ground truth, τ = {tau})")
         write_table(folder, f"profiles_{gt}",
                     ["Instrument", "items", "IoU@tau", "IoU swept", "AP", "pointing", "Pearson", "Spearman",
                      "Base rate", "AP - base"],
-                    profile_rows(items, gt, classes), f"Profile and ranking metrics ({gt} ground truth)")
+                    profile_rows(usable, gt, classes), f"Profile and ranking metrics ({gt} ground truth)")
     return out

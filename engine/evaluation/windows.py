@@ -9,6 +9,10 @@ seconds are *active* when the summed class stems' RMS exceeds ``threshold_db`` d
 within ``tolerance`` of the best share is chosen (``search=False``: only the ``offset`` window is
 tried). A best share below ``min_active`` refuses the item with an :class:`EngineError` that says
 how active the class was at best.
+
+Short tracks: only windows that end inside the audio are candidates (``WINDOW_SLACK_S`` of rounding
+allowed). When not even the window at ``offset`` fits — a track shorter than ``offset + duration``
+— the item is refused with the track's length, never scored against padding.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 
 from engine.data.slakh import Track
 from engine.types import EngineError
+
+WINDOW_SLACK_S = 0.01  # a window may run this far past the end of the audio (rounding, resampling)
 
 
 @dataclass(frozen=True)
@@ -62,13 +68,17 @@ def choose_window(audio: np.ndarray, sample_rate: int, duration: float, offset: 
     active = frame_activity(audio, sample_rate, frame_s, threshold_db)
     per_window = max(1, int(round(duration / frame_s)))
     total_s = audio.size / sample_rate
+    if offset + duration > total_s + WINDOW_SLACK_S:
+        raise EngineError(f"{label}: the stem audio is {total_s:.2f} s long, too short for a "
+                          f"{duration:g} s window from {offset:g} s: not generated; use a shorter "
+                          "--duration or a smaller --offset")
     starts = [offset]
     if search:
         starts = list(np.arange(offset, max(offset, total_s - duration) + 1e-9, step_s))
     shares = []
     for start in starts:
         first = int(round(start / frame_s))
-        shares.append(float(active[first: first + per_window].sum()) / per_window)  # past end: silent
+        shares.append(float(active[first: first + per_window].sum()) / per_window)
     best = max(shares)
     if best >= min_active:
         i = next(i for i, v in enumerate(shares) if v >= best - tolerance)
