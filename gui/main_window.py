@@ -123,6 +123,12 @@ def _session_view(view: Any, name: str) -> tuple[Selection | None, dict[str, Any
     return selection, heatmap
 
 
+def _unless_named(path: str | Path, exc: Exception) -> str:
+    """`` name`` of the file when the error message does not name it already, else ``""``."""
+    name = Path(path).name
+    return "" if name in str(exc) else f" {name}"
+
+
 def autosave_path() -> Path:
     base = Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
     base.mkdir(parents=True, exist_ok=True)
@@ -588,7 +594,7 @@ class MainWindow(QMainWindow):
         try:
             return self.open_session(path)
         except (EngineError, OSError) as exc:
-            self.show_error(f"could not open the session: {exc}")
+            self.show_error(f"could not open the session{_unless_named(path, exc)}: {exc}")
         except Exception as exc:  # a bug, or a loader breaking its EngineError contract: report, never die
             log.exception("opening the session %s failed", path)
             self.show_error(f"could not open the session {Path(path).name}: unexpected {type(exc).__name__}: {exc}")

@@ -327,7 +327,9 @@ class SteeringDock(QDockWidget):
         try:
             return self.load_file(path)
         except (EngineError, OSError) as exc:
-            self.job.show_error(f"could not load steering vectors: {exc}")
+            name = Path(path).name
+            where = "" if name in str(exc) else f" from {name}"
+            self.job.show_error(f"could not load steering vectors{where}: {exc}")
         except Exception as exc:  # a bug, or a loader breaking its EngineError contract: report, never die
             log.exception("loading steering vectors from %s failed", path)
             self.job.show_error(f"could not load steering vectors from {Path(path).name}: "
