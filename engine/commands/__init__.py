@@ -13,54 +13,23 @@ Command modules import the heavy libraries (torch, diffusers) inside ``execute``
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-Progress = Callable[[int, int], None] | None
+from engine.commands import analysis, convergence, data, evaluation, steering  # noqa: F401  (they register)
+from engine.commands.registry import REGISTRY, Command, Progress, register
 
-
-@dataclass(frozen=True)
-class Command:
-    """One headless command."""
-
-    name: str
-    summary: str
-    example: str
-    outputs: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    build: Callable[[argparse.Namespace], Any]  # flags -> the engine's options (validated)
-    execute: Callable[[Any, Progress], Any]  # options, progress -> what it wrote (Path) or lines
-    unit: str = "step"  # what the progress bar counts
-
-    def describe(self) -> str:
-        return f"{self.summary}\n\nwrites: {self.outputs}\n\nexample:\n  {self.example}"
-
-
-REGISTRY: dict[str, Command] = {}
-
-
-def register(command: Command) -> Command:
-    if command.name in REGISTRY:
-        raise ValueError(f"command {command.name} registered twice")
-    REGISTRY[command.name] = command
-    return command
-
-
-def load_all() -> dict[str, Command]:
-    """Import every command module (light imports only) and return the registry."""
-    from engine.commands import analysis, convergence, data, evaluation, steering  # noqa: F401
-
-    return REGISTRY
+__all__ = ["REGISTRY", "Command", "Progress", "register", "add_subcommands", "dispatch"]
 
 
 def add_subcommands(parser: argparse.ArgumentParser, formatter: type[argparse.HelpFormatter]) -> None:
     """One sub-parser per registered command, with help, defaults and an example."""
+    from engine.commands.flags import harden_numbers
+
     sub = parser.add_subparsers(dest="command", metavar="command")
-    for cmd in load_all().values():
+    for cmd in REGISTRY.values():
         p = sub.add_parser(cmd.name, help=cmd.summary, description=cmd.describe(), formatter_class=formatter)
         cmd.add_arguments(p)
+        harden_numbers(p)
 
 
 def dispatch(args: argparse.Namespace) -> int:

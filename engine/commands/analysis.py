@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.commands import Command, register
 from engine.commands.flags import add_model, add_recipe, parse_grid, recipe_kwargs, words
+from engine.commands.registry import Command, register
 from engine.recipe import LSAC_CACHE_DTYPES, LSAC_CHOICES, LsacSpec
 
 

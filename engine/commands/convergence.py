@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engine.commands import Command, register
 from engine.commands.flags import add_recipe, int_list, recipe_kwargs, words
+from engine.commands.registry import Command, register
 
 
 def _args(p: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.commands import Command, register
+from engine.commands.registry import Command, register
 from engine.recipe import LIMITS, check_float, check_int
 
 

@@ -17,6 +17,40 @@ MODEL_HELP = ("'embedded' (the shipped model), tiny:audioldm2 / tiny:stable_audi
               "a hub id read from the local Hugging Face cache, or a folder written by save_pretrained")
 
 
+INT_BOUND = 2**63 - 1
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (no option of any command takes NaN or infinity)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def bounded_int(text: str) -> int:
+    """argparse type: a whole number within ±(2**63 - 1) (larger values fit no setting)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid whole number: {text!r}") from None
+    if abs(value) > INT_BOUND:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (at most {INT_BOUND})")
+    return value
+
+
+def harden_numbers(p: argparse.ArgumentParser) -> None:
+    """Give every ``int`` / ``float`` option of ``p`` the bounded / finite parsers above."""
+    for action in p._actions:
+        if action.type is float:
+            action.type = finite_float
+        elif action.type is int:
+            action.type = bounded_int
+
+
 def add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="embedded", help=MODEL_HELP)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")

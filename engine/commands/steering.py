@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.commands import Command, register
 from engine.commands.flags import add_recipe, fields_of, recipe_kwargs
+from engine.commands.registry import Command, register
 
 
 def _seeds_flag(p: argparse.ArgumentParser, name: str = "--seeds") -> None:

@@ -37,18 +37,54 @@ from engine.analysis.heads import (
     selective_map,
 )
 from engine.analysis.metrics import average_precision, profile_correlation, tf_iou
-from engine.evaluation.tables import read_jsonl, write_table
+from engine.evaluation.tables import read_jsonl, safe_name, write_table
 from engine.types import EngineError
 
 VARIANTS = ("all heads (DAAM-style)", "label-free top-k", "label-free bottom-k", "ORACLE top-k")
 
 
 def load_head_data(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``(maps {site: (H, T, F)}, log-ratios {site: (H,)})`` of one item, sites sorted."""
-    with np.load(path) as data:
-        maps = {k[4:]: data[k].astype(np.float64) for k in sorted(data.files) if k.startswith("map/")}
-        ratios = {k[6:]: data[k].astype(np.float64) for k in sorted(data.files) if k.startswith("ratio/")}
+    """``(maps {site: (H, T, F)}, log-ratios {site: (H,)})`` of one item, sites sorted; names,
+    shapes and sizes are checked (:mod:`engine.loaders`) before use."""
+    from engine.loaders import Checker, read_npz
+
+    check = Checker(f"per-head data {path}", "re-run eval with per-head capture and --no-resume")
+    data = read_npz(path, check)
+    maps = {k[4:]: check.array(data[k], k, (3,), "f").astype(np.float64)
+            for k in sorted(data) if k.startswith("map/")}
+    ratios = {k[6:]: check.array(data[k], k, (1,), "f").astype(np.float64)
+              for k in sorted(data) if k.startswith("ratio/")}
+    if not maps or sorted(maps) != sorted(ratios):
+        raise check.fail("does not hold one map/<site> and one ratio/<site> array per site")
+    if any(maps[s].shape[0] != ratios[s].shape[0] for s in maps):
+        raise check.fail("has a site whose map and ratio head counts differ")
     return maps, ratios
+
+
+def _item_record(r: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``r`` when it has the entries head selection reads (class, track, stem profile)."""
+    from engine.loaders import Checker
+
+    check = Checker(f"{folder / 'items.jsonl'} item {r.get('id')!r:.80}", "re-run eval with --no-resume")
+    check.text(check.key(r, "class"), "class", 200)
+    check.text(check.key(r, "track"), "track", 200)
+    stem = check.key(check.table(check.key(r, "profiles"), "profiles"), "stem")
+    if not check.items(stem, "stem profile") or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in stem):
+        raise check.fail("has a stem profile that is not a list of numbers")
+    return r
+
+
+def _gt_mask(path: Path, gt: str, folder: Path) -> np.ndarray:
+    """The ``gt_<gt>`` mask of one item's maps file (checked, read size-limited)."""
+    from engine.loaders import Checker, read_npz
+
+    m = read_npz(path, Checker(f"map file {path}", "re-run eval with --no-resume"))
+    if f"gt_{gt}" not in m:
+        raise EngineError(f"{folder} has no {gt!r} ground truth (it has "
+                          f"{', '.join(f[3:] for f in m if f.startswith('gt_'))}): "
+                          "choose one of those with --gt or re-run eval")
+    return m[f"gt_{gt}"].astype(bool)
 
 
 def label_free_scores(ratios: list[dict[str, np.ndarray]], lam: float = 1.0) -> dict[str, np.ndarray]:
@@ -83,10 +119,9 @@ def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap"
     with ``per_head=True``); writes ``out/heads/masks/*.json``, ``heads_comparison_<gt>.{csv,md}``,
     ``weakening_<gt>.{csv,md}`` and ``weakening_<gt>.png``. Returns a summary.
     """
-    from engine.evaluation.runner import safe_name
 
     folder = Path(out)
-    records = [r for r in read_jsonl(folder / "items.jsonl")
+    records = [_item_record(r, folder) for r in read_jsonl(folder / "items.jsonl")
                if (folder / "heads" / f"{safe_name(r['id'])}.npz").is_file()]
     if not records:
         raise EngineError(f"no per-head data in {folder / 'heads'}: run eval with per-head capture")
@@ -103,12 +138,7 @@ def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap"
         data = []
         for r in recs:
             maps, ratios = load_head_data(folder / "heads" / f"{safe_name(r['id'])}.npz")
-            with np.load(folder / "maps" / f"{safe_name(r['id'])}.npz") as m:
-                if f"gt_{gt}" not in m.files:
-                    raise EngineError(f"{folder} has no {gt!r} ground truth (it has "
-                                      f"{', '.join(f[3:] for f in m.files if f.startswith('gt_'))}): "
-                                      "choose one of those with --gt or re-run eval")
-                mask = m[f"gt_{gt}"].astype(bool)
+            mask = _gt_mask(folder / "maps" / f"{safe_name(r['id'])}.npz", gt, folder)
             data.append((r, maps, ratios, mask, np.asarray(r["profiles"]["stem"])))
         sel_data = [d for d in data if d[0]["track"] in sel]
         eval_data = [d for d in data if d[0]["track"] in evl]

@@ -43,10 +43,11 @@ from engine.atomic_io import atomic_write
 from engine.data.classes import MAIN_CLASSES
 from engine.data.slakh import SlakhDataset, Track
 from engine.evaluation.ground_truth import GT_KINDS, class_audio, item_ground_truth
+from engine.evaluation.head_selection import run_head_selection
 from engine.evaluation.maps import MapSettings, concept_map, head_data, site_maps, time_only
 from engine.evaluation.prompts import class_prompts, load_templates
 from engine.evaluation.scoring import attention_profile, score_map
-from engine.evaluation.tables import read_jsonl, write_tables
+from engine.evaluation.tables import read_jsonl, safe_name, write_tables
 from engine.evaluation.windows import Window, choose_window, class_track_audio
 from engine.output_dir import Output, OutputWriteError, guarded
 from engine.recipe import Recipe
@@ -147,10 +148,6 @@ class Item:
     template: int
     prompt: str
     seed: int
-
-
-def safe_name(item_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", item_id)
 
 
 def track_number(track: Track, fallback: int) -> int:
@@ -331,7 +328,10 @@ def prepare_folder(options: EvalOptions, out: Path) -> Path:
     cfg_path = out / "config.json"
     config = options.config()
     if cfg_path.is_file() and options.resume:
-        old = json.loads(cfg_path.read_text())
+        from engine.loaders import Checker, read_json
+
+        check = Checker(f"eval settings {cfg_path}", "use --no-resume or a new --out")
+        old = check.table(read_json(cfg_path, check), "config")
         diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
         if diff:
             raise EngineError(f"{out} holds an eval with other settings ({', '.join(diff)}): "
@@ -368,7 +368,11 @@ def fit_weights(ev: Evaluator, items: list[Item], out: Path, options: EvalOption
     """Fit layer weights (NNLS on the simplex) on held-out items; cached in layer_weights.json."""
     path = out / "layer_weights.json"
     if path.is_file():
-        return json.loads(path.read_text())["weights"]
+        from engine.loaders import Checker, read_json
+
+        check = Checker(f"layer weights {path}", "delete the file to fit them again")
+        weights = check.table(check.key(check.table(read_json(path, check), "file"), "weights"), "weights")
+        return {site: check.number(w, f"weight of {site!r:.60}") for site, w in weights.items()}
     layer_maps, targets, used, sites = [], [], [], None
     errors = _Writer(out / "errors.jsonl")
     for item in items:
@@ -497,13 +501,16 @@ def finish(out: Path, options: EvalOptions, backend, ev: Evaluator, new_items: i
             examples = []
             for c in dict.fromkeys(r["class"] for r in records):
                 rec = next(r for r in records if r["class"] == c)
-                data = np.load(out / "maps" / f"{safe_name(rec['id'])}.npz")
+                from engine.loaders import Checker, read_npz
+
+                npz = out / "maps" / f"{safe_name(rec['id'])}.npz"
+                check = Checker(f"map file {npz}", "re-run eval with --no-resume")
+                data = read_npz(npz, check)
                 examples.append({"title": f"{rec['prompt']} ({rec['track']})",
-                                 "mel_db": data["mel_db"], "map": data["map"]})
+                                 "mel_db": check.array(check.key(data, "mel_db"), "mel_db", (2,), "f"),
+                                 "map": check.array(check.key(data, "map"), "map", (2,), "f")})
             figure3(examples[:4], hz, options.duration, out / "figure3_examples.png")
         if options.per_head:
-            from engine.evaluation.head_selection import run_head_selection
-
             try:
                 report["head_selection"] = run_head_selection(
                     out, k=options.head_k, metric=options.head_metric, gt=options.gt_range,

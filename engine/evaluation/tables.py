@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,14 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as exc:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
             if i == len(lines) - 1:
                 break
-            raise EngineError(f"{p} line {i + 1} is not JSON ({exc.msg}): repair or delete the line") from exc
+            raise EngineError(f"{p} line {i + 1} is not JSON ({exc}): repair or delete the line") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            raise EngineError(f"{p} line {i + 1} is not a record with a text id: repair or delete the line")
+        out.append(record)
     return out
 
 
@@ -203,3 +207,8 @@ def write_tables(folder: Path, items: Sequence[dict[str, Any]], gts: Sequence[st
                      "Base rate", "AP - base"],
                     profile_rows(usable, gt, classes), f"Profile and ranking metrics ({gt} ground truth)")
     return out
+
+
+def safe_name(item_id: str) -> str:
+    """An item id as a file name (``maps/<name>.npz``, ``heads/<name>.npz``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", item_id)

@@ -17,8 +17,7 @@ from engine.evaluation import EvalOptions, run_eval, run_head_selection
 from engine.evaluation.ground_truth import stem_ground_truth, time_aggregated_mask
 from engine.evaluation.maps import received_attention_map
 from engine.evaluation.prompts import load_templates
-from engine.evaluation.runner import safe_name
-from engine.evaluation.tables import read_jsonl
+from engine.evaluation.tables import read_jsonl, safe_name
 from engine.types import EngineError
 from tests.engine.test_evaluation_runner import SR, _noise_hits, _tone, _track
 

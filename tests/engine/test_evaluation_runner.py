@@ -18,8 +18,7 @@ import yaml
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
 from engine.evaluation import EvalOptions, run_eval
-from engine.evaluation.runner import safe_name
-from engine.evaluation.tables import read_jsonl
+from engine.evaluation.tables import read_jsonl, safe_name
 from engine.types import EngineError
 
 SR = 16000
