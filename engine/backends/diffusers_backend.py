@@ -5,8 +5,9 @@ site's lattice is read from its parent module's input, the key layout of the pro
 pipeline call. :meth:`DiffusersBackend.generate` then
 
 1. plans the capture against the memory budget (:mod:`engine.probe.budget`);
-2. attaches capture processors on the chosen sites, a step pre-hook on the denoiser (step
-   counter, cancel check, σ per step) and lattice pre-hooks on the sites' parent modules;
+2. attaches capture processors on the chosen sites, a step pre-hook on the denoiser (it ticks
+   the run's step clock, :class:`~engine.probe.run_context.RunContext`, checks cancel, reads σ)
+   and lattice pre-hooks on the sites' parent modules;
 3. runs the pipeline with a seeded ``torch.Generator`` and the legacy step ``callback``
    (frames are flushed to the observer and a :class:`StepInfo` is sent after every step);
 4. takes everything off again (also on error or cancel) and assembles the :class:`RunResult`.
@@ -25,14 +26,15 @@ import torch
 from engine.backends.base import RunResult
 from engine.backends.recipe import library_versions, scheduler_info, scheduler_sigmas
 from engine.probe.attach import PROCESSOR_SUFFIX, attached, attention_modules
-from engine.probe.attention_math import kv_heads_of
+from engine.probe.attention_core import kv_heads_of
 from engine.probe.budget import plan_capture
+from engine.probe.capture import capture_processor_for
+from engine.probe.cfg_layout import CfgLayout
 from engine.probe.intervention import intervention_hooks, interventions_of, wrap_sites
-from engine.probe.processors import capture_processor_for
-from engine.probe.recorder import FrameRecorder, cond_index_for
+from engine.probe.recorder import FrameRecorder
+from engine.probe.run_context import RunContext
 from engine.types import (
     CancelToken,
-    EngineError,
     GenerationRequest,
     MelSpec,
     NullObserver,
@@ -68,6 +70,8 @@ class DiffusersBackend:
         self.warnings: list[str] = list(warnings or [])
         self._sites: list[Site] | None = None
         self._last_lattices: dict[str, tuple[int, int]] = {}
+        if hasattr(pipe, "set_progress_bar_config"):  # progress is reported through the observer
+            pipe.set_progress_bar_config(disable=True)
         for component in getattr(pipe, "components", {}).values():
             if isinstance(component, torch.nn.Module):
                 component.eval()
@@ -122,7 +126,8 @@ class DiffusersBackend:
             )
         return np.asarray(out.audios[0], dtype=np.float32)
 
-    def _extra_hooks(self, state: dict[str, Any]) -> list[tuple[torch.nn.Module, Callable]]:
+    def _extra_hooks(self, run: RunContext) -> list[tuple[torch.nn.Module, Callable]]:
+        """Family pre-hooks; ``run`` is the run's shared state (a family may set ``run.mel``)."""
         return []
 
     def mel_spec(self) -> MelSpec:
@@ -156,12 +161,8 @@ class DiffusersBackend:
 
     # -- one run -------------------------------------------------------------------------------
     def _validate(self, request: GenerationRequest) -> None:
-        if not isinstance(request.prompt, str):
-            raise EngineError("prompt must be a string")
-        if request.steps < 1:
-            raise EngineError(f"steps must be at least 1, got {request.steps}")
-        if not request.duration > 0:
-            raise EngineError(f"duration must be positive, got {request.duration} s")
+        """The engine's limits (:meth:`GenerationRequest.validate`); families add their own."""
+        request.validate()
 
     def generate(
         self,
@@ -176,35 +177,25 @@ class DiffusersBackend:
         cancel = cancel or CancelToken()
         cancel.raise_if_cancelled()
         plan = plan_capture(self, request)
-        recorder = FrameRecorder(
-            run_id, plan, observer, cond_index_for(self.cfg_order, request.guidance),
-            stream_dir=request.stream_dir,
-            nan_policy=str(request.extras.get("nan_policy", "warn")),
-        )
+        run = RunContext(CfgLayout.of(self, request))
+        recorder = FrameRecorder(run_id, plan, observer, run, stream_dir=request.stream_dir,
+                                 nan_policy=request.nan_policy)
         recorder.pad_keys = self.pad_keys(request)
         denoiser = self.denoiser
-        originals = {k[: -len(PROCESSOR_SUFFIX)]: v for k, v in denoiser.attn_processors.items()}
-        interventions = interventions_of(request.extras)
-        processors = wrap_sites(interventions, attention_modules(denoiser), originals)
-        for s in plan.sites:
-            processors[s.name] = capture_processor_for(
-                s.name, processors.get(s.name, originals[s.name]), recorder)
-        state: dict[str, Any] = {"step": -1, "timesteps": None, "sigmas": None}
+        interventions = interventions_of(request)
         scheduler = self.pipe.scheduler
 
         def step_hook(module, args, kwargs):
             cancel.raise_if_cancelled()
-            state["step"] += 1
-            if state["timesteps"] is None:
-                ts = scheduler.timesteps.detach().cpu().double().numpy()
-                state["timesteps"] = ts
-                state["sigmas"] = scheduler_sigmas(scheduler, ts)
-            recorder.begin_step(state["step"])
+            recorder.flush()
+            run.clock.tick()
+            if run.timesteps is None:
+                run.timesteps = scheduler.timesteps.detach().cpu().double().numpy()
+                run.sigmas = scheduler_sigmas(scheduler, run.timesteps)
 
         def callback(step_idx, t, latents):
             recorder.flush()
-            step = state["step"]
-            ts, sig = state["timesteps"], state["sigmas"]
+            step, ts, sig = run.clock.step, run.timesteps, run.sigmas
             observer.on_step(StepInfo(
                 run_id=run_id, step=step, total=request.steps,
                 timestep=float(ts[step]) if step < len(ts) else float(t),
@@ -216,8 +207,8 @@ class DiffusersBackend:
         for parent_name, site_names in self._lattice_parents(plan.sites).items():
             hooks.append((denoiser.get_submodule(parent_name),
                           self._make_lattice_hook(site_names, recorder, request)))
-        hooks += self._extra_hooks(state)
-        hooks += intervention_hooks(interventions, self, state)
+        hooks += self._extra_hooks(run)
+        hooks += intervention_hooks(interventions, self, run)
 
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed))
         start = time.perf_counter()
@@ -225,6 +216,11 @@ class DiffusersBackend:
             for iv in interventions:
                 if hasattr(iv, "begin"):
                     iv.begin(self, request)
+            originals = {k[: -len(PROCESSOR_SUFFIX)]: v for k, v in denoiser.attn_processors.items()}
+            processors = wrap_sites(interventions, attention_modules(denoiser), originals)
+            for s in plan.sites:
+                processors[s.name] = capture_processor_for(
+                    s.name, processors.get(s.name, originals[s.name]), recorder)
             with attached(denoiser, processors, hooks):
                 audio, notes = self._run_pipeline(request, generator, callback)
             rec_warnings = recorder.finish()
@@ -238,9 +234,9 @@ class DiffusersBackend:
                     iv.end()
         elapsed = time.perf_counter() - start
         self._last_lattices.update(recorder.lattices)
-        n = state["step"] + 1
-        ts = state["timesteps"] if state["timesteps"] is not None else np.zeros(0)
-        sig = state["sigmas"] if state["sigmas"] is not None else np.zeros(0)
+        n = run.clock.step + 1
+        ts = run.timesteps if run.timesteps is not None else np.zeros(0)
+        sig = run.sigmas if run.sigmas is not None else np.zeros(0)
         aux: dict[str, Any] = {}
         if recorder.sink_mass:
             aux["sink_mass"] = recorder.sink_mass
@@ -249,7 +245,7 @@ class DiffusersBackend:
             run_id=run_id,
             audio=np.ascontiguousarray(audio, dtype=np.float32),
             sample_rate=self.sample_rate,
-            mel=state.get("mel"),
+            mel=run.mel,
             mel_spec=self.mel_spec(),
             tokens=self.tokens(request.prompt),
             sites=self.sites(),
@@ -257,7 +253,7 @@ class DiffusersBackend:
             frames=recorder.frames,
             sigmas=np.asarray(sig[:n], dtype=np.float64),
             timesteps=np.asarray(ts[:n], dtype=np.float64),
-            recipe=self._recipe(request, plan, notes),
+            recipe=self._recipe(request, plan, notes, interventions),
             frames_dir=str(recorder.writer.folder) if recorder.writer is not None else None,
             warnings=[*self.warnings, *plan.warnings, *rec_warnings],
             elapsed_s=elapsed,
@@ -280,7 +276,8 @@ class DiffusersBackend:
                 recorder.set_lattice(name, lattice, qslice)
         return hook
 
-    def _recipe(self, request: GenerationRequest, plan, notes: list[str]) -> dict[str, Any]:
+    def _recipe(self, request: GenerationRequest, plan, notes: list[str],
+                interventions: list[Any]) -> dict[str, Any]:
         return {
             "model_id": self.model_id,
             "revision": self.revision,
@@ -307,7 +304,7 @@ class DiffusersBackend:
             "notes": notes,
             "interventions": [
                 iv.describe() if hasattr(iv, "describe") else type(iv).__name__
-                for iv in interventions_of(request.extras)
+                for iv in interventions
             ],
         }
 
