@@ -10,7 +10,11 @@ import pytest
 from PySide6.QtCore import QCoreApplication, QSettings, QStandardPaths
 
 from gui.settings import APP, ORG
-from tests.gui.qt_leaks import qt_leak_check, qt_module_leak_check  # noqa: F401 (autouse fixtures)
+from tests.gui.qt_leaks import (  # noqa: F401 (autouse fixtures and a hook, registered by name)
+    pytest_runtest_teardown,
+    qt_leak_check,
+    qt_module_leak_check,
+)
 
 TEST_MODEL = "tiny:audioldm2"  # a real diffusers AudioLDM2 pipeline built from configs
 

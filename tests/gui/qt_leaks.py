@@ -4,7 +4,8 @@ A ``QThread`` still running, a ``QTimer`` still active or a ``QTimer.singleShot`
 after a test's teardown keeps calling into objects of a finished test: at best a stray repaint, at
 worst a segfault or an abort ("QThread: Destroyed while thread is still running") in some later,
 unrelated test. :func:`qt_leak_check` (per test) and :func:`qt_module_leak_check` (per test module,
-for module-scoped windows) are autouse fixtures (imported into ``tests/gui/conftest.py``).
+for module-scoped windows) are autouse fixtures, and :func:`pytest_runtest_teardown` extends
+pytest-qt's ``qt_log_level_fail`` to the teardown (all imported into ``tests/gui/conftest.py``).
 
 How objects are attributed to a scope: from the first watch on, ``QThread.start``,
 ``QTimer.__init__`` and ``QTimer.singleShot`` are wrapped and report to every open watch. A test's
@@ -17,6 +18,7 @@ object alive that would otherwise have been deleted (and stopped) with its paren
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import weakref
@@ -27,7 +29,7 @@ from typing import Any
 
 import pytest
 import shiboken6
-from PySide6.QtCore import QObject, QThread, QThreadPool, QTimer
+from PySide6.QtCore import QObject, QThread, QThreadPool, QTimer, QtMsgType, qInstallMessageHandler
 
 _HERE = __file__
 _IMMINENT_S = 0.25  # single shots due this soon get a chance to fire before they count as leaks
@@ -214,6 +216,38 @@ def watching(label: str) -> Iterator[_Watch]:
     problems = _report(watch)
     if problems:
         pytest.fail(f"{label} leaked Qt objects that keep running:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+_FAIL_TYPES = {
+    "CRITICAL": (QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg),
+    "WARNING": (QtMsgType.QtWarningMsg, QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg),
+    "DEBUG": (QtMsgType.QtDebugMsg, QtMsgType.QtWarningMsg, QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg),
+    "INFO": tuple(QtMsgType),
+}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """pytest-qt applies ``qt_log_level_fail`` up to the test's call only; a Qt warning while the
+    fixtures are torn down (a window shutting down, a thread ending) fails the test here, with the
+    same level and ``qt_log_ignore`` patterns."""
+    fail_types = _FAIL_TYPES.get(str(item.config.getini("qt_log_level_fail")).upper(), ())
+    ignore = [re.compile(p) for p in item.config.getini("qt_log_ignore")]
+    caught: list[tuple[QtMsgType, str]] = []
+
+    def handler(msg_type: QtMsgType, _context: object, message: str) -> None:
+        caught.append((msg_type, message))
+        sys.stderr.write(f"{msg_type.name}: {message}\n")
+
+    previous = qInstallMessageHandler(handler)
+    try:
+        result = yield
+    finally:
+        qInstallMessageHandler(previous)
+    bad = [f"{t.name}: {m}" for t, m in caught if t in fail_types and not any(r.search(m) for r in ignore)]
+    if bad:
+        pytest.fail("Qt messages during teardown:\n  " + "\n  ".join(bad), pytrace=False)
+    return result
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-INNER_CONFTEST = "from tests.gui.qt_leaks import qt_leak_check, qt_module_leak_check  # noqa: F401\n"
+INNER_CONFTEST = "from tests.gui.qt_leaks import pytest_runtest_teardown, qt_leak_check, qt_module_leak_check\n"
 
 INNER_TESTS = '''
 import pytest
@@ -92,6 +92,26 @@ def test_qt_warning_fails(qapp):
 
 def test_ignored_qt_warning_passes(qapp):
     qWarning("This plugin does not support propagateSizeHints()")
+
+
+@pytest.fixture
+def warns_at_teardown(qapp):
+    yield
+    qWarning("trouble while shutting down")
+
+
+@pytest.fixture
+def warns_ignored_at_teardown(qapp):
+    yield
+    qWarning("This plugin does not support propagateSizeHints()")
+
+
+def test_qt_warning_in_teardown_fails(warns_at_teardown):
+    pass
+
+
+def test_ignored_qt_warning_in_teardown_passes(warns_ignored_at_teardown):
+    pass
 '''
 
 INNER_MODULE_LEAK = '''
@@ -169,3 +189,6 @@ def test_qt_warnings_fail_unless_on_the_ignore_list(inner):
     outcome, message = inner["test_qt_warning_fails"]
     assert outcome == "failed" and "something went wrong in Qt" in message
     assert inner["test_ignored_qt_warning_passes"] == ("passed", "")
+    outcome, message = inner["test_qt_warning_in_teardown_fails"]
+    assert outcome == "failed" and "QtWarningMsg: trouble while shutting down" in message
+    assert inner["test_ignored_qt_warning_in_teardown_passes"] == ("passed", "")
