@@ -144,3 +144,21 @@ def test_text_use_is_zero_when_every_caption_encodes_the_same(data_dir, tmp_path
         pipe.text_encoder.token.weight.copy_(pipe.text_encoder.token.weight[1].expand_as(pipe.text_encoder.token.weight))
     same = text_use(pipe, sampler, classes, seed=0, timesteps=(500,), clips=2)["500"]
     assert np.allclose(same["gain_over_empty_pct"], 0.0, atol=1e-3)
+
+
+def test_training_data_is_found_in_the_released_slakh_layout(tmp_path):
+    """flac_redux writes ``audio_dir: TrackNNNNN/stems`` (split-relative) and FLAC stems; an
+    unrendered stem is skipped. The training loader must find exactly the rendered bass and drums."""
+    from engine.models.embedded.dataset import list_stems
+    from tests.engine.slakh_release import ReleaseStem, noise_hits, sine, write_track
+
+    sr = 16000
+    stems = {
+        "S00": ReleaseStem("Bass", 33, "Electric Bass (finger)", "scarbee_jay_bass_both.nkm", sine(55.0, 1.0, sr)),
+        "S01": ReleaseStem("Drums", 128, "Drums", "session_kit_full.nkm", noise_hits(1.0, sr), is_drum=True),
+        "S02": ReleaseStem("Piano", 0, "Acoustic Grand Piano", "None", None),
+    }
+    split = tmp_path / "train"
+    write_track(split / "Track00001", stems, sr, form="redux")
+    found = list_stems(split, ("Bass", "Drums", "Piano"))
+    assert [(p.name, c) for _, p, c in found] == [("S00.flac", "Bass"), ("S01.flac", "Drums")]

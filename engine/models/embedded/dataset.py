@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from engine.atomic_io import atomic_write
+from engine.data.slakh import resolve_dir
 from engine.models.embedded.melspec import MelConfig, MelTransform, power_to_unit
 from engine.models.embedded.textenc import CLASS_WORDS, WordTokenizer
 from engine.types import EngineError
@@ -52,12 +53,14 @@ def list_stems(data_dir: str | Path, classes: tuple[str, ...]) -> list[tuple[int
     out = []
     for ti, track in enumerate(tracks):
         meta = yaml.safe_load((track / "metadata.yaml").read_text())
-        audio_dir = track / meta.get("audio_dir", "stems")
+        audio_dir, _ = resolve_dir(track, meta.get("audio_dir"), "stems", "audio_dir")  # either release form
+        if audio_dir is None:
+            continue
         for sid, stem in sorted((meta.get("stems") or {}).items()):
             cls = canonical(str(stem.get("inst_class", "")))
-            wav = audio_dir / f"{sid}.wav"
-            if cls in classes and stem.get("audio_rendered", True) and wav.is_file():
-                out.append((ti, wav, cls))
+            found = [audio_dir / f"{sid}{ext}" for ext in (".wav", ".flac") if (audio_dir / f"{sid}{ext}").is_file()]
+            if cls in classes and stem.get("audio_rendered", True) and found:
+                out.append((ti, found[0], cls))
     return out
 
 
