@@ -14,42 +14,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.analysis.melscale import hz_to_mel, mel_filterbank, mel_to_hz
 from engine.types import EngineError, MelSpec
-
-_F_SP = 200.0 / 3.0  # Slaney: Hz per mel below the break
-_MIN_LOG_HZ = 1000.0
-_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP  # 15.0
-_LOGSTEP = np.log(6.4) / 27.0
 
 
 def hz_to_mel_slaney(hz: np.ndarray | float) -> np.ndarray:
     """Slaney's (Auditory Toolbox) mel scale: linear below 1 kHz, logarithmic above."""
-    hz = np.asarray(hz, dtype=np.float64)
-    lin = hz / _F_SP
-    log = _MIN_LOG_MEL + np.log(np.maximum(hz, 1e-12) / _MIN_LOG_HZ) / _LOGSTEP
-    return np.where(hz >= _MIN_LOG_HZ, log, lin)
+    return hz_to_mel(hz, "slaney")
 
 
 def mel_to_hz_slaney(mel: np.ndarray | float) -> np.ndarray:
     """Inverse of :func:`hz_to_mel_slaney`."""
-    mel = np.asarray(mel, dtype=np.float64)
-    lin = mel * _F_SP
-    log = _MIN_LOG_HZ * np.exp(_LOGSTEP * (mel - _MIN_LOG_MEL))
-    return np.where(mel >= _MIN_LOG_MEL, log, lin)
+    return mel_to_hz(mel, "slaney")
 
 
 def slaney_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """Triangular Slaney-normalised (constant area) mel filters, ``(n_mels, n_fft // 2 + 1)``."""
+    """Triangular Slaney-normalised (constant area) mel filters, ``(n_mels, n_fft // 2 + 1)``,
+    float32: :func:`engine.analysis.melscale.mel_filterbank` (one definition for the engine)."""
     if not 0 <= fmin < fmax <= sample_rate / 2:
         raise EngineError(f"mel range {fmin}-{fmax} Hz must lie inside 0-{sample_rate / 2} Hz")
-    fft_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges = mel_to_hz_slaney(np.linspace(hz_to_mel_slaney(fmin), hz_to_mel_slaney(fmax), n_mels + 2))
-    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    rising = (fft_hz[None, :] - lower) / (center - lower)
-    falling = (upper - fft_hz[None, :]) / (upper - center)
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    weights *= (2.0 / (upper - lower))  # Slaney area normalisation
-    return weights.astype(np.float32)
+    return mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax, "slaney", "slaney").astype(np.float32)
 
 
 @dataclass(frozen=True)
