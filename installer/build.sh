@@ -12,7 +12,7 @@ case "$mode" in ""|--smoke) ;; *) echo "build: unknown option $mode (use --smoke
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 if ! .venv/bin/python -c "import PyInstaller, _pyinstaller_hooks_contrib, main" 2>/dev/null; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[installer]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c installer/constraints.txt -e ".[installer]"
 fi
 if [ ! -d resources/models/aiba-slakh-tiny ]; then
   echo "build: note: resources/models/aiba-slakh-tiny is missing; the bundle's 'embedded' model" \
