@@ -721,8 +721,10 @@ class MainWindow(QMainWindow):
         self.log("layout reset")
 
     def shutdown(self) -> None:
-        """Stop timers, the player and the engine thread (joins it)."""
-        self.autosave_timer.stop()
+        """Stop every timer of the window (autosave, player, a pending steering debounce that would
+        start a run on a stopped engine), the player and the engine thread (joins it)."""
+        for timer in self.findChildren(QTimer):
+            timer.stop()
         self.player.close_output()
         self.bridge.shutdown()
 
