@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
 
 from engine.backends.diffusers_backend import DiffusersBackend, parse_site
 from engine.backends.unet_sites import UNetSitesMixin
+from engine.probe.run_context import RunContext
 from engine.types import EngineError, GenerationRequest, MelSpec
 
 # AudioLDM2's STFT settings (training config: filter_length 1024, hop 160, fmin 0, fmax 8000);
@@ -36,7 +36,6 @@ class AudioLDM2Backend(UNetSitesMixin, DiffusersBackend):
     """A loaded ``AudioLDM2Pipeline`` (hub id, folder, or tiny)."""
 
     family = "audioldm2"
-    cfg_order = "uncond_cond"
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -109,11 +108,11 @@ class AudioLDM2Backend(UNetSitesMixin, DiffusersBackend):
         if request.duration < shortest:
             raise EngineError(f"duration {request.duration} s is below this model's minimum of {shortest:g} s")
 
-    def _extra_hooks(self, state: dict[str, Any]) -> list[tuple[torch.nn.Module, Callable]]:
+    def _extra_hooks(self, run: RunContext) -> list[tuple[torch.nn.Module, Callable]]:
         def vocoder_hook(module, args, kwargs):
             mel = args[0] if args else kwargs.get("input_values")
             if mel is not None:
-                state["mel"] = mel[0].detach().float().cpu().numpy()
+                run.mel = mel[0].detach().float().cpu().numpy()
         return [(self.pipe.vocoder, vocoder_hook)]
 
     def _run_pipeline(self, request, generator, callback):

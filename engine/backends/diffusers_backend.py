@@ -58,7 +58,9 @@ class DiffusersBackend:
     """Base of the diffusers-pipeline families (see the module docstring)."""
 
     family = "diffusers"
-    cfg_order = "uncond_cond"  # CFG batch order of the pipeline: [uncond, cond]
+    # CFG batch order of the pipeline (engine.probe.cfg_layout): [uncond, cond] in diffusers'
+    # AudioLDM2 and Stable Audio pipelines and in the embedded model
+    cfg_order = "uncond_cond"
 
     def __init__(self, pipe, model_id: str, device: str = "cpu", dtype: str = "float32",
                  revision: str | None = None, warnings: list[str] | None = None) -> None:

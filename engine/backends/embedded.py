@@ -23,6 +23,7 @@ from engine.backends.diffusers_backend import DiffusersBackend
 from engine.backends.unet_sites import UNetSitesMixin
 from engine.models.embedded.pipeline import LATTICE_FACTOR, EmbeddedPipeline
 from engine.models.embedded.textenc import PAD
+from engine.probe.run_context import RunContext
 from engine.types import CancelToken, GenerationRequest, MelSpec, RunObserver
 
 
@@ -30,7 +31,6 @@ class EmbeddedBackend(UNetSitesMixin, DiffusersBackend):
     """A loaded :class:`EmbeddedPipeline`."""
 
     family = "embedded"
-    cfg_order = "uncond_cond"
 
     def __init__(self, pipe: EmbeddedPipeline, model_id: str = "embedded", device: str = "cpu",
                  dtype: str = "float32") -> None:
@@ -38,7 +38,7 @@ class EmbeddedBackend(UNetSitesMixin, DiffusersBackend):
         if dtype not in ("float32", "fp32"):
             notes.append(f"the embedded model runs in float32 only; dtype {dtype!r} was ignored")
         super().__init__(pipe.to(device), model_id, device, "float32", warnings=notes)
-        self._run_state: dict | None = None
+        self._run: RunContext | None = None
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -100,8 +100,8 @@ class EmbeddedBackend(UNetSitesMixin, DiffusersBackend):
         self.pipe.tokenizer.tokenize(request.prompt)
         self.pipe.tokenizer.tokenize(request.negative_prompt)
 
-    def _extra_hooks(self, state):
-        self._run_state = state
+    def _extra_hooks(self, run: RunContext) -> list:
+        self._run = run
         return []
 
     def _run_pipeline(self, request, generator, callback):
@@ -109,8 +109,8 @@ class EmbeddedBackend(UNetSitesMixin, DiffusersBackend):
                         num_inference_steps=int(request.steps), guidance_scale=float(request.guidance),
                         generator=generator, audio_length_in_s=float(request.duration),
                         callback=callback, callback_steps=1)
-        if self._run_state is not None:
-            self._run_state["mel"] = out.mel
+        if self._run is not None:
+            self._run.mel = out.mel
         return out.audio, ["mel is the generated model-scale log-mel in [-1, 1], (T, n_mels), low first",
                            f"lattice cell at level 0: {LATTICE_FACTOR[0]} frames x {LATTICE_FACTOR[1]} mel bins",
                            f"vocoder: Griffin-Lim, {self.pipe.griffin_lim_iters} iterations"]

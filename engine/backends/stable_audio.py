@@ -43,7 +43,6 @@ class StableAudioBackend(DiffusersBackend):
     """A loaded ``StableAudioPipeline`` (hub id, folder, or tiny)."""
 
     family = "stable_audio"
-    cfg_order = "uncond_cond"
 
     @property
     def denoiser(self) -> torch.nn.Module:

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 
 from engine.convergence.entropy import mean_abs_change, mean_entropy, mean_entropy_torch
-from engine.probe.attention_math import attention_probs
-from engine.probe.recorder import cond_index_for
-from engine.probe.site_processors import StepCounter, site_processor_for
+from engine.probe.attention_core import attention_probs
+from engine.probe.cfg_layout import CfgLayout
+from engine.probe.run_context import RunContext
+from engine.probe.site_processors import SiteCall, site_processor_for
 from engine.types import EngineError, GenerationRequest
 
 PAD_POLICIES = ("include", "renormalise")
@@ -79,15 +80,13 @@ class EntropyProbe:
             raise EngineError(f"unknown pad policy {pads!r}: use one of {', '.join(PAD_POLICIES)}")
         self.sites = None if sites is None else set(sites)
         self.pads = pads
-        self.counter = StepCounter()
+        self.run = RunContext(CfgLayout(guided=False))  # replaced by the run's (pre_hooks)
         self.values: dict[tuple[int, str], float] = {}
         self.shapes: dict[str, SiteShape] = {}
         self._contexts: dict[str, str] = {}
         self._pad_keys: dict[str, torch.Tensor] = {}
-        self._cond = cond_index_for("uncond_cond", 0.0)
 
     def begin(self, backend, request: GenerationRequest) -> None:
-        self.counter.reset()
         self.values.clear()
         self.shapes.clear()
         known = {s.name: s for s in backend.sites()}
@@ -97,10 +96,10 @@ class EntropyProbe:
                 raise EngineError(f"unknown site {unknown[0]!r}: pick names from `python main.py sites`")
         self._contexts = {n: s.context for n, s in known.items()}
         self._pad_keys = backend.pad_keys(request) if self.pads == "renormalise" else {}
-        self._cond = cond_index_for(getattr(backend, "cfg_order", "uncond_cond"), request.guidance)
 
-    def pre_hooks(self, backend, state) -> list:
-        return self.counter.pre_hooks(backend)
+    def pre_hooks(self, backend, run: RunContext) -> list:
+        self.run = run  # the run's step clock and CFG layout
+        return []
 
     def wrap(self, site: str, module, inner):
         if self.sites is not None and site not in self.sites:
@@ -114,17 +113,17 @@ class EntropyProbe:
         return {"type": "entropy_probe", "pads": self.pads,
                 "sites": None if self.sites is None else sorted(self.sites)}
 
-    def _handle(self, site, attn, hidden_states, encoder_hidden_states, attention_mask, extra, call_inner):
-        out = call_inner()
+    def _handle(self, call: SiteCall) -> torch.Tensor:
+        out = call.run_inner()
+        site = call.site
         with torch.no_grad():
             if site not in self.shapes:
-                self.shapes[site] = shape_of_call(attn, hidden_states, encoder_hidden_states)
-            probs = attention_probs(attn, hidden_states, encoder_hidden_states, attention_mask,
-                                    self._cond(hidden_states.shape[0]), **extra)
+                self.shapes[site] = shape_of_call(call.attn, call.hidden_states, call.encoder_hidden_states)
+            probs = attention_probs(call.core(self.run.cfg.cond_item(call.batch)))[0]
             pads = self._pad_keys.get(self._contexts.get(site, ""))
             if pads is not None and pads.shape[0] != probs.shape[-1]:
                 pads = None  # self-attention of a padded context: no pads among its keys
-            self.values[(self.counter.step, site)] = mean_entropy_torch(probs, pads)
+            self.values[(self.run.clock.step, site)] = mean_entropy_torch(probs, pads)
         return out
 
 

@@ -43,11 +43,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.probe.attention_math import attention_probs, project_output
-from engine.probe.site_processors import StepCounter, site_processor_for
+from engine.probe.attention_core import AttentionCall, attention_probs
+from engine.probe.cfg_layout import CfgLayout
+from engine.probe.run_context import RunContext, StepClock
+from engine.probe.site_processors import SiteCall, site_processor_for
+from engine.recipe import LSAC_CHOICES  # noqa: F401  (callers import it from here too)
 from engine.types import EngineError, GenerationRequest
 
-LSAC_CHOICES = ("off", "safe", "balanced", "aggressive")
 # Presets cache self-attention only (SAM-Audio's LSAC targets the self-attention topology). On the
 # embedded model v2, whose cross-attention carries the prompt, caching the "stable" cross sites too
 # made Balanced deviate more than compute-matched naive step reduction (3 of 6 pairs); self-only
@@ -150,10 +152,6 @@ def plan_from_sweep(sweep, preset: str | Preset, steps: int, kinds: tuple[str, .
     return plan
 
 
-def _batch_of(request: GenerationRequest) -> int:
-    return 2 if request.guidance > 1.0 else 1
-
-
 def cache_shapes(backend, request: GenerationRequest) -> dict[str, tuple[int, int, int, int]]:
     """Site → ``(batch, heads, Q, K)`` of its cached probabilities (all queries the site
     computes: Stable Audio's global token and full latent length included)."""
@@ -164,7 +162,7 @@ def cache_shapes(backend, request: GenerationRequest) -> dict[str, tuple[int, in
         if getattr(backend, "family", "") == "stable_audio":
             q = int(backend.pipe.transformer.config.sample_size) + 1
             k = q if site.kind == "self" else k
-        out[site.name] = (_batch_of(request), heads, q, k)
+        out[site.name] = (CfgLayout.of(backend, request).copies, heads, q, k)
     return out
 
 
@@ -175,39 +173,20 @@ def estimate_cache_bytes(backend, request: GenerationRequest, plan: dict[str, in
     return {s: math.prod(shapes[s]) * itemsize for s in plan}
 
 
-def cached_attention_output(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
-                            probs_t: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-    """The output of a stock attention call given its **transposed** probabilities
-    ``probs_t`` = ``(B, heads, K, Q)``: norms, ``to_v``, ``probs @ V`` per head (GQA by
-    grouping), ``to_out``, residual, rescale."""
-    residual = hidden_states
-    if getattr(attn, "spatial_norm", None) is not None:
-        hidden_states = attn.spatial_norm(hidden_states, temb)
-    input_ndim = hidden_states.ndim
-    if input_ndim == 4:
-        b, c, h, w = hidden_states.shape
-        hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-    batch = hidden_states.shape[0]
-    if getattr(attn, "group_norm", None) is not None:
-        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-    if encoder_hidden_states is None:
-        context = hidden_states
-    elif attn.norm_cross:
-        context = attn.norm_encoder_hidden_states(encoder_hidden_states)
-    else:
-        context = encoder_hidden_states
-    value = attn.to_v(context)
-    head_dim = attn.to_q.out_features // attn.heads
-    kv_heads = value.shape[-1] // head_dim
-    group = attn.heads // kv_heads
+def cached_attention_output(call: AttentionCall, probs_t: torch.Tensor) -> torch.Tensor:
+    """The output of an attention call given its **transposed** probabilities ``probs_t`` =
+    ``(B, heads, K, Q)``: the core's values per K/V head, ``probs @ V`` (GQA by grouping), the
+    core's output projection."""
+    value = call.values(expand=False)  # (B, kv, K, d)
+    batch, kv_heads = value.shape[:2]
+    group = call.heads // kv_heads
     # (V^T P^T)^T: with P^T stored contiguous (B, heads, K, Q) the product has the long query
     # axis as its wide dimension, about twice as fast on CPU as P @ V for small head widths
-    v_t = value.view(batch, -1, kv_heads, head_dim).permute(0, 2, 3, 1).unsqueeze(2)  # (B, kv, 1, d, K)
+    v_t = value.transpose(-1, -2).unsqueeze(2)  # (B, kv, 1, d, K)
     p_t = probs_t.view(batch, kv_heads, group, probs_t.shape[-2], probs_t.shape[-1])
     # the product runs in the cache's dtype (a reduced-precision cache is the point of storing it so)
-    out = torch.matmul(v_t.to(p_t.dtype), p_t).to(value.dtype).view(batch, attn.heads, head_dim, -1)  # (B, heads, d, Q)
-    out = out.permute(0, 3, 1, 2).reshape(batch, -1, attn.heads * head_dim)
-    return project_output(attn, out, residual, (b, c, h, w) if input_ndim == 4 else None)
+    out = torch.matmul(v_t.to(p_t.dtype), p_t).to(value.dtype).view(batch, call.heads, call.head_dim, -1)
+    return call.output(out.permute(0, 3, 1, 2).reshape(batch, -1, call.heads * call.head_dim))
 
 
 class LSAC:
@@ -233,7 +212,7 @@ class LSAC:
         self.name = name
         self.keep_cache = keep_cache
         self.cache_dtype = cache_dtype_named(cache_dtype)
-        self.counter = StepCounter()
+        self.clock = StepClock()
         self.cache: dict[str, torch.Tensor] = {}
         self.cached_bytes = 0
         self.peak_bytes = 0
@@ -253,7 +232,6 @@ class LSAC:
 
     # -- intervention protocol -------------------------------------------------------------
     def begin(self, backend, request: GenerationRequest) -> None:
-        self.counter.reset()
         self.cache.clear()
         self.cached_bytes = 0
         self.peak_bytes = 0
@@ -297,15 +275,16 @@ class LSAC:
         except (StopIteration, AttributeError):
             return 4
 
-    def pre_hooks(self, backend, state) -> list:
-        return self.counter.pre_hooks(backend)
+    def pre_hooks(self, backend, run: RunContext) -> list:
+        self.clock = run.clock  # the run's step clock
+        return []
 
     def wrap(self, site: str, module, inner):
         if site not in self.active:
             return None
         if type(inner).__name__ not in STOCK_PROCESSORS:
             raise EngineError(f"LSAC at {site} must wrap the stock attention processor, found "
-                              f"{type(inner).__name__}: put LSAC first in extras['interventions']")
+                              f"{type(inner).__name__}: put LSAC first in the request's interventions")
         return site_processor_for(site, inner, self._handle)
 
     def cached_probs(self, site: str) -> torch.Tensor:
@@ -328,39 +307,37 @@ class LSAC:
                 **self.stats, "warnings": list(self.warnings)}
 
     # -- the cached processor --------------------------------------------------------------
-    def _handle(self, site, attn, hidden_states, encoder_hidden_states, attention_mask, extra, call_inner):
-        step, freeze = self.counter.step, self.active.get(site)
+    def _handle(self, call: SiteCall) -> torch.Tensor:
+        site = call.site
+        step, freeze = self.clock.step, self.active.get(site)
         if freeze is None or step < freeze or freeze >= self._last_step:
             self.stats["full_calls"] += 1
-            return call_inner()
+            return call.run_inner()
         cached = self.cache.get(site)
+        core = None
         if step == freeze and cached is None:
-            cached = self._store(site, attn, hidden_states, encoder_hidden_states, attention_mask, extra)
+            core = call.core()
+            cached = self._store(site, core)
             self.stats["full_calls"] += 1
             if cached is None:  # over budget: this site runs uncached
-                return call_inner()
-            with torch.no_grad():  # the freeze step's output, from the probabilities just cached
-                return cached_attention_output(attn, hidden_states, encoder_hidden_states, cached,
-                                               extra.get("temb"))
-        if cached is None:
+                return call.run_inner()
+        elif cached is None:
             self.stats["full_calls"] += 1
-            return call_inner()
-        if cached.shape[0] != hidden_states.shape[0]:
+            return call.run_inner()
+        elif cached.shape[0] != call.batch:
             self.stats["fallback_calls"] += 1  # a call with another batch size (not a CFG step)
-            return call_inner()
-        self.stats["reused_calls"] += 1
-        with torch.no_grad():
-            return cached_attention_output(attn, hidden_states, encoder_hidden_states, cached,
-                                           extra.get("temb"))
+            return call.run_inner()
+        else:
+            self.stats["reused_calls"] += 1
+        with torch.no_grad():  # at the freeze step: its output from the probabilities just cached
+            return cached_attention_output(core or call.core(), cached)
 
-    def _store(self, site, attn, hidden_states, encoder_hidden_states, attention_mask,
-               extra) -> torch.Tensor | None:
+    def _store(self, site: str, core: AttentionCall) -> torch.Tensor | None:
         """Compute and cache ``site``'s transposed probabilities; ``None`` when over budget."""
         with torch.no_grad():
             # every batch item in one product, (B, H, K, Q) as the cache keeps it
-            probs = attention_probs(attn, hidden_states, encoder_hidden_states, attention_mask, None,
-                                    transposed=True, **extra)
-        probs = probs.to(self.cache_dtype or attn.to_v.weight.dtype)
+            probs = attention_probs(core, transposed=True)
+        probs = probs.to(self.cache_dtype or core.attn.to_v.weight.dtype)
         size = probs.numel() * probs.element_size()
         if self.cached_bytes + size > self.budget_bytes:
             self.warnings.append(
@@ -376,8 +353,6 @@ class LSAC:
 
 def with_lsac(request: GenerationRequest, lsac: LSAC) -> GenerationRequest:
     """A copy of ``request`` whose interventions start with ``lsac`` (it must wrap the stock
-    processors); ``extras["lsac"]`` names the preset."""
-    extras = dict(request.extras)
-    extras["interventions"] = [lsac, *[iv for iv in extras.get("interventions") or [] if iv is not lsac]]
-    extras["lsac"] = lsac.name
-    return dataclasses.replace(request, extras=extras)
+    processors)."""
+    others = tuple(iv for iv in request.interventions if iv is not lsac)
+    return dataclasses.replace(request, interventions=(lsac, *others))

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from engine.probe.site_processors import site_processor_for
+from engine.probe.site_processors import SiteCall, site_processor_for
 
 
 class AttentionTimer:
@@ -41,11 +41,12 @@ class AttentionTimer:
     def describe(self) -> dict[str, Any]:
         return {"type": "attention_timer", "total_s": self.total}
 
-    def _handle(self, site, attn, hidden_states, encoder_hidden_states, attention_mask, extra, call_inner):
+    def _handle(self, call: SiteCall) -> torch.Tensor:
+        site = call.site
         if self._cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = call_inner()
+        out = call.run_inner()
         if self._cuda:
             torch.cuda.synchronize()
         self.seconds[site] = self.seconds.get(site, 0.0) + time.perf_counter() - start

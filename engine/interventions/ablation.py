@@ -46,23 +46,3 @@ class Ablation(RunState):
     def describe(self) -> dict[str, Any]:
         return {"type": "ablation", "mode": self.mode, "sites": self.sites}
 
-
-def attention_weights(attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                      attention_mask: torch.Tensor | None = None, uniform: bool = False) -> torch.Tensor:
-    """Softmax weights ``(B, heads, Q, K)`` a site uses (stock, or forced uniform), in fp32:
-    what :func:`engine.interventions.processors.attention_forward` feeds to SDPA."""
-    batch, _, _ = hidden_states.shape
-    k_len = encoder_hidden_states.shape[1]
-    query = attn.to_q(hidden_states)
-    ctx = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
-    key = attn.to_k(ctx)
-    head_dim = query.shape[-1] // attn.heads
-    kv_heads = key.shape[-1] // head_dim
-    q = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2).float()
-    k = key.view(batch, -1, kv_heads, head_dim).transpose(1, 2).float()
-    k = torch.repeat_interleave(k, attn.heads // kv_heads, dim=1)
-    scores = torch.zeros(batch, attn.heads, q.shape[2], k_len) if uniform else (q @ k.transpose(-1, -2)) / head_dim ** 0.5
-    if attention_mask is not None:
-        mask = attn.prepare_attention_mask(attention_mask, k_len, batch).view(batch, attn.heads, -1, k_len)
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
-    return torch.softmax(scores, dim=-1)

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from engine.interventions.layers import RunState, resolve_layers
-from engine.interventions.processors import cfg_items, intervention_processor_for
+from engine.interventions.processors import intervention_processor_for
+from engine.probe.cfg_layout import check_halves
 from engine.types import EngineError, GenerationRequest
 
 ALPHA_MAX = 200.0  # |α| allowed (TADA sweeps ±100 with unit vectors; twice that for headroom)
@@ -229,8 +230,7 @@ class Steer(RunState):
             raise EngineError("no layers to steer: choose at least one layer")
         self.sites = chosen
         self.use_renorm = bool(use_renorm)
-        cfg_items("uncond_cond", 3.0, 2, halves)  # validates
-        self.halves = halves
+        self.halves = check_halves(halves)
         self._cache: dict[str, torch.Tensor] = {}
 
     def begin(self, backend, request) -> None:
@@ -263,7 +263,7 @@ class Steer(RunState):
         def steer(out: torch.Tensor) -> torch.Tensor:
             if out.ndim != 3:
                 raise EngineError(f"site {site} returns a {out.ndim}-D output; steering needs (B, Q, C)")
-            items = cfg_items(self.cfg_order, self.guidance, out.shape[0], self.halves)
+            items = self.cfg.items(out.shape[0], self.halves)
             new = out.clone()
             part = out[items]
             steered = part + self.alpha * self._vector(site, out)

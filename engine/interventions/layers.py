@@ -9,9 +9,9 @@ numbering of TADA's figures, 0-based). :func:`resolve_layers` turns either into 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from engine.probe.recorder import cond_index_for
+from engine.probe.cfg_layout import CfgLayout
+from engine.probe.run_context import RunContext
 from engine.types import EngineError
 
 
@@ -61,32 +61,27 @@ def layer_numbers(backend, sites: Sequence[str]) -> list[int]:
 
 
 class RunState:
-    """What an intervention learns about the run it joins: CFG layout, guidance, step counter.
-
-    The backend's step pre-hook increments ``state["step"]`` before each denoiser call;
-    :meth:`pre_hooks` keeps a reference to that dict (it adds no hooks itself).
-    """
+    """What an intervention learns about the run it joins: its CFG layout, step count and the
+    run's step clock (:class:`~engine.probe.run_context.RunContext`, handed over by :meth:`pre_hooks`,
+    which adds no hooks itself)."""
 
     def __init__(self) -> None:
-        self.cfg_order = "uncond_cond"
-        self.guidance = 1.0
+        self.cfg = CfgLayout(guided=False)
         self.steps = 0
-        self._state: dict[str, Any] | None = None
+        self._run: RunContext | None = None
 
     def begin(self, backend, request) -> None:
-        self.cfg_order = getattr(backend, "cfg_order", "uncond_cond")
-        self.guidance = float(request.guidance)
+        self.cfg = CfgLayout.of(backend, request)
         self.steps = int(request.steps)
-        cond_index_for(self.cfg_order, self.guidance)  # validates the order
 
-    def pre_hooks(self, backend, state: dict[str, Any]) -> list:
-        self._state = state
+    def pre_hooks(self, backend, run: RunContext) -> list:
+        self._run = run
+        self.cfg = run.cfg
         return []
 
     @property
     def step(self) -> int:
-        return max(0, int(self._state["step"])) if self._state is not None else 0
+        return self._run.clock.started if self._run is not None else 0
 
     def cond_slice(self, batch: int) -> slice:
-        start = cond_index_for(self.cfg_order, self.guidance)(batch)
-        return slice(start, start + (batch // 2 if self.guidance > 1.0 else batch))
+        return self.cfg.cond_slice(batch)

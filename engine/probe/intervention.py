@@ -1,11 +1,14 @@
 """The hook point through which interventions (steering, patching, ablation, LSAC) join a run.
 
-A run's ``GenerationRequest.extras["interventions"]`` is a list of objects following
+A run's ``GenerationRequest.interventions`` is a tuple of objects following
 :class:`Intervention`. For every attention site, the backend passes the site's current processor
 through each intervention's :meth:`~Intervention.wrap` in list order (the first wraps the stock
 processor); attention capture then wraps the result, so what is recorded is the attention of the
-intervened model. ``pre_hooks`` adds forward pre-hooks (e.g. a per-step counter); ``begin`` and
-``end`` bracket the run (``end`` is called also when the run fails or is cancelled).
+intervened model. A request's ``head_mask`` joins as a :class:`~engine.interventions.head_mask.HeadMask`
+placed first (it wraps the stock processors). ``begin(backend, request)`` and ``end()`` bracket the
+run (``begin`` before any site is wrapped; ``end`` also when the run fails or is cancelled);
+``pre_hooks(backend, run)`` receives the run's :class:`~engine.probe.run_context.RunContext` (step
+clock, CFG layout) and may return forward pre-hooks.
 Everything is taken off after the run by :func:`engine.probe.attach.attached`.
 """
 
@@ -15,6 +18,9 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+from engine.interventions.head_mask import HeadMask
+from engine.probe.run_context import RunContext
 
 
 @runtime_checkable
@@ -26,9 +32,11 @@ class Intervention(Protocol):
         ...
 
 
-def interventions_of(extras: dict[str, Any]) -> list[Any]:
-    """The request's interventions, checked."""
-    items = list(extras.get("interventions") or [])
+def interventions_of(request: Any) -> list[Any]:
+    """The request's interventions, checked; its head mask first when it has one."""
+    items = list(request.interventions)
+    if request.head_mask:
+        items.insert(0, HeadMask(request.head_mask))
     for item in items:
         if not callable(getattr(item, "wrap", None)):
             raise TypeError(f"{type(item).__name__} is not an intervention (it has no wrap method)")
@@ -52,11 +60,11 @@ def wrap_sites(
     return out
 
 
-def intervention_hooks(interventions: list[Any], backend: Any, state: dict[str, Any]) -> list[tuple[torch.nn.Module, Callable]]:
-    """Forward pre-hooks that interventions ask for (``pre_hooks(backend, state)``, optional)."""
+def intervention_hooks(interventions: list[Any], backend: Any, run: RunContext) -> list[tuple[torch.nn.Module, Callable]]:
+    """Forward pre-hooks that interventions ask for (``pre_hooks(backend, run)``, optional)."""
     hooks: list[tuple[torch.nn.Module, Callable]] = []
     for iv in interventions:
         make = getattr(iv, "pre_hooks", None)
         if make is not None:
-            hooks += list(make(backend, state))
+            hooks += list(make(backend, run))
     return hooks

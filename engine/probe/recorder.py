@@ -11,17 +11,17 @@ delivers an :class:`~engine.types.AttentionFrame` per (step, site) to the observ
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from engine.probe.cfg_layout import CfgLayout
 from engine.probe.frame_store import FrameStoreWriter
+from engine.probe.run_context import RunContext
+from engine.recipe import NAN_POLICIES
 from engine.types import AttentionFrame, EngineError, RunObserver, Site
-
-NAN_POLICIES = ("warn", "raise")
 
 
 @dataclass
@@ -41,21 +41,6 @@ class CapturePlan:
         return {s.name for s in self.sites}
 
 
-def cond_index_for(order: str, guidance: float) -> Callable[[int], int]:
-    """Index of the (first) conditional batch item given the family's CFG order.
-
-    ``order`` is ``"uncond_cond"`` (AudioLDM2, Stable Audio in diffusers) or ``"cond_uncond"``
-    (ACE-Step, stable-audio-tools). Without CFG (``guidance <= 1``) the batch is all conditional.
-    """
-    if order not in ("uncond_cond", "cond_uncond"):
-        raise EngineError(f"unknown CFG order {order!r}; use 'uncond_cond' or 'cond_uncond'")
-    if guidance <= 1.0:
-        return lambda batch: 0
-    if order == "uncond_cond":
-        return lambda batch: batch // 2
-    return lambda batch: 0
-
-
 class FrameRecorder:
     """Collects the attention frames of one run (see the module docstring)."""
 
@@ -64,7 +49,7 @@ class FrameRecorder:
         run_id: int,
         plan: CapturePlan,
         observer: RunObserver,
-        cond_index: Callable[[int], int],
+        run: RunContext,
         stream_dir: str | None = None,
         nan_policy: str = "warn",
     ) -> None:
@@ -73,9 +58,8 @@ class FrameRecorder:
         self.run_id = run_id
         self.plan = plan
         self.observer = observer
-        self.cond_index = cond_index
+        self.run = run
         self.nan_policy = nan_policy
-        self.step = -1
         self._sites = {s.name: s for s in plan.sites}
         self._steps = set(plan.steps)
         self.lattices: dict[str, tuple[int, int]] = {}
@@ -90,13 +74,13 @@ class FrameRecorder:
         self.writer = FrameStoreWriter(Path(stream_dir)) if plan.stream and stream_dir else None
 
     # -- called from hooks and processors -------------------------------------------------
-    def begin_step(self, step: int) -> None:
-        """Start denoising step ``step`` (flushes what the previous step recorded)."""
-        self.flush()
-        self.step = step
+    @property
+    def cfg(self) -> CfgLayout:
+        """The run's CFG layout (which item is the conditional one)."""
+        return self.run.cfg
 
     def wants(self, site: str) -> bool:
-        return self.step in self._steps and site in self._sites
+        return self.run.clock.step in self._steps and site in self._sites
 
     def set_lattice(self, site: str, lattice: tuple[int, int], query_slice: slice) -> None:
         self.lattices[site] = (int(lattice[0]), int(lattice[1]))
@@ -112,7 +96,7 @@ class FrameRecorder:
         if pad is not None and pad.shape[0] == probs.shape[-1]:
             sink = probs[..., pad.to(probs.device)].sum(-1).mean(0)
         reduced = probs if self.plan.per_head else probs.mean(0, keepdim=True)
-        self._pending.append((self.step, site, reduced.to(torch.float16), sink))
+        self._pending.append((self.run.clock.step, site, reduced.to(torch.float16), sink))
 
     # -- host side ---------------------------------------------------------------------------
     def flush(self) -> None:
@@ -126,7 +110,7 @@ class FrameRecorder:
                 if self.nan_policy == "raise":
                     raise EngineError(
                         f"attention has NaN/inf at site {site}, step {step}; "
-                        "try float32 or fewer steps, or set extras['nan_policy']='warn' to go on"
+                        "try float32 or fewer steps, or set nan_policy='warn' to go on"
                     )
             if sink is not None:
                 sink_np = sink.detach().to("cpu", torch.float32).numpy()

@@ -3,29 +3,55 @@ arguments of the processor they wrap.
 
 ``Attention.forward`` drops every keyword its processor's ``__call__`` does not declare, so a
 wrapper of a UNet processor declares ``temb`` and a wrapper of Stable Audio's declares
-``rotary_emb`` (:func:`site_processor_for` picks the right class). The handler receives the
-call's tensors and a ``call_inner()`` that runs the wrapped processor with the same arguments.
-Attention capture, the interventions (patching, steering, ablation) and the convergence tools
-(entropy, LSAC, timing) are all handlers on these wrappers.
+``rotary_emb`` (:func:`site_processor_for` picks the right class). The handler receives one
+:class:`SiteCall`: the call's tensors, :meth:`SiteCall.run_inner` (the wrapped processor with the
+same arguments) and :meth:`SiteCall.core` (the call taken apart by
+:class:`engine.probe.attention_core.AttentionCall`). Attention capture, the interventions
+(patching, steering, ablation, head mask) and the convergence tools (entropy, LSAC, timing) are
+all handlers on these wrappers.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from engine.probe.attention_core import AttentionCall
 from engine.types import EngineError
 
 
-class SiteHandler(Protocol):
-    """What a wrapped site calls on every attention call."""
+@dataclass
+class SiteCall:
+    """One attention call at a wrapped site."""
 
-    def __call__(self, site: str, attn: Any, hidden_states: torch.Tensor,
-                 encoder_hidden_states: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                 extra: dict[str, Any], call_inner: Callable[[], torch.Tensor]) -> torch.Tensor: ...
+    site: str
+    attn: Any
+    hidden_states: torch.Tensor
+    encoder_hidden_states: torch.Tensor | None
+    attention_mask: torch.Tensor | None
+    extra: dict[str, Any]  # the wrapped processor's own keyword: temb or rotary_emb
+    inner: Any
+
+    @property
+    def batch(self) -> int:
+        return self.hidden_states.shape[0]
+
+    def run_inner(self) -> torch.Tensor:
+        """The wrapped processor's output for this call."""
+        return self.inner(self.attn, self.hidden_states, encoder_hidden_states=self.encoder_hidden_states,
+                          attention_mask=self.attention_mask, **self.extra)
+
+    def core(self, items: slice | None = None) -> AttentionCall:
+        """The call taken apart (:class:`AttentionCall`), for batch ``items`` (default: all)."""
+        return AttentionCall(self.attn, self.hidden_states, self.encoder_hidden_states,
+                             self.attention_mask, items=items, **self.extra)
+
+
+SiteHandler = Callable[[SiteCall], torch.Tensor]
 
 
 class UNetSiteProcessor:
@@ -41,13 +67,8 @@ class UNetSiteProcessor:
                  attention_mask: torch.Tensor | None = None,
                  temb: torch.Tensor | None = None) -> torch.Tensor:
         extra = {} if temb is None else {"temb": temb}
-
-        def call_inner() -> torch.Tensor:
-            return self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
-                              attention_mask=attention_mask, **extra)
-
-        return self.handler(self.site, attn, hidden_states, encoder_hidden_states, attention_mask,
-                            extra, call_inner)
+        return self.handler(SiteCall(self.site, attn, hidden_states, encoder_hidden_states,
+                                     attention_mask, extra, self.inner))
 
 
 class RotarySiteProcessor(UNetSiteProcessor):
@@ -57,14 +78,8 @@ class RotarySiteProcessor(UNetSiteProcessor):
                  encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None,
                  rotary_emb: Any = None) -> torch.Tensor:
-        extra = {"rotary_emb": rotary_emb}
-
-        def call_inner() -> torch.Tensor:
-            return self.inner(attn, hidden_states, encoder_hidden_states=encoder_hidden_states,
-                              attention_mask=attention_mask, rotary_emb=rotary_emb)
-
-        return self.handler(self.site, attn, hidden_states, encoder_hidden_states, attention_mask,
-                            extra, call_inner)
+        return self.handler(SiteCall(self.site, attn, hidden_states, encoder_hidden_states,
+                                     attention_mask, {"rotary_emb": rotary_emb}, self.inner))
 
 
 def declared_arguments(proc: Any) -> set[str]:
@@ -87,19 +102,3 @@ def site_processor_for(site: str, inner: Any, handler: SiteHandler,
     if {"hidden_states", "encoder_hidden_states", "attention_mask"} <= declared:
         return UNetSiteProcessor(site, inner, handler)
     raise EngineError(unsupported.format(site=site, processor=type(inner).__name__))
-
-
-class StepCounter:
-    """Counts denoiser calls (one per denoising step in the supported pipelines)."""
-
-    def __init__(self) -> None:
-        self.step = -1
-
-    def reset(self) -> None:
-        self.step = -1
-
-    def hook(self, module, args, kwargs) -> None:
-        self.step += 1
-
-    def pre_hooks(self, backend) -> list[tuple[torch.nn.Module, Callable]]:
-        return [(backend.denoiser, self.hook)]

@@ -16,6 +16,7 @@ from engine.convergence.lsac import (
     with_lsac,
 )
 from engine.models.embedded.pipeline import EmbeddedPipeline
+from engine.probe.attention_core import AttentionCall, attention_probs
 from engine.types import EngineError, GenerationRequest
 
 
@@ -194,8 +195,6 @@ def test_bfloat16_cache_is_half_the_size_and_close_to_the_fp32_cache(emb):
 
 @pytest.mark.parametrize("kind", ["self", "cross"])
 def test_batched_and_transposed_probabilities_equal_the_per_item_ones(ldm, kind):
-    from engine.probe.attention_math import attention_probs
-
     site = next(s for s in ldm.sites() if s.kind == kind)
     module = ldm.denoiser.get_submodule(site.name)
     rec = _CallRecorder(module)
@@ -209,9 +208,10 @@ def test_batched_and_transposed_probabilities_equal_the_per_item_ones(ldm, kind)
     mask[0, 0, keys // 2:] = -10000.0  # item 0 may not look at the second half of the keys
     with torch.no_grad():
         for m in (None, mask):
-            each = torch.stack([attention_probs(module, hidden, context, m, i) for i in range(hidden.shape[0])])
-            batched = attention_probs(module, hidden, context, m, None)
-            transposed = attention_probs(module, hidden, context, m, None, transposed=True)
+            each = torch.cat([attention_probs(AttentionCall(module, hidden, context, m, items=slice(i, i + 1)))
+                              for i in range(hidden.shape[0])])
+            batched = attention_probs(AttentionCall(module, hidden, context, m))
+            transposed = attention_probs(AttentionCall(module, hidden, context, m), transposed=True)
             assert torch.allclose(batched, each, atol=1e-6)
             assert transposed.is_contiguous() and torch.allclose(transposed, each.transpose(-1, -2), atol=1e-6)
     assert float(each[0, ..., keys // 2:].max()) < 1e-6 and float(each[1, ..., keys // 2:].max()) > 1e-3

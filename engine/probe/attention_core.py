@@ -1,0 +1,232 @@
+"""The one attention core: a diffusers ``Attention`` call taken apart into its steps.
+
+:class:`AttentionCall` follows, op for op, diffusers' ``AttnProcessor2_0`` (the UNet blocks of
+AudioLDM2 and the embedded model: spatial norm, 4-D input, group norm, cross norm, residual,
+output rescale) and ``StableAudioAttnProcessor2_0`` (GQA K/V heads, q/k norms, partial RoPE):
+
+* input stage (at construction): residual, spatial norm, ``(B, C, H, W) → (B, HW, C)``, the
+  prepared mask ``(B, heads, 1|Q, K)``, group norm, the context (cross norm, or the hidden
+  states for self-attention); ``items`` keeps only some batch items from there on;
+* :meth:`~AttentionCall.queries`, :meth:`~AttentionCall.keys`, :meth:`~AttentionCall.values`:
+  projection, head split, GQA expansion, q/k norms, RoPE;
+* :func:`attention_probs`: ``softmax(q kᵀ / √d + mask)`` in fp32;
+* :meth:`~AttentionCall.output`: head merge, ``to_out``, back to 4-D, residual, rescale.
+
+:func:`attend` puts them together with SDPA and three openings (K/V substitution, forced
+uniform weights, per-head output edit) and gives the stock output bit for bit when none is
+used. Capture, the interventions and LSAC are handlers built on these pieces
+(:mod:`engine.probe.site_processors`). The scale is SDPA's ``1/√d`` (SDPA ignores
+``attn.scale``; the two agree unless ``scale_qk=False``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from engine.types import EngineError
+
+KVHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None],
+                  tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+HeadHook = Callable[[torch.Tensor], torch.Tensor]
+
+
+def head_dim_of(attn: Any) -> int:
+    """Per-head width of an ``Attention`` module (``to_q.out_features // heads``)."""
+    return attn.to_q.out_features // attn.heads
+
+
+def kv_heads_of(attn: Any) -> int:
+    """Number of K/V heads (``heads`` unless the module uses GQA/MQA)."""
+    return attn.to_k.out_features // head_dim_of(attn)
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(B, L, heads·d) → (B, heads, L, d)``."""
+    return x.view(x.shape[0], -1, heads, x.shape[-1] // heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``(B, heads, L, d) → (B, L, heads·d)``."""
+    return x.transpose(1, 2).reshape(x.shape[0], -1, x.shape[1] * x.shape[3])
+
+
+def rotate_partial(x: torch.Tensor, rotary_emb: Any) -> torch.Tensor:
+    """Stable Audio's partial RoPE: rotate the first ``rot_dim`` channels of ``x``."""
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    rot_dim = rotary_emb[0].shape[-1]
+    rotated = apply_rotary_emb(x[..., :rot_dim], rotary_emb, use_real=True, use_real_unbind_dim=-2)
+    return torch.cat((rotated, x[..., rot_dim:]), dim=-1)
+
+
+class AttentionCall:
+    """One call of an ``Attention`` module, after its input stage (see the module docstring).
+
+    ``temb`` goes to the spatial norm (UNet processors), ``rotary_emb`` is Stable Audio's RoPE;
+    ``items`` selects batch items (the mask is prepared for the whole batch first, as diffusers
+    does, then sliced).
+    """
+
+    def __init__(self, attn: Any, hidden_states: torch.Tensor,
+                 encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 rotary_emb: Any = None, items: slice | None = None) -> None:
+        self.attn = attn
+        self.rotary_emb = rotary_emb
+        self.residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        self.spatial: tuple[int, ...] | None = None
+        if hidden_states.ndim == 4:
+            self.spatial = tuple(hidden_states.shape)
+            b, c, h, w = self.spatial
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        key_len = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape[1]
+        self.mask = None
+        if attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask, key_len, batch)
+            self.mask = mask.view(batch, attn.heads, -1, mask.shape[-1])
+        if items is not None:
+            hidden_states = hidden_states[items]
+            self.mask = None if self.mask is None else self.mask[items]
+            if encoder_hidden_states is not None:
+                encoder_hidden_states = encoder_hidden_states[items]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        self.hidden = hidden_states
+        if encoder_hidden_states is None:
+            self.context = hidden_states
+        elif attn.norm_cross:
+            self.context = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        else:
+            self.context = encoder_hidden_states
+        self.heads = int(attn.heads)
+        self.head_dim = head_dim_of(attn)
+
+    @property
+    def batch(self) -> int:
+        return self.hidden.shape[0]
+
+    def _rope(self, x: torch.Tensor, fp32: bool) -> torch.Tensor:
+        """RoPE in fp32 as the stock processor does; back to ``x``'s dtype unless ``fp32``."""
+        rotated = rotate_partial(x.to(torch.float32), self.rotary_emb)
+        return rotated if fp32 else rotated.to(x.dtype)
+
+    def _expand(self, x: torch.Tensor) -> torch.Tensor:
+        """GQA/MQA: repeat each K/V head to reach the query heads."""
+        per = self.heads // x.shape[1]
+        if per == 1:
+            return x
+        return torch.repeat_interleave(x, per, dim=1, output_size=x.shape[1] * per)
+
+    def queries(self, fp32: bool = False) -> torch.Tensor:
+        """``(B, heads, Q, d)``: ``to_q``, head split, ``norm_q``, RoPE (fp32 with ``fp32``)."""
+        q = split_heads(self.attn.to_q(self.hidden), self.heads)
+        if self.attn.norm_q is not None:
+            q = self.attn.norm_q(q)
+        if self.rotary_emb is not None:
+            return self._rope(q, fp32)
+        return q.float() if fp32 else q
+
+    def keys(self, projected: torch.Tensor | None = None, fp32: bool = False) -> torch.Tensor:
+        """``(B, heads, K, d)`` from ``to_k(context)`` (or ``projected``, ``(B, K, kv·d)``):
+        head split, GQA expansion, ``norm_k``, RoPE for self-attention."""
+        k = self.attn.to_k(self.context) if projected is None else projected
+        k = self._expand(split_heads(k, k.shape[-1] // self.head_dim))
+        if self.attn.norm_k is not None:
+            k = self.attn.norm_k(k)
+        if self.rotary_emb is not None and not self.attn.is_cross_attention:
+            return self._rope(k, fp32)
+        return k.float() if fp32 else k
+
+    def values(self, projected: torch.Tensor | None = None, expand: bool = True) -> torch.Tensor:
+        """``(B, heads, K, d)`` from ``to_v(context)`` (or ``projected``); ``expand=False`` keeps
+        the ``kv_heads`` of a GQA module."""
+        v = self.attn.to_v(self.context) if projected is None else projected
+        v = split_heads(v, v.shape[-1] // self.head_dim)
+        return self._expand(v) if expand else v
+
+    def output(self, merged: torch.Tensor) -> torch.Tensor:
+        """The stock epilogue on ``(B, Q, heads·d)``: ``to_out`` (linear, dropout), back to
+        ``(B, C, H, W)`` for a 4-D input, residual connection, output rescale."""
+        out = self.attn.to_out[0](merged)
+        out = self.attn.to_out[1](out)
+        if self.spatial is not None:
+            out = out.transpose(-1, -2).reshape(out.shape[0], *self.spatial[1:])
+        if self.attn.residual_connection:
+            out = out + self.residual
+        return out / self.attn.rescale_output_factor
+
+
+def attend(call: AttentionCall, kv_hook: KVHook | None = None, uniform: bool = False,
+           head_hook: HeadHook | None = None) -> torch.Tensor:
+    """The call's output through SDPA, as the stock processor computes it, with openings:
+    ``kv_hook(key, value, mask)`` sees the projected ``(B, K, kv·d)`` keys and values and the
+    prepared mask before the head split; ``uniform`` zeroes the scores (``softmax(mask)``);
+    ``head_hook`` edits the per-head output ``(B, heads, Q, d)`` before the heads are merged."""
+    query = call.queries()
+    key = value = None
+    mask = call.mask
+    if kv_hook is not None:
+        key, value, mask = kv_hook(call.attn.to_k(call.context), call.attn.to_v(call.context), mask)
+        if key.shape[0] != call.batch or value.shape[0] != call.batch:
+            raise EngineError(
+                f"substituted keys/values have batch {key.shape[0]}, the run has {call.batch}: "
+                "use the same guidance (CFG on/off) in the cached and the patched run"
+            )
+    key, value = call.keys(key), call.values(value)
+    if uniform:
+        query = torch.zeros_like(query)  # every score 0: softmax(mask) = uniform over allowed keys
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, is_causal=False)
+    if head_hook is not None:
+        out = head_hook(out)
+    return call.output(merge_heads(out).to(query.dtype))
+
+
+def attention_probs(call: AttentionCall, transposed: bool = False, uniform: bool = False) -> torch.Tensor:
+    """``softmax(q kᵀ / √d + mask)`` of the call's items, fp32 ``(n, heads, Q, K)``; with
+    ``transposed``, a contiguous ``(n, heads, K, Q)`` made in place (``k qᵀ``, softmax over K:
+    one large allocation instead of three, which matters on CPU); ``uniform``: zero scores.
+
+    Call under ``torch.no_grad()`` (the processors run inside the pipelines' no-grad).
+    """
+    query, key, mask = call.queries(fp32=True), call.keys(fp32=True), call.mask
+    scale = 1.0 / math.sqrt(call.head_dim)
+    if uniform:
+        scores = query.new_zeros(query.shape[0], call.heads, query.shape[2], key.shape[2])
+        return torch.softmax(_masked(scores, mask), dim=-1)
+    if transposed:
+        scores_t = torch.matmul(key, query.transpose(-1, -2)).mul_(scale)  # (n, heads, K, Q)
+        if mask is not None:
+            mask_t = mask.transpose(-1, -2)
+            if mask.dtype != torch.bool:
+                scores_t.add_(mask_t.float())
+            else:
+                scores_t.masked_fill_(~mask_t, float("-inf"))
+        scores_t.sub_(scores_t.amax(dim=-2, keepdim=True)).exp_()
+        return scores_t.div_(scores_t.sum(dim=-2, keepdim=True))
+    if query.shape[0] > 1:  # the whole batch in one product
+        scores = torch.matmul(query, key.transpose(-1, -2)).mul_(scale)
+        return torch.softmax(_masked(scores, mask), dim=-1)
+    if mask is not None and mask.dtype != torch.bool:  # one item: the bias fused into the product
+        bias = mask[0].float().expand(call.heads, query.shape[2], key.shape[2])
+        scores = torch.baddbmm(bias, query[0], key[0].transpose(-1, -2), alpha=scale)
+    else:
+        scores = torch.matmul(query[0], key[0].transpose(-1, -2)).mul_(scale)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[0], float("-inf"))
+    return torch.softmax(scores, dim=-1).unsqueeze(0)
+
+
+def _masked(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return scores
+    if mask.dtype == torch.bool:
+        return scores.masked_fill(~mask, float("-inf"))
+    return scores.add_(mask.float())
