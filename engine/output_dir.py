@@ -62,6 +62,15 @@ def write_error(path: str | os.PathLike[str], exc: OSError, flag: str = "--out")
     return OutputWriteError(f"cannot write {path}: {reason}; {todo}")
 
 
+def os_error(path: str | os.PathLike[str], exc: OSError, flag: str = "--out") -> EngineError:
+    """One line for any ``OSError`` met while a command uses ``path``: a write failure when the
+    error is one only writes raise (or a permission error), else what the system said."""
+    if exc.errno in _WRITE_ERRNOS or exc.errno in (errno.EACCES, errno.EPERM):
+        return write_error(exc.filename or path, exc, flag)
+    where = f" ({os.fsdecode(exc.filename)})" if exc.filename else ""
+    return EngineError(f"cannot use {path}: {exc.strerror or exc}{where}; check it or choose another {flag}")
+
+
 @contextmanager
 def guarded(path: str | os.PathLike[str], flag: str = "--out") -> Iterator[None]:
     """Turn an ``OSError`` raised while writing ``path`` into an :class:`OutputWriteError`."""

@@ -117,8 +117,19 @@ def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap"
 
     Reads ``out/items.jsonl``, ``out/heads/*.npz`` and ``out/maps/*.npz`` (written by ``run_eval``
     with ``per_head=True``); writes ``out/heads/masks/*.json``, ``heads_comparison_<gt>.{csv,md}``,
-    ``weakening_<gt>.{csv,md}`` and ``weakening_<gt>.png``. Returns a summary.
+    ``weakening_<gt>.{csv,md}`` and ``weakening_<gt>.png``. Returns a summary. A failed write
+    (disk full, read-only folder) is one :class:`EngineError` line.
     """
+    from engine.output_dir import os_error
+
+    try:
+        return _head_selection(out, k, metric, gt, tau, lam, figures)
+    except OSError as exc:
+        raise os_error(out, exc) from exc
+
+
+def _head_selection(out: str | Path, k: int | None, metric: str, gt: str, tau: float, lam: float,
+                    figures: bool) -> dict[str, Any]:
 
     folder = Path(out)
     records = [_item_record(r, folder) for r in read_jsonl(folder / "items.jsonl")

@@ -173,3 +173,16 @@ def test_guarded_names_the_path_and_what_to_do(tmp_path):
     with pytest.raises(OutputWriteError, match=r"cannot write .*x\.json: .*choose a writable --out"), \
             guarded(target):
         target.write_text("x")
+
+
+def test_os_error_tells_write_failures_from_other_errors(tmp_path):
+    import errno
+
+    from engine.output_dir import os_error
+
+    full = os_error(tmp_path, OSError(errno.ENOSPC, "No space left on device"))
+    assert str(full) == f"cannot write {tmp_path}: no space left on the device; free space there or choose another --out"
+    denied = os_error(tmp_path, PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x")))
+    assert str(denied) == f"cannot write {tmp_path / 'x'}: permission denied; choose a writable --out"
+    other = os_error(tmp_path, OSError(errno.EIO, "Input/output error", "f.npz"))
+    assert str(other) == f"cannot use {tmp_path}: Input/output error (f.npz); check it or choose another --out"
