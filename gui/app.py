@@ -87,7 +87,7 @@ def self_test(screenshot: str | None, model: str = "embedded") -> int:
     if not has_display():
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     app = make_app([sys.argv[0]])
-    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtCore import QCoreApplication, QEvent, QEventLoop, QTimer
 
     from engine.types import GenerationRequest
     from gui.audio_output import NullOutput
@@ -150,7 +150,8 @@ def self_test(screenshot: str | None, model: str = "embedded") -> int:
     if screenshot and not _screenshot(app, window).save(screenshot):
         problems.append(f"could not write the screenshot {screenshot}")
     window.shutdown()
-    window.deleteLater()
+    window.deleteLater()  # now, not when some later event loop starts (the next test's, in-process)
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     if problems:
         print("self-test FAILED: " + "; ".join(problems), file=sys.stderr)
         return 1

@@ -7,7 +7,8 @@ import gc
 import os
 
 import pytest
-from PySide6.QtCore import QCoreApplication, QSettings, QStandardPaths
+import shiboken6
+from PySide6.QtCore import QCoreApplication, QEvent, QSettings, QStandardPaths
 
 from gui.settings import APP, ORG
 from tests.gui.qt_leaks import (  # noqa: F401 (autouse fixtures and a hook, registered by name)
@@ -37,12 +38,19 @@ def isolated_settings(qapp, tmp_path, monkeypatch):
 
 
 def dispose(qapp, window) -> None:
-    """Shut a window down and destroy it now (joins its engine thread; no late deletes)."""
+    """Shut a window down and destroy it now (joins its engine thread; no late deletes).
+
+    ``deleteLater`` outside an event loop waits for the next one to start, which would be some
+    later test's ``waitSignal``: that test would delete this window (and release its model) in
+    the middle of its own run. The deferred delete is sent here instead, and checked.
+    """
     window.shutdown()
     assert window.bridge._thread.isFinished()
     window.close()
     window.deleteLater()
     qapp.processEvents()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    assert not shiboken6.isValid(window), "the window survived its deferred delete"
     gc.collect()
 
 

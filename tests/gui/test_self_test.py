@@ -9,9 +9,19 @@ from gui import app
 from tests.gui.conftest import TEST_MODEL
 
 
+def _windows() -> set[int]:
+    from PySide6.QtWidgets import QApplication
+
+    from gui.main_window import MainWindow
+
+    return {id(w) for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)}
+
+
 def test_self_test_runs_a_generation_and_saves_a_screenshot(isolated_settings, tmp_path, capsys):
     shot = tmp_path / "shot.png"
+    before = _windows()
     assert app.self_test(str(shot), model=TEST_MODEL) == 0
+    assert _windows() <= before  # its window is deleted when it returns, not in a later event loop
     out = capsys.readouterr().out
     assert "self-test passed" in out and "heatmap changed at each of" in out
     img = QImage(str(shot))
@@ -21,7 +31,9 @@ def test_self_test_runs_a_generation_and_saves_a_screenshot(isolated_settings, t
 
 
 def test_self_test_reports_a_model_that_cannot_load(isolated_settings, capsys):
+    before = _windows()
     assert app.self_test(None, model="nobody/no-such-model") == 1
+    assert _windows() <= before
     err = capsys.readouterr().err
     assert "self-test FAILED" in err and "nobody/no-such-model" in err
 
