@@ -36,7 +36,7 @@ _IMMINENT_S = 0.25  # single shots due this soon get a chance to fire before the
 
 
 def _origin() -> str:
-    """``file:line`` of the first caller outside this module and the Qt / pytest-qt wrappers."""
+    """``file:line`` of the code that made the call (the first frame outside this module)."""
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename == _HERE:
         frame = frame.f_back
