@@ -16,6 +16,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``PROG: error: ... (see PROG --help)``, exit code 2."""
 
     def error(self, message: str):  # type: ignore[override]
+        if len(message) > 400:  # a huge argument value is not echoed in full
+            message = message[:400] + "..."
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -66,10 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--self-test", action="store_true", help="open the GUI, run a short generation, exit 0 on success")
     parser.add_argument("--screenshot", default=None, help="with --self-test: save a screenshot here")
     parser.add_argument("--model", dest="gui_model", default="embedded", help="model the GUI starts with")
+    desktop = parser.add_mutually_exclusive_group()
+    desktop.add_argument("--install-desktop", action="store_true",
+                         help="add AIBA Studio to your desktop's application menu (entry and icon, this user only)")
+    desktop.add_argument("--uninstall-desktop", action="store_true", help="remove that menu entry and icon")
     add_subcommands(parser, _Help)
     for sub in parser._subparsers._group_actions[0].choices.values():  # one-line errors in sub-commands too
         sub.__class__ = _Parser
     return parser
+
+
+def _desktop_entry(install: bool) -> int:
+    from engine.desktop_install import install_desktop_entry, uninstall_desktop_entry
+    from engine.errors import EngineError
+
+    try:
+        done = install_desktop_entry() if install else uninstall_desktop_entry()
+    except (EngineError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{'installed' if install else 'removed'}: {', '.join(str(p) for p in done) or 'nothing'}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from engine.commands import dispatch
 
         return dispatch(args)
+    if args.install_desktop or args.uninstall_desktop:
+        return _desktop_entry(install=args.install_desktop)
     from gui import app
 
     if args.self_test:

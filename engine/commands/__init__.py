@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.commands import analysis, convergence, data, evaluation, steering  # noqa: F401  (they register)
+from engine.commands import analysis, convergence, data, evaluation, scorer, steering  # noqa: F401  (they register)
 from engine.commands.registry import REGISTRY, Command, Progress, register
 
 __all__ = ["REGISTRY", "Command", "Progress", "register", "add_subcommands", "dispatch"]
@@ -49,7 +49,8 @@ def dispatch(args: argparse.Namespace) -> int:
         print("error: cancelled", file=sys.stderr)
         return 130
     except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        text = str(exc)
+        print(f"error: {text if len(text) <= 1000 else text[:1000] + '...'}", file=sys.stderr)  # huge values cut
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

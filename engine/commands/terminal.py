@@ -19,6 +19,9 @@ def configure_logging(verbosity: int = 0) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.captureWarnings(True)
+    # library warnings (torch deprecations on every AudioLDM2 load, torchsde's interval notes) are
+    # for developers: in the log from -v on, silent by default
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if verbosity >= 1 else logging.ERROR)
     os.environ["AIBA_PROGRESS"] = "0" if verbosity < 0 else "1"
 
 
@@ -54,19 +57,11 @@ class TerminalProgress:
 
 
 def quiet_libraries() -> None:
-    """Route the loading bars and chatter of diffusers/transformers to the log (errors only)."""
+    """Route the chatter of diffusers/transformers/huggingface_hub to the log (errors only) without
+    importing them: the environment variables are read when they load, so a missing model is
+    reported before any heavy import. Pipelines' own progress bars are turned off by the backends."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     for name in ("diffusers", "transformers", "accelerate", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from diffusers.utils import logging as dlog
-
-        dlog.disable_progress_bar()
-        dlog.set_verbosity_error()
-        from transformers.utils import logging as tlog
-
-        tlog.disable_progress_bar()
-        tlog.set_verbosity_error()
-    except ImportError:  # pragma: no cover - both are dependencies
-        pass

@@ -157,3 +157,45 @@ def test_the_engine_has_no_import_cycles_not_even_behind_function_local_imports(
             cycle = visit(start)
             assert cycle is None, " -> ".join(cycle)
     assert "engine.analyze" in graph["engine.commands.analysis"]  # the graph sees local imports
+
+
+def test_quiet_and_verbose_route_progress_and_library_warnings(tmp_path):
+    """-q: nothing on stderr; default: the progress bar but no library warnings (torch's weight_norm
+    deprecation fires on every AudioLDM2 load); -v: those warnings appear, through the log."""
+    def run(*level: str, model: str = "tiny:audioldm2") -> str:
+        out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        done = subprocess.run([sys.executable, str(ROOT / "main.py"), *level, "analyze", "--model", model,
+                               "--prompt", "bass", "--steps", "1", "--duration", "0.2", "--no-figures",
+                               "--out", str(out)], capture_output=True, text=True, env={**__import__("os").environ,
+                                                                                       "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert run("-q") == ""
+    default = run()
+    assert "analyze" in default and "Warning" not in default
+    verbose = run("-v", model="tiny:stable_audio")  # its vocoder-free VAE load warns (weight_norm)
+    assert "WARNING py.warnings" in verbose and "weight_norm" in verbose
+
+
+def test_a_missing_hub_model_is_reported_by_the_cli_before_any_heavy_import(tmp_path):
+    code = ("import sys, main\n"
+            "code = main.main(['sites', '--model', 'nobody/no-such-model'])\n"
+            "print(code, 'torch' in sys.modules, 'diffusers' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**__import__("os").environ, "HF_HOME": str(tmp_path)})
+    assert done.stdout.split() == ["2", "False", "False"], done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "hf download nobody/no-such-model" in done.stderr
+
+
+def test_desktop_entry_install_and_uninstall_from_the_command_line(tmp_path):
+    env = {**__import__("os").environ, "XDG_DATA_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--install-desktop"], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    entry = tmp_path / "applications" / "aiba-studio.desktop"
+    assert entry.is_file() and "Exec=" in entry.read_text()
+    assert (tmp_path / "icons" / "hicolor" / "scalable" / "apps" / "aiba-studio.svg").is_file()
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--uninstall-desktop"], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0 and not any(p.is_file() for p in tmp_path.rglob("*"))
