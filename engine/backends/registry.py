@@ -23,7 +23,6 @@ importing this module and failing on a missing hub id stay fast.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -84,12 +83,40 @@ def family_of_folder(folder: Path) -> str:
     index = folder / "model_index.json"
     if not index.is_file():
         raise EngineError(f"{folder} has no model_index.json; pass a folder written by save_pretrained")
-    class_name = json.loads(index.read_text()).get("_class_name", "")
-    if class_name not in FAMILY_BY_CLASS:
+    from engine.loaders import Checker, read_json
+
+    check = Checker(f"model folder {folder}", "pass a folder written by save_pretrained or download it again")
+    class_name = check.table(read_json(index, check), "model_index.json").get("_class_name", "")
+    if not isinstance(class_name, str) or class_name not in FAMILY_BY_CLASS:
         raise EngineError(
-            f"{folder} holds a {class_name or 'unknown'} pipeline; supported: {', '.join(FAMILY_BY_CLASS)}"
+            f"{folder} holds a {str(class_name)[:80] or 'unknown'} pipeline; supported: {', '.join(FAMILY_BY_CLASS)}"
         )
     return FAMILY_BY_CLASS[class_name]
+
+
+def check_folder(folder: Path) -> None:
+    """Check a pipeline folder before diffusers reads it: ``model_index.json`` is a table whose
+    components (``name: [library, class]``) are non-empty sub-folders, and every component's
+    ``.safetensors`` header is sound and within :func:`engine.loaders.max_array_bytes` (no tensor
+    data is read). Damaged configs inside a component are left to diffusers (one line, see
+    :func:`load_folder`)."""
+    from engine.loaders import Checker, read_json, safetensors_header
+
+    check = Checker(f"model folder {folder}", "pass a folder written by save_pretrained or download it again")
+    index = check.table(read_json(folder / "model_index.json", check), "model_index.json")
+    components = {k: v for k, v in index.items() if not k.startswith("_")}
+    if not components:
+        raise check.fail("has a model_index.json that lists no components")
+    for name, spec in components.items():
+        if not isinstance(spec, list) or len(spec) != 2:
+            raise check.fail(f"has a model_index.json entry {name!r:.60} that is not [library, class]")
+        if spec[0] is None or spec[1] is None:
+            continue  # an optional component saved as absent
+        sub = folder / name
+        if not sub.is_dir() or not any(sub.iterdir()):
+            raise check.fail(f"lacks the {name!r:.60} component folder listed in model_index.json")
+    for path in sorted(folder.glob("*/*.safetensors")):
+        safetensors_header(path, check)
 
 
 def family_of_hub_id(model_id: str) -> str | None:
@@ -157,11 +184,16 @@ def load_folder(folder: Path, device: str, dtype: str, model_id: str | None = No
     from engine.device import resolve_dtype
 
     family = family_of_folder(folder)
+    check_folder(folder)
     cls = _pipeline_class(family)
     try:
         pipe = cls.from_pretrained(str(folder), dtype=resolve_dtype(dtype), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise EngineError(f"cannot load the pipeline in {folder}: {str(exc).splitlines()[0]}") from exc
+    except EngineError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - diffusers/transformers/safetensors raise many types on damaged files
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise EngineError(f"cannot load the pipeline in {folder} ({type(exc).__name__}: {first}): "
+                          "pass a folder written by save_pretrained or download it again") from exc
     return _backend_class(family)(_finish(pipe, device, dtype), model_id or str(folder), device, dtype)
 
 

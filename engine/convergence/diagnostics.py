@@ -198,11 +198,54 @@ class ConvergenceReport:
 
     @classmethod
     def load(cls, path: str | Path) -> ConvergenceReport:
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EngineError(f"cannot read a convergence profile from {path} ({exc}); "
-                              "write one with `python main.py convergence --out ...`") from exc
+        """Read a report written by :meth:`save`; every entry's type and shape is checked
+        (:mod:`engine.loaders`), a damaged file raises one :class:`EngineError` line."""
+        from engine.loaders import Checker, read_json
+
+        check = Checker(f"convergence profile {path}", "write one with `python main.py convergence --out ...`")
+        d = check.table(read_json(path, check), "report")
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise check.fail(f"has unknown entries {unknown[:5]}")
+        sites = check.texts(check.key(d, "sites"), "site list", 100_000)
+        kinds = check.texts(check.key(d, "kinds"), "kind list", 100_000)
+        if not sites or len(kinds) != len(sites):
+            raise check.fail(f"lists {len(sites)} sites and {len(kinds)} kinds")
+
+        def numbers(value: Any, name: str) -> list[float]:
+            row = check.items(value, name, len(sites))
+            if len(row) != len(sites) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in row):
+                raise check.fail(f"has a {name} that is not {len(sites)} numbers")
+            return row
+
+        rows = check.items(check.key(d, "entropy"), "entropy", 100_000)
+        entropy = np.array([numbers(r, "entropy row") for r in rows], dtype=np.float64).reshape(-1, len(sites))
+        stable = check.items(check.key(d, "stable"), "stable list", len(sites))
+        if len(stable) != len(sites) or not all(isinstance(v, bool) for v in stable):
+            raise check.fail(f"has a stable list that is not {len(sites)} true/false values")
+        shapes = {}
+        for site, shape in check.table(d.get("shapes", {}), "shapes").items():
+            shape = check.table(shape, f"shape of {site!r:.60}")
+            names = [f.name for f in dataclasses.fields(SiteShape)]
+            if sorted(shape) != sorted(names):
+                raise check.fail(f"has a shape of {site!r:.60} without the entries {names}")
+            shapes[site] = SiteShape(**{n: check.whole(shape[n], f"shape {n}") for n in names})
+        threshold = check.table(check.key(d, "threshold"), "threshold")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in threshold.values()):
+            raise check.fail("has a threshold table with non-numeric values")
+        late_fraction = check.number(d.get("late_fraction", 0.5), "late_fraction")
+        quantile = check.number(d.get("quantile", 0.5), "quantile")
+        if not 0 < late_fraction <= 1 or not 0 <= quantile <= 1:
+            raise check.fail(f"has late_fraction {late_fraction} / quantile {quantile} outside (0, 1]")
+        return cls(sites=sites, kinds=kinds, entropy=entropy,
+                   late_change=np.array(numbers(check.key(d, "late_change"), "late_change"), dtype=np.float64),
+                   threshold={k: float(v) for k, v in threshold.items()}, stable=np.array(stable, dtype=bool), late_fraction=late_fraction,
+                   quantile=quantile, group=check.text(d.get("group", "kind"), "group", 16),
+                   pads=check.text(d.get("pads", "include"), "pads", 32),
+                   source=check.text(d.get("source", "streamed"), "source", 64),
+                   model_id=check.text(d.get("model_id", ""), "model_id", 4096),
+                   steps=check.whole(d.get("steps", 0), "steps", 0, 1_000_000), shapes=shapes)
 
     def write_csv(self, path: str | Path) -> Path:
         """One row per site: kind, class, late change, then the entropy of every step."""
@@ -271,9 +314,7 @@ def diagnose(backend, request: GenerationRequest, sites: list[str] | None = None
     if request.steps < 2:
         raise EngineError("convergence needs at least 2 denoising steps: raise --steps")
     probe = EntropyProbe(sites, pads)
-    extras = dict(request.extras)
-    extras["interventions"] = [*list(extras.get("interventions") or []), probe]
-    result = backend.generate(dataclasses.replace(request, extras=extras))
+    result = backend.generate(dataclasses.replace(request, interventions=(*request.interventions, probe)))
     all_sites = backend.sites()
     names = [s.name for s in all_sites if sites is None or s.name in set(sites)]
     kinds = [s.kind for s in all_sites if s.name in set(names)]

@@ -81,15 +81,30 @@ def freeze_sweep(backend, request: GenerationRequest, sites: list[str] | None = 
 
 
 def load_sweep(path: str | Path) -> FreezeSweep:
-    """A sweep written by :func:`write_sweep` (``freeze_sweep.npz``)."""
-    try:
-        z = np.load(Path(path))
-        metrics = {m: z[m] for m in METRICS if m in z.files}
-        return FreezeSweep(sites=[str(s) for s in z["sites"]], kinds=[str(k) for k in z["kinds"]],
-                           freeze_steps=[int(s) for s in z["freeze_steps"]], steps=int(z["steps"]),
-                           metrics=metrics)
-    except (OSError, KeyError, ValueError) as exc:
-        raise EngineError(f"cannot read the freeze sweep {path}: {exc}; re-run `python main.py convergence --sweep`") from exc
+    """A sweep written by :func:`write_sweep` (``freeze_sweep.npz``); names, shapes and sizes
+    are checked (:mod:`engine.loaders`) before use."""
+    from engine.loaders import Checker, read_npz
+
+    check = Checker(f"freeze sweep {path}", "re-run `python main.py convergence --sweep`")
+    z = read_npz(path, check)
+    for name in ("sites", "kinds", "freeze_steps", "steps"):
+        check.key(z, name)
+    sites = check.array(z["sites"], "sites", (1,), "U")
+    kinds = check.array(z["kinds"], "kinds", (1,), "U")
+    steps = check.array(z["freeze_steps"], "freeze_steps", (1,), "iu")
+    total = check.whole(int(check.array(z["steps"], "steps", (0,), "iu")), "steps", 1, 1_000_000)
+    if kinds.shape != sites.shape or not len(sites) or not len(steps):
+        raise check.fail(f"lists {len(sites)} sites, {len(kinds)} kinds and {len(steps)} freeze steps")
+    if steps.min() < 0 or steps.max() >= total:
+        raise check.fail(f"has freeze steps outside 0..{total - 1}")
+    metrics = {}
+    for m in METRICS:
+        if m in z:
+            metrics[m] = check.array(z[m], m, (2,), "f")
+            if metrics[m].shape != (len(sites), len(steps)):
+                raise check.fail(f"has a {m} table of shape {metrics[m].shape}, expected {(len(sites), len(steps))}")
+    return FreezeSweep(sites=[str(s) for s in sites], kinds=[str(k) for k in kinds],
+                       freeze_steps=[int(s) for s in steps], steps=total, metrics=metrics)
 
 
 def write_sweep(sweep: FreezeSweep, folder: str | Path) -> list[Path]:

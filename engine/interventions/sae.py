@@ -63,7 +63,7 @@ def collect_activations(backend, prompts: Sequence[str], layer, steps: int = 10,
             # capture one step of this site only: it makes the backend read the site's lattice
             backend.generate(GenerationRequest(prompt=prompt, seed=int(seed), steps=steps, guidance=guidance,
                                                duration=duration, capture=True, sites=[site], capture_steps=[0],
-                                               extras={"interventions": [col]}))
+                                               interventions=(col,)))
             lattice = next((s.lattice for s in backend.sites() if s.name == site), None)
             for step in sorted(col.tokens.get(site, {})):
                 tok = col.tokens[site][step]
@@ -122,31 +122,49 @@ class TopKSAE(nn.Module):
         self.W_dec.div_(self.W_dec.norm(dim=0, keepdim=True).clamp_min(1e-8))
 
     def save(self, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+        """Write the weights and ``meta`` as ``.safetensors``, atomically; a failed write keeps nothing."""
         from safetensors.torch import save_file
 
+        from engine.atomic_io import atomic_write
+        from engine.output_dir import guarded
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         info = {"k": self.k, "expansion": self.expansion, **(meta or {})}
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(path),
-                  metadata={"aiba_sae": json.dumps(info)})
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        with guarded(path, flag="path"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"aiba_sae": json.dumps(info)}))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[TopKSAE, dict[str, Any]]:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        """Read a file written by :meth:`save`; header shapes, sizes and metadata are checked
+        (:mod:`engine.loaders`) before the weights are used."""
+        from engine.loaders import Checker, decode_json, read_safetensors
 
         path = Path(path)
         if not path.is_file():
             raise EngineError(f"no SAE file {path}: train one with `python main.py sae`")
-        with safe_open(str(path), framework="pt") as f:
-            info = json.loads((f.metadata() or {}).get("aiba_sae", "{}"))
-        if "k" not in info:
-            raise EngineError(f"{path} is not an AIBA SAE file")
-        state = load_file(str(path))
-        d, md = state["W_dec"].shape
-        sae = cls(d, md // d, int(info["k"]))
-        sae.load_state_dict(state)
+        check = Checker(f"SAE file {path}", "train it again with `python main.py sae`")
+        state, meta = read_safetensors(path, check, framework="pt")
+        if "aiba_sae" not in meta:
+            raise EngineError(f"{path} is not an AIBA SAE file: train one with `python main.py sae`")
+        info = check.table(decode_json(meta["aiba_sae"], check), "aiba_sae metadata")
+        expected = {"W_dec", "W_enc", "b_enc", "b_pre"}
+        if set(state) != expected:
+            raise check.fail(f"holds tensors {sorted(state)[:6]} instead of {sorted(expected)}")
+        if state["W_dec"].ndim != 2 or not all(t.is_floating_point() for t in state.values()):
+            raise check.fail("has a W_dec that is not a 2-d float matrix")
+        d, md = (int(n) for n in state["W_dec"].shape)
+        if d < 1 or md < d or md % d:
+            raise check.fail(f"has a W_dec of shape {(d, md)} (features must be a multiple of {d})")
+        k = check.whole(check.key(info, "k"), "k", 1, md)
+        shapes = {"W_enc": (md, d), "b_enc": (md,), "b_pre": (d,)}
+        for name, shape in shapes.items():
+            if tuple(state[name].shape) != shape:
+                raise check.fail(f"has {name} of shape {tuple(state[name].shape)}, expected {shape}")
+        sae = cls(d, md // d, k)
+        sae.load_state_dict({n: t.float() for n, t in state.items()})
         return sae, info
 
 

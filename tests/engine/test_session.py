@@ -149,3 +149,17 @@ def test_interventions_are_recorded_not_pickled(tmp_path):
     assert loaded.request.interventions == ()  # not re-applied on reopening
     assert loaded.recorded["lsac"]["preset"] == "safe"
     assert loaded.recorded["lsac"]["report"] is True  # the report object is recorded as present only
+
+
+def test_a_real_tiny_run_round_trips_through_the_checked_loader(ldm, tmp_path):
+    """Frames, lattices and sites of a captured tiny AudioLDM2 run pass every loader check."""
+    request = GenerationRequest(prompt="a bass", steps=2, duration=0.32, per_head=True)
+    result = ldm.generate(request)
+    assert result.frames
+    path = save_session(tmp_path / "run", Session(model="tiny:audioldm2", device="cpu", request=request,
+                                                  result=result))
+    back = load_session(path).result
+    assert back is not None and set(back.frames) == set(result.frames)
+    for key, probs in result.frames.items():
+        np.testing.assert_array_equal(back.frames[key], probs)
+    assert back.lattices == result.lattices and back.sites == result.sites

@@ -30,6 +30,29 @@ PACK_T, PACK_F = 4, 2  # space-to-depth factors on (time, mel)
 LATTICE_FACTOR = (PACK_T, PACK_F)  # (frames, mel bins) per level-0 lattice cell
 LATENT_CHANNELS = PACK_T * PACK_F
 MODEL_CONFIG_FILE = "aiba_model.json"
+EMBEDDED_FILES = (MODEL_CONFIG_FILE, "mel_config.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                  "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/vocab.json",
+                  "scheduler/scheduler_config.json")
+"""The files of an embedded model folder (checked before loading)."""
+
+
+def check_mel_config(data: Any, check: Any) -> MelConfig:
+    """A :class:`MelConfig` from ``mel_config.json`` data, every entry type-checked by ``check``
+    (an :class:`engine.loaders.Checker`)."""
+    data = check.table(data, "mel config")
+    sr = check.whole(data.get("sample_rate", 16000), "sample_rate", 1000, 384_000)
+    n_fft = check.whole(data.get("n_fft", 1024), "n_fft", 16, 65_536)
+    check.whole(data.get("hop_length", 256), "hop_length", 1, n_fft)
+    check.whole(data.get("n_mels", 64), "n_mels", 1, 1024)
+    check.whole(data.get("n_frames", 256), "n_frames", 1, 1_000_000)
+    for name in ("fmin", "fmax", "top_db"):
+        check.number(data.get(name, 0.0), name)
+    if not 0 <= data.get("fmin", 0.0) < data.get("fmax", 8000.0) <= sr / 2:
+        raise check.fail(f"has a mel range outside 0-{sr / 2:g} Hz")
+    try:
+        return MelConfig.from_dict(data)
+    except (TypeError, ValueError, EngineError) as exc:
+        raise check.fail(f"has a mel config that cannot be used ({exc})") from None
 
 
 def default_unet_config(cross_attention_dim: int = 64) -> dict[str, Any]:
@@ -234,14 +257,38 @@ class EmbeddedPipeline:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str = "cpu") -> EmbeddedPipeline:
+        """Load a folder written by :meth:`save_pretrained`. Every file is checked first (present,
+        JSON tables, safetensors headers within :func:`engine.loaders.max_array_bytes`); a damaged
+        folder raises one :class:`EngineError` line."""
+        from engine.loaders import Checker, read_json, safetensors_header
+
         folder = Path(folder)
         if not (folder / MODEL_CONFIG_FILE).is_file():
             raise EngineError(f"{folder} is not an embedded model folder (no {MODEL_CONFIG_FILE}); "
                               "run `python main.py train-default --out DIR` to make one")
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+        check = Checker(f"embedded model folder {folder}",
+                        "re-create it with `python main.py train-default --out DIR`")
+        for rel in EMBEDDED_FILES:
+            if not (folder / rel).is_file():
+                raise check.fail(f"lacks {rel}")
+        for rel in EMBEDDED_FILES:
+            if rel.endswith(".safetensors"):
+                safetensors_header(folder / rel, check)
+            elif rel.endswith(".json"):
+                check.table(read_json(folder / rel, check), rel)
+        info = read_json(folder / MODEL_CONFIG_FILE, check)
+        mel = check_mel_config(read_json(folder / "mel_config.json", check), check)
         enc = TinyTextEncoder.load(folder / "text_encoder")
         tok = WordTokenizer.load(folder / "tokenizer" / "vocab.json")
-        sched = DDIMScheduler.from_pretrained(folder / "scheduler")
-        mel = MelConfig.from_dict(json.loads((folder / "mel_config.json").read_text()))
-        info = json.loads((folder / MODEL_CONFIG_FILE).read_text())
+        try:
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+            sched = DDIMScheduler.from_pretrained(folder / "scheduler")
+        except Exception as exc:  # noqa: BLE001 - diffusers raises OSError, ValueError, RuntimeError, ...
+            raise check.fail(f"has a UNet or scheduler that cannot be loaded ({type(exc).__name__}: {exc})") from None
+        if int(unet.config.cross_attention_dim) != int(enc.config.d_model):
+            raise check.fail(f"has a UNet for {unet.config.cross_attention_dim}-d text but a "
+                             f"{enc.config.d_model}-d text encoder")
+        if enc.config.vocab_size != tok.vocab_size:
+            raise check.fail(f"has a text encoder for {enc.config.vocab_size} words but a "
+                             f"{tok.vocab_size}-word vocabulary")
         return cls(unet, enc, tok, sched, mel, info).to(device)

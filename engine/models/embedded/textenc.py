@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from engine.types import EngineError
@@ -119,13 +119,18 @@ class WordTokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> WordTokenizer:
-        try:
-            data = json.loads(Path(path).read_text())
-            tok = cls(data["words"], data["aliases"], int(data["max_length"]))
-        except (OSError, KeyError, ValueError) as exc:
-            raise EngineError(f"cannot read the vocabulary {path}: {exc}; re-create the model folder") from exc
-        if tok.id_to_word != data["words"]:
-            raise EngineError(f"vocabulary {path} must start with {PAD}, {BOS}, {UNK}")
+        """Read a vocabulary written by :meth:`save` (entries type-checked)."""
+        from engine.loaders import Checker, read_json
+
+        check = Checker(f"vocabulary {path}", "re-create the model folder")
+        data = check.table(read_json(path, check), "vocabulary")
+        words = check.texts(check.key(data, "words"), "word list", 1_000_000)
+        aliases = check.table(check.key(data, "aliases"), "alias table")
+        if not all(isinstance(v, str) for v in aliases.values()):
+            raise check.fail("has aliases that are not text")
+        tok = cls(words, aliases, check.whole(check.key(data, "max_length"), "max_length", 1, 100_000))
+        if tok.id_to_word != words:
+            raise EngineError(f"vocabulary {path} must start with {PAD}, {BOS}, {UNK}: re-create the model folder")
         return tok
 
 
@@ -185,12 +190,32 @@ class TinyTextEncoder(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path) -> TinyTextEncoder:
+        """Read a text encoder written by :meth:`save`: config entries, tensor names, shapes and
+        sizes are checked before use."""
+        from engine.loaders import Checker, read_json, read_safetensors
+
         folder = Path(folder)
-        try:
-            config = TextEncoderConfig(**json.loads((folder / "config.json").read_text()))
-            state = load_file(str(folder / "model.safetensors"))
-        except (OSError, TypeError, ValueError) as exc:
-            raise EngineError(f"cannot load the text encoder from {folder}: {exc}") from exc
+        check = Checker(f"text encoder {folder}", "re-create the model folder")
+        data = check.table(read_json(folder / "config.json", check), "config")
+        names = {f.name for f in fields(TextEncoderConfig)}
+        if "vocab_size" not in data or not set(data) <= names:
+            raise check.fail(f"has a config with entries {sorted(data)[:8]} (expected {sorted(names)})")
+        for name in names - {"use_position"}:
+            if name in data:
+                check.whole(data[name], name, 0 if name == "n_layers" else 1, 1_000_000)
+        config = TextEncoderConfig(**data)
+        if "use_position" in data:
+            check.flag(data["use_position"], "use_position")
+        if config.d_model % config.n_heads:
+            raise check.fail(f"has d_model {config.d_model} not divisible by n_heads {config.n_heads}")
+        state, _ = read_safetensors(folder / "model.safetensors", check, framework="pt")
+        expected = {"token.weight": (config.vocab_size, config.d_model)}
+        for name, shape in expected.items():
+            if name not in state or tuple(state[name].shape) != shape:
+                raise check.fail(f"has no {name} of shape {shape}")
         model = cls(config)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:  # missing / unexpected keys, shape mismatches
+            raise check.fail(f"has weights that do not fit its config ({exc})") from None
         return model.eval()
