@@ -131,29 +131,48 @@ class SteeringVectors:
 
     @classmethod
     def load(cls, path: str | Path) -> SteeringVectors:
+        """Read a file written by :meth:`save`; metadata, shapes and sizes are checked
+        (:mod:`engine.loaders`) and a damaged file raises one :class:`EngineError` line."""
+        from engine.loaders import Checker, decode_json, read_npz, read_safetensors
+
         path = Path(path)
         if not path.is_file():
             raise EngineError(f"no steering-vector file {path}: compute one with `python main.py caa` or `sae`")
-        try:
-            if path.suffix == ".npz":
-                with np.load(path, allow_pickle=False) as data:
-                    meta = json.loads(str(data["__meta__"]))
-                    arrays = {k: np.array(data[k]) for k in data.files if k != "__meta__"}
-            elif path.suffix == ".safetensors":
-                from safetensors import safe_open
-                from safetensors.numpy import load_file
-
-                with safe_open(str(path), framework="np") as f:
-                    meta = json.loads(f.metadata()["aiba_steering"])
-                arrays = load_file(str(path))
-            else:
-                raise EngineError(f"{path} is neither .npz nor .safetensors")
-        except (OSError, KeyError, ValueError) as exc:
-            raise EngineError(f"{path} is not an AIBA steering-vector file ({exc})") from exc
-        vectors = {site: arrays[f"v{i}"] for i, site in enumerate(meta["sites"])}
-        return cls(vectors, meta["model_id"], meta.get("method", "caa"), meta.get("concept", ""),
-                   list(meta.get("positive", [])), list(meta.get("negative", [])),
-                   bool(meta.get("per_step", False)), dict(meta.get("meta", {})))
+        check = Checker(f"steering-vector file {path}", "compute it again with `python main.py caa` or `sae`")
+        if path.suffix == ".npz":
+            arrays = read_npz(path, check)
+            raw_meta = arrays.pop("__meta__", None)
+            if raw_meta is None or raw_meta.shape != () or raw_meta.dtype.kind != "U":
+                raise check.fail("has no text __meta__ entry")
+            meta = decode_json(str(raw_meta), check)
+        elif path.suffix == ".safetensors":
+            arrays, info = read_safetensors(path, check)
+            if "aiba_steering" not in info:
+                raise check.fail("has no aiba_steering metadata")
+            meta = decode_json(info["aiba_steering"], check)
+        else:
+            raise EngineError(f"{path} is neither .npz nor .safetensors: pick a steering-vector file")
+        meta = check.table(meta, "metadata")
+        sites = check.texts(check.key(meta, "sites"), "site list", 100_000)
+        if not sites or len(set(sites)) != len(sites) or len(arrays) != len(sites):
+            raise check.fail(f"lists {len(sites)} sites (unique: {len(set(sites))}) for {len(arrays)} vectors")
+        per_step = check.flag(meta.get("per_step", False), "per_step")
+        vectors = {}
+        for i, site in enumerate(sites):
+            if f"v{i}" not in arrays:
+                raise check.fail(f"has no vector v{i} for site {site!r:.60}")
+            v = check.array(np.asarray(arrays[f"v{i}"]), f"vector of {site!r:.60}", (2,) if per_step else (1,), "f")
+            if v.size == 0 or not np.all(np.isfinite(v)):
+                raise check.fail(f"has an empty or non-finite vector for site {site!r:.60}")
+            vectors[site] = np.array(v, dtype=np.float32)
+        if len({v.shape for v in vectors.values()}) != 1 and per_step:
+            raise check.fail("has per-step vectors with different numbers of steps")
+        return cls(vectors, check.text(check.key(meta, "model_id"), "model_id", 4096),
+                   check.text(meta.get("method", "caa"), "method", 64),
+                   check.text(meta.get("concept", ""), "concept", 4096),
+                   check.texts(meta.get("positive", []), "positive prompt list"),
+                   check.texts(meta.get("negative", []), "negative prompt list"),
+                   per_step, dict(check.table(meta.get("meta", {}), "meta")))
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -175,7 +194,7 @@ def collect_means(backend, prompts: Sequence[str], sites: Sequence[str], steps: 
             col = OutputCollector(sites)
             backend.generate(GenerationRequest(prompt=prompt, seed=int(seed), steps=steps, guidance=guidance,
                                                duration=duration, capture=False,
-                                               extras={"interventions": [col]}))
+                                               interventions=(col,)))
             for s in sites:
                 per_step = col.means.get(s, {})
                 out[s].append(np.stack([per_step[k] for k in sorted(per_step)]))
