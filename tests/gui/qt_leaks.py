@@ -8,7 +8,10 @@ for module-scoped windows) are autouse fixtures, and :func:`pytest_runtest_teard
 pytest-qt's ``qt_log_level_fail`` to the teardown (all imported into ``tests/gui/conftest.py``).
 
 How objects are attributed to a scope: from the first watch on, ``QThread.start``,
-``QTimer.__init__`` and ``QTimer.singleShot`` are wrapped and report to every open watch. A test's
+``QTimer.__init__``, ``QTimer.start`` and ``QTimer.singleShot`` are wrapped and report to every
+open watch. A timer made in the scope must be stopped (or deleted) by its end; a single-shot timer
+*started* in the scope (a debounce of a shared window, say) must have fired or been stopped, or
+it would fire inside the next test; repeating timers of longer-lived objects are their state. A test's
 watch opens before its function-scoped fixtures are set up and closes after they are torn down
 (autouse fixtures come first in their scope), so module-scoped fixtures (the shared engine window)
 belong to the module's watch. Threads and timers made by Qt's C++ code are not seen; threads of
@@ -75,6 +78,16 @@ class _Shot:
         return True
 
 
+def _active(refs: list[tuple[weakref.ref, str]]) -> list[tuple[QTimer, str]]:
+    out, seen = [], set()
+    for ref, origin in refs:
+        t = ref()
+        if t is not None and id(t) not in seen and shiboken6.isValid(t) and t.isActive():
+            seen.add(id(t))
+            out.append((t, origin))
+    return out
+
+
 @dataclass
 class _Watch:
     """What was started or created while one scope (a test, a module) was open."""
@@ -82,6 +95,7 @@ class _Watch:
     label: str
     threads: list[tuple[weakref.ref, str]] = field(default_factory=list)
     timers: list[tuple[weakref.ref, str]] = field(default_factory=list)
+    armed: list[tuple[weakref.ref, str]] = field(default_factory=list)  # single-shot QTimers started
     shots: list[_Shot] = field(default_factory=list)
     pool_busy: int = 0
 
@@ -94,12 +108,12 @@ class _Watch:
         return out
 
     def active_timers(self) -> list[tuple[QTimer, str]]:
-        out = []
-        for ref, origin in self.timers:
-            t = ref()
-            if t is not None and shiboken6.isValid(t) and t.isActive():
-                out.append((t, origin))
-        return out
+        return _active(self.timers)
+
+    def armed_timers(self) -> list[tuple[QTimer, str]]:
+        """Single-shot timers started in this scope (whoever made them) that have not fired."""
+        made = {id(t) for t, _ in self.active_timers()}
+        return [(t, o) for t, o in _active(self.armed) if t.isSingleShot() and id(t) not in made]
 
     def pending_shots(self) -> list[_Shot]:
         return [s for s in self.shots if s.pending()]
@@ -116,7 +130,7 @@ def _install() -> None:
     if _installed:
         return
     _installed = True
-    start, init, single_shot = QThread.start, QTimer.__init__, QTimer.singleShot
+    start, init, single_shot, timer_start = QThread.start, QTimer.__init__, QTimer.singleShot, QTimer.start
 
     def thread_start(self: QThread, *args: Any) -> None:
         origin = _origin()
@@ -131,6 +145,13 @@ def _install() -> None:
         origin = _origin()
         for watch in _open:
             watch.timers.append((weakref.ref(self), origin))
+
+    def armed_start(self: QTimer, *args: Any) -> None:
+        timer_start(self, *args)
+        if self.isSingleShot() and not _in_single_shot:
+            origin = _origin()
+            for watch in _open:
+                watch.armed.append((weakref.ref(self), origin))
 
     def timer_single_shot(msec: Any, *rest: Any) -> None:
         functor = rest[-1] if rest else None
@@ -158,6 +179,7 @@ def _install() -> None:
 
     QThread.start = thread_start
     QTimer.__init__ = timer_init
+    QTimer.start = armed_start
     QTimer.singleShot = staticmethod(timer_single_shot)
 
 
@@ -176,6 +198,17 @@ def _let_imminent_shots_fire(shots: list[_Shot]) -> None:
         QTest.qWait(10)
 
 
+def _let_imminent_timers_fire(armed: list[tuple[QTimer, str]]) -> None:
+    """The same for single-shot QTimers (a 0 ms deferred call started at the test's last line)."""
+    from PySide6.QtTest import QTest
+
+    if not armed or max(t.remainingTime() for t, _ in armed) > _IMMINENT_S * 1000:
+        return
+    deadline = time.monotonic() + 2 * _IMMINENT_S
+    while time.monotonic() < deadline and any(shiboken6.isValid(t) and t.isActive() for t, _ in armed):
+        QTest.qWait(10)
+
+
 def _report(watch: _Watch) -> list[str]:
     """The leaks of a closed watch, one line each; stops what it finds so later tests run clean."""
     problems = []
@@ -187,6 +220,13 @@ def _report(watch: _Watch) -> list[str]:
     for t, origin in watch.active_timers():
         problems.append(f"QTimer still active: {_describe(t)} (interval {t.interval()} ms), created at "
                         f"{origin} (stop it when its owner shuts down)")
+        t.stop()
+    armed = watch.armed_timers()
+    _let_imminent_timers_fire(armed)
+    for t, origin in ((t, o) for t, o in armed if shiboken6.isValid(t) and t.isActive()):
+        problems.append(f"single-shot QTimer started by this test still pending: {_describe(t)} (due in "
+                        f"{t.remainingTime()} ms), started at {origin} (it would fire in a later test: "
+                        "wait for what it triggers, or stop it)")
         t.stop()
     shots = watch.pending_shots()
     _let_imminent_shots_fire(shots)

@@ -57,6 +57,28 @@ def test_timer_deleted_with_its_owner(qapp):
     del owner
 
 
+@pytest.fixture(scope="module")
+def debounce(qapp):
+    timer = QTimer()
+    timer.setObjectName("debounce")
+    timer.setSingleShot(True)
+    yield timer
+    timer.stop()
+
+
+def test_starts_a_shared_debounce_and_leaves(debounce):
+    debounce.start(60_000)
+
+
+def test_starts_a_shared_debounce_and_waits_for_it(debounce, qtbot):
+    with qtbot.waitSignal(debounce.timeout, timeout=5000):
+        debounce.start(50)
+
+
+def test_starts_a_shared_debounce_due_now(debounce):
+    debounce.start(0)
+
+
 def test_single_shot_pending(qapp):
     QTimer.singleShot(60_000, lambda: None)
 
@@ -167,6 +189,8 @@ def inner(tmp_path_factory) -> dict[str, tuple[str, str]]:
     ("test_thread_left_running", "QThread still running: QThread 'stray-thread'"),
     ("test_timer_left_active", "QTimer still active: QTimer < QObject 'owner' (interval 60000 ms)"),
     ("test_single_shot_pending", "QTimer.singleShot still pending"),
+    ("test_starts_a_shared_debounce_and_leaves", "single-shot QTimer started by this test still pending: "
+                                                 "QTimer 'debounce'"),
     ("test_uses_it", "module test_inner_module leaked"),
 ])
 def test_leaks_fail_the_test_and_say_what_and_where(inner, name, needle):
@@ -179,7 +203,8 @@ def test_leaks_fail_the_test_and_say_what_and_where(inner, name, needle):
 @pytest.mark.parametrize("name", [
     "test_thread_joined", "test_timer_stopped", "test_timer_deleted_with_its_owner",
     "test_single_shot_due_now_fires", "test_single_shot_of_a_deleted_context",
-    "test_module_fixture_thread_is_not_this_tests_leak",
+    "test_module_fixture_thread_is_not_this_tests_leak", "test_starts_a_shared_debounce_and_waits_for_it",
+    "test_starts_a_shared_debounce_due_now",
 ])
 def test_clean_tests_pass(inner, name):
     assert inner[name] == ("passed", ""), inner[name][1]
