@@ -124,7 +124,7 @@ def _session_view(view: Any, name: str) -> tuple[Selection | None, dict[str, Any
 
 
 def _unless_named(path: str | Path, exc: Exception) -> str:
-    """`` name`` of the file when the error message does not name it already, else ``""``."""
+    """``" <file name>"`` to add to a message about ``path`` when ``exc`` does not name it, else ``""``."""
     name = Path(path).name
     return "" if name in str(exc) else f" {name}"
 
