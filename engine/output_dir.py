@@ -237,6 +237,8 @@ class Output:
 
     def _claim(self) -> None:
         final, flag = self.final, self.flag
+        if final == final.parent:
+            raise EngineError(f"{final} is the root of the file system: give {flag} a folder below it")
         if self.kind == "folder" and final.exists() and not final.is_dir():
             raise EngineError(f"{final} is a file, not a folder: choose a folder path for {flag}")
         if self.kind == "file" and final.is_dir():

@@ -173,7 +173,8 @@ def test_eval_in_which_every_item_fails_exits_2_and_says_why(tmp_path, cli):
                             "--out", str(out)))
     failed = [e for e in map(json.loads, (out / "errors.jsonl").read_text().splitlines()) if e["phase"] == "item"]
     assert failed and f"all {len(failed)} items failed" in line
-    assert "cannot read audio" in line and f"{out / 'errors.jsonl'}" in line
+    assert f"{len(failed)}x [EngineError: cannot read audio …" in line  # one cause over both stems
+    assert line.endswith(f"the reason for each is in {out / 'errors.jsonl'}")
     assert not (out / "items.jsonl").exists() or (out / "items.jsonl").read_text() == ""
     assert not (out / "report.json").exists()
     assert _listing(tmp_path) == ["data", "out"]  # kept to resume from; no lock, no temporary
