@@ -37,7 +37,7 @@ from engine.analysis.heads import (
     selective_map,
 )
 from engine.analysis.metrics import average_precision, profile_correlation, tf_iou
-from engine.evaluation.tables import read_jsonl, safe_name, write_table
+from engine.evaluation.tables import check_item_record, read_jsonl, safe_name, write_table
 from engine.types import EngineError
 
 VARIANTS = ("all heads (DAAM-style)", "label-free top-k", "label-free bottom-k", "ORACLE top-k")
@@ -62,16 +62,11 @@ def load_head_data(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndar
 
 
 def _item_record(r: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """``r`` when it has the entries head selection reads (class, track, stem profile)."""
-    from engine.loaders import Checker
-
-    check = Checker(f"{folder / 'items.jsonl'} item {r.get('id')!r:.80}", "re-run eval with --no-resume")
-    check.text(check.key(r, "class"), "class", 200)
-    check.text(check.key(r, "track"), "track", 200)
-    stem = check.key(check.table(check.key(r, "profiles"), "profiles"), "stem")
-    if not check.items(stem, "stem profile") or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in stem):
-        raise check.fail("has a stem profile that is not a list of numbers")
+    """``r`` when it has the entries head selection reads (class, track, a stem profile)."""
+    check_item_record(r, folder / "items.jsonl")
+    if "stem" not in r["profiles"]:
+        raise EngineError(f"{folder / 'items.jsonl'} item {r['id'][:80]!r} has no stem profile: "
+                          "re-run eval with --no-resume")
     return r
 
 

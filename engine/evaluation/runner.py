@@ -47,7 +47,7 @@ from engine.evaluation.head_selection import run_head_selection
 from engine.evaluation.maps import MapSettings, concept_map, head_data, site_maps, time_only
 from engine.evaluation.prompts import class_prompts, load_templates
 from engine.evaluation.scoring import attention_profile, score_map
-from engine.evaluation.tables import read_jsonl, safe_name, write_tables
+from engine.evaluation.tables import check_item_record, read_jsonl, safe_name, write_tables
 from engine.evaluation.windows import Window, choose_window, class_track_audio
 from engine.output_dir import Output, OutputWriteError, guarded
 from engine.recipe import Recipe
@@ -427,10 +427,10 @@ def run_eval(options: EvalOptions, progress: Progress | None = None, backend=Non
             backend = load_backend(options.model, device=options.device)
         claim.keep = True  # from here on errors.jsonl / items.jsonl are worth resuming from
         errors = _Writer(out / "errors.jsonl")
-        known_errors = {(e.get("id"), e.get("error")) for e in read_jsonl(out / "errors.jsonl")}
+        known_errors = {(e.get("id"), str(e.get("error"))) for e in read_jsonl(out / "errors.jsonl")}
         for skipped in dataset.scan_report:
             rec = {"id": str(skipped.path.name), "phase": "scan", "error": skipped.reason}
-            if (rec["id"], rec["error"]) not in known_errors:
+            if (rec["id"], str(rec["error"])) not in known_errors:
                 errors.append(rec)
         ev = Evaluator(backend, options)
         if ev.settings.weighting == "learned":
@@ -471,9 +471,9 @@ def nothing_scored(reasons: list[str], errors_path: Path) -> str:
 def finish(out: Path, options: EvalOptions, backend, ev: Evaluator, new_items: int,
            elapsed: float) -> dict[str, Any]:
     """Tables, figures, head selection and report.json from what is on disk."""
-    records = read_jsonl(out / "items.jsonl")
+    records = [check_item_record(r, out / "items.jsonl") for r in read_jsonl(out / "items.jsonl")]
     scored = {r["id"] for r in records}
-    open_errors = {(e["id"], e["error"]): e for e in read_jsonl(out / "errors.jsonl")
+    open_errors = {(e["id"], str(e.get("error"))): e for e in read_jsonl(out / "errors.jsonl")
                    if e["id"] not in scored}  # resolved by a later retry: not counted
     report: dict[str, Any] = {
         "items": len(records), "errors": len(open_errors),

@@ -66,6 +66,30 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def check_item_record(record: dict[str, Any], source: str | Path) -> dict[str, Any]:
+    """``record`` (one line of ``items.jsonl``) when the entries the tables, figures and head
+    selection read have their types: text id/class/track/prompt, ``scores`` a table of tables (or
+    null) of numbers, true/false or null, ``profiles`` a table of equally long number lists."""
+    from engine.loaders import Checker
+
+    check = Checker(f"{source} item {str(record.get('id'))[:80]!r}", "repair or delete the line, or re-run with --no-resume")
+    for name in ("id", "class", "track", "prompt"):
+        check.text(check.key(record, name), name, 10_000)
+    for gt, entry in check.table(check.key(record, "scores"), "scores").items():
+        if entry is not None and not all(v is None or isinstance(v, (int, float))
+                                         for v in check.table(entry, f"{gt} scores").values()):
+            raise check.fail(f"has {gt} scores that are not numbers")
+    lengths = set()
+    for name, values in check.table(check.key(record, "profiles"), "profiles").items():
+        values = check.items(values, f"{name} profile", 100_000)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise check.fail(f"has a {name} profile that is not a list of numbers")
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        raise check.fail(f"has profiles of different lengths {sorted(lengths)}")
+    return record
+
+
 def scored(item: dict[str, Any], gt: str) -> bool:
     """Whether the item has confusion counts for ``gt`` (not left out as undefined)."""
     s = item["scores"].get(gt)

@@ -471,3 +471,23 @@ def test_head_select_refuses_damaged_item_records(tmp_path, line):
     (tmp_path / "items.jsonl").write_text(line + "\n" + '{"id": "y"}\n')
     with pytest.raises(EngineError):
         run_head_selection(tmp_path, figures=False)
+
+
+ITEM = {"id": "t1/bass/0", "track": "t1", "class": "Bass", "prompt": "a bass", "seed": 0,
+        "scores": {"region": {"iou": 0.5, "ap": 0.4, "tp": 3, "fp": 1, "fn": 2, "tn": 10, "time_only": False},
+                   "band": None},
+        "profiles": {"attention": [0.1, 0.2], "stem": [0.3, 0.4], "region": [1.0, 0.0]}}
+
+
+def check_item(path: Path) -> None:
+    from engine.evaluation.tables import check_item_record
+
+    check_item_record(json.loads(path.read_text()), path)
+
+
+@settings(FUZZ, max_examples=100)
+@given(path=st.sampled_from(json_paths(ITEM)), value=WRONG, delete=st.booleans())
+def test_eval_item_records_with_wrong_types(path, value, delete):
+    """items.jsonl records as eval's read-back (tables, figures, head-select) checks them."""
+    assert outcome(check_item, with_bytes(json.dumps(ITEM).encode(), ".json"), record=False) == "ok"
+    outcome(check_item, with_bytes(json.dumps(replaced(ITEM, path, value, delete)).encode(), ".json"))
