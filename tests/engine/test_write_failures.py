@@ -163,6 +163,11 @@ def test_empty_inputs_are_refused_before_out_is_created(tmp_path, cli):
     line = _error_line(cli("train-default", "--data", str(empty), "--out", str(out)))
     assert str(empty) in line
     assert _listing(tmp_path) == ["empty"]
+    data = tmp_path / "data"
+    _track(data, "Track00001", {"S00": ("Bass", np.zeros(16000))})
+    line = _error_line(cli("eval", "--dataset", str(data), "--model", "nobody/no-such-model", "--out", str(out)))
+    assert "nobody/no-such-model" in line  # a resumable folder this run created is removed again
+    assert _listing(tmp_path) == ["data", "empty"]
 
 
 def test_eval_in_which_every_item_fails_exits_2_and_says_why(tmp_path, cli):
