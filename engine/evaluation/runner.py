@@ -461,9 +461,14 @@ def run_eval(options: EvalOptions, progress: Progress | None = None, backend=Non
 
 
 def nothing_scored(reasons: list[str], errors_path: Path) -> str:
-    """The one-line error of an eval in which every item failed: how many, and the commonest reasons."""
-    common = Counter(r[:120] for r in reasons).most_common(2)
-    top = "; ".join(f"{n}x {r!r}" for r, n in common)
+    """The one-line error of an eval in which every item failed: how many, and the commonest reasons
+    (paths and quoted names replaced by ``…`` so that one cause over many files counts once)."""
+    def cause(reason: str) -> str:
+        text = re.sub(r"'[^']*'|\"[^\"]*\"|(?<![\w.])/[^\s:'\"]+", "…", reason)
+        return text if len(text) <= 150 else text[:149] + "…"
+
+    common = Counter(cause(r) for r in reasons).most_common(2)
+    top = ", ".join(f"{n}x [{r}]" for r, n in common)
     return (f"no item could be scored: all {len(reasons)} items failed (commonest: {top}); "
             f"the reason for each is in {errors_path}")
 

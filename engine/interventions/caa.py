@@ -35,6 +35,7 @@ from engine.types import EngineError, GenerationRequest
 
 ALPHA_MAX = 200.0  # |α| allowed (TADA sweeps ±100 with unit vectors; twice that for headroom)
 FORMAT_VERSION = 1
+VECTOR_SUFFIXES = (".npz", ".safetensors")  # the file formats of SteeringVectors.save / load
 
 
 def check_alpha(alpha: float) -> float:
@@ -114,19 +115,27 @@ class SteeringVectors:
                 "per_step": self.per_step, "sites": self.sites, "meta": self.meta}
 
     def save(self, path: str | Path) -> Path:
-        """Write ``.npz`` or ``.safetensors`` (by suffix)."""
+        """Write ``.npz`` or ``.safetensors`` (by suffix), atomically; a failed write keeps nothing."""
+        from engine.atomic_io import atomic_write
+        from engine.output_dir import guarded
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix not in VECTOR_SUFFIXES:
+            raise EngineError(f"steering vectors are saved as .npz or .safetensors, not {path.suffix or 'no suffix'}")
         arrays = {f"v{i}": np.ascontiguousarray(v, dtype=np.float32) for i, v in enumerate(self.vectors.values())}
         meta = json.dumps(self.metadata())
-        if path.suffix == ".npz":
-            np.savez(path, __meta__=np.array(meta), **arrays)
-        elif path.suffix == ".safetensors":
-            from safetensors.numpy import save_file
 
-            save_file(arrays, str(path), metadata={"aiba_steering": meta})
-        else:
-            raise EngineError(f"steering vectors are saved as .npz or .safetensors, not {path.suffix or 'no suffix'}")
+        def write(tmp: str) -> None:
+            if path.suffix == ".npz":
+                np.savez(tmp, __meta__=np.array(meta), **arrays)
+            else:
+                from safetensors.numpy import save_file
+
+                save_file(arrays, tmp, metadata={"aiba_steering": meta})
+
+        with guarded(path, flag="path"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, write)
         return path
 
     @classmethod
