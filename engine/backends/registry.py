@@ -245,6 +245,16 @@ def _is_hub_id(model: str) -> bool:
     return model.count("/") == 1 and not model.startswith((".", "/", "~"))
 
 
+def _no_loading_bars() -> None:
+    """diffusers and transformers draw loading bars on the terminal (also under the GUI); progress
+    of a run is reported through the engine's observer instead."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 def load_backend(model: str = EMBEDDED, device: str = "cpu", dtype: str = "float32"):
     """Load ``model`` (``"embedded"``, ``"tiny:<family>"``, a folder or a hub id) as a backend."""
     if not isinstance(model, str) or not model.strip():
@@ -252,6 +262,7 @@ def load_backend(model: str = EMBEDDED, device: str = "cpu", dtype: str = "float
     model = model.strip()
     if _is_hub_id(model) and not Path(model).expanduser().exists():
         require_hub_cache(model)  # fails in milliseconds, before torch is imported
+    _no_loading_bars()
     from engine.backends.tiny import TINY_FAMILIES, build_tiny
     from engine.device import resolve_device, resolve_dtype
 
