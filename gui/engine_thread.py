@@ -307,6 +307,7 @@ class EngineBridge(QObject):
         self._next_id = 1
         self._job: RunJob | None = None
         self._task: TaskJob | None = None
+        self._stopped = False
         self._pending: list[AttentionFrame] = []
         self._pending_step: StepInfo | None = None
         self.dropped_stale = 0
@@ -329,13 +330,21 @@ class EngineBridge(QObject):
         return self._job.run_id if self._job else None
 
     def load(self, model: str, device: str) -> None:
+        self._check_running()
         self._requestLoad.emit(model, device)
 
     def unload(self) -> None:
         self._requestUnload.emit()
 
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise EngineError("the engine has stopped (the window is closing): restart AIBA Studio to go on")
+
     def generate(self, model: str, device: str, request: GenerationRequest) -> int:
-        """Queue a run; returns its id. One run at a time: raises EngineError while busy."""
+        """Queue a run; returns its id. One run at a time: raises EngineError while busy, after
+        :meth:`shutdown`, or when the request breaks the engine's limits."""
+        self._check_running()
+        request.validate()
         if self._job is not None:
             raise EngineError("a run is already going on: cancel it (Esc) or wait for it to finish")
         if self._task is not None:
@@ -353,7 +362,8 @@ class EngineBridge(QObject):
     def submit(self, name: str, model: str | None, device: str,
                fn: Callable[[Any, Callable[[int, int], None]], Any]) -> int:
         """Queue an analysis job ``fn(backend, progress)`` in the engine thread; returns its id.
-        One run or job at a time: raises EngineError while busy."""
+        One run or job at a time: raises EngineError while busy or after :meth:`shutdown`."""
+        self._check_running()
         if self._job is not None or self._task is not None:
             what = "a run" if self._job is not None else f"the job “{self._task.name}”"
             raise EngineError(f"{what} is going on: cancel it (Esc) or wait for it to finish")
@@ -375,7 +385,9 @@ class EngineBridge(QObject):
         return True
 
     def shutdown(self, timeout_ms: int = 30000) -> bool:
-        """Cancel, stop the thread and join it; True when the thread ended."""
+        """Cancel, stop the thread and join it; True when the thread ended. Later runs and jobs
+        are refused with an EngineError (nothing would ever answer them)."""
+        self._stopped = True
         self.cancel()
         self._timer.stop()
         self._thread.quit()

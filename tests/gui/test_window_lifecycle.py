@@ -35,3 +35,20 @@ def test_closing_the_window_shuts_it_down(make_window, isolated_settings):
     window.close()
     assert _active_timers(window) == []
     assert window.bridge._thread.isFinished()
+
+
+def test_after_shutdown_runs_jobs_and_loads_are_refused_not_queued(make_window, isolated_settings):
+    """A stopped engine thread would never answer: the bridge refuses instead of staying busy."""
+    import pytest
+
+    from engine.types import EngineError, GenerationRequest
+
+    window = make_window(model=TEST_MODEL)
+    window.shutdown()
+    for attempt in (lambda: window.bridge.generate(TEST_MODEL, "cpu", GenerationRequest(prompt="bass", steps=1)),
+                    lambda: window.bridge.submit("job", TEST_MODEL, "cpu", lambda backend, progress: None),
+                    lambda: window.bridge.load(TEST_MODEL, "cpu")):
+        with pytest.raises(EngineError, match="engine has stopped"):
+            attempt()
+    assert not window.bridge.busy and _active_timers(window) == []
+    assert window.generate(TEST_MODEL, "cpu", GenerationRequest(prompt="bass", steps=1)) is None  # shown, not raised
