@@ -40,6 +40,7 @@ class Limits:
     prompt_max_chars: int = 2000
     memory_budget_max_mb: float = 1_048_576.0  # 1 TiB
     grid_max: int = 4096
+    steer_alpha_max: float = 200.0  # |α| of steering (TADA sweeps ±100 with unit vectors; twice that)
 
 
 LIMITS = Limits()

@@ -98,6 +98,16 @@ def int_list(text: str | None, flag: str) -> list[int] | None:
         raise EngineError(f"bad {flag} {text!r}: give whole numbers separated by commas, e.g. 2,4,8") from None
 
 
+def float_list(text: str | None, flag: str) -> list[float] | None:
+    """``-10,0,10`` → ``[-10.0, 0.0, 10.0]``; ``None`` for an empty flag."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise EngineError(f"bad {flag} {text!r}: give numbers separated by commas, e.g. -10,0,10") from None
+
+
 def words(text: str | None, sep: str = ",") -> list[str]:
     """Comma- (or ``sep``-) separated words, stripped, empties dropped."""
     return [w.strip() for w in (text or "").split(sep) if w.strip()]

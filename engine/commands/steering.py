@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.commands.flags import add_recipe, fields_of, recipe_kwargs
+from engine.commands.flags import add_recipe, fields_of, float_list, int_list, recipe_kwargs
 from engine.commands.registry import Command, register
+from engine.recipe import LIMITS, check_float, check_int
 
 
 def _seeds_flag(p: argparse.ArgumentParser, name: str = "--seeds") -> None:
@@ -22,7 +23,7 @@ def _patch_args(p: argparse.ArgumentParser) -> None:
     _seeds_flag(p)
     p.add_argument("--mode", default="kv", choices=["kv", "k", "v"], help="substitute keys and values, keys or values")
     p.add_argument("--max-pairs", type=int, default=None, help="use only the first N prompt pairs")
-    p.add_argument("--scorer", default=None, help="band-template (default) or clap:<local CLAP folder>")
+    p.add_argument("--scorer", default=None, help="instrument (default), instrument:<folder>, band-template or clap:<local CLAP folder>")
     p.add_argument("--out", required=True, help="output folder (patch_<concept>.json is added to it)")
     add_recipe(p, prompt=False, seed=False, steps=10)
 
@@ -64,7 +65,7 @@ def _steer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-prompt", dest="eval_prompts", action="append", default=[],
                    help="evaluation prompt (repeat; default: --prompt)")
     _seeds_flag(p, "--eval-seeds")
-    p.add_argument("--scorer", default=None, help="band-template (default) or clap:<folder>")
+    p.add_argument("--scorer", default=None, help="instrument (default), instrument:<folder>, band-template or clap:<folder>")
     p.add_argument("--query", default=None, help="alignment text (default: the vectors' concept)")
     p.add_argument("--out", required=True, help="output folder")
     add_recipe(p, steps=10)
@@ -78,10 +79,29 @@ def _ablate_args(p: argparse.ArgumentParser) -> None:
     add_recipe(p, steps=10)
 
 
+def _check_lists(args: argparse.Namespace) -> None:
+    """Seed and α lists, and α, within the recipe's limits before any model loads."""
+    for flag in ("seeds", "eval_seeds"):
+        for seed in int_list(getattr(args, flag, None), f"--{flag.replace('_', '-')}") or []:
+            check_int(f"each of --{flag.replace('_', '-')}", seed, 0, LIMITS.seed_max)
+    top = LIMITS.steer_alpha_max
+    if hasattr(args, "alpha"):
+        check_float("--alpha", args.alpha, -top, top)
+    for alpha in float_list(getattr(args, "eval_alphas", None), "--eval-alphas") or []:
+        check_float("each of --eval-alphas", alpha, -top, top)
+    for flag in ("max_pairs", "n_bases", "tokens_per_step"):
+        if getattr(args, flag, None) is not None:
+            check_int(f"--{flag.replace('_', '-')}", getattr(args, flag), 1, 1_000_000)
+    for flag, high in (("expansion", 64), ("k", 100_000), ("epochs", 100_000), ("tau", 100_000)):
+        if hasattr(args, flag) and isinstance(getattr(args, flag), int):
+            check_int(f"--{flag}", getattr(args, flag), 1, high)
+
+
 def _builder(class_name: str, require_prompt: bool):
     def build(args: argparse.Namespace) -> Any:
         from engine.interventions import commands
 
+        _check_lists(args)
         options = fields_of(getattr(commands, class_name), args, **recipe_kwargs(args))
         options.validate(require_prompt=require_prompt)
         return options

@@ -31,9 +31,10 @@ import torch
 from engine.interventions.layers import RunState, resolve_layers
 from engine.interventions.processors import intervention_processor_for
 from engine.probe.cfg_layout import check_halves
+from engine.recipe import LIMITS
 from engine.types import EngineError, GenerationRequest
 
-ALPHA_MAX = 200.0  # |α| allowed (TADA sweeps ±100 with unit vectors; twice that for headroom)
+ALPHA_MAX = LIMITS.steer_alpha_max  # |α| allowed (engine.recipe.LIMITS)
 FORMAT_VERSION = 1
 VECTOR_SUFFIXES = (".npz", ".safetensors")  # the file formats of SteeringVectors.save / load
 

@@ -199,3 +199,20 @@ def test_desktop_entry_install_and_uninstall_from_the_command_line(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--uninstall-desktop"], capture_output=True,
                           text=True, env=env)
     assert done.returncode == 0 and not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["steer", "--vectors", "/nonexistent.npz", "--prompt", "bass", "--alpha", "500"], "--alpha must be"),
+    (["steer", "--vectors", "/nonexistent.npz", "--prompt", "bass", "--eval-alphas", "1,nan"], "--eval-alphas"),
+    (["steer", "--vectors", "/nonexistent.npz", "--prompt", "bass", "--eval-seeds", "0,4294967296"], "--eval-seeds"),
+    (["patch", "--concept", "drums", "--seeds", "1,x"], "bad --seeds"),
+    (["patch", "--concept", "drums", "--max-pairs", "0"], "--max-pairs must be between 1"),
+    (["caa", "--concept", "drums", "--seeds", "-3"], "each of --seeds must be between 0"),
+    (["sae", "--concept", "drums", "--layer", "0", "--k", "0"], "--k must be between 1"),
+    (["sae", "--concept", "drums", "--layer", "0", "--expansion", "1000"], "--expansion must be between 1 and 64"),
+])
+def test_list_and_count_options_are_checked_before_the_model_loads(args, says, tmp_path, capsys):
+    code = main.main([*args, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and says in err[0], err
+    assert list(tmp_path.iterdir()) == []
