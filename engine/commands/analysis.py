@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from engine.commands.flags import add_model, add_recipe, parse_grid, recipe_kwargs, words
-from engine.commands.registry import Command, register
+from engine.commands.registry import Command, lazy, register
 from engine.recipe import LSAC_CACHE_DTYPES, LSAC_CHOICES, LsacSpec
 
 
@@ -56,18 +56,12 @@ def _analyze_build(args: argparse.Namespace):
     ).validate()
 
 
-def _analyze_run(options, progress):
-    from engine.analyze import analyze
-
-    return analyze(options, progress=progress)
-
-
 register(Command(
     name="analyze",
     summary="generate with attention capture and write audio, maps and figures",
     example="python main.py analyze --prompt 'bass and drums' --steps 25 --out runs/bass",
     outputs="OUT/audio.wav, run.json, attention.npz (aggregate, pooled, per-site and per-step maps), figures",
-    add_arguments=_analyze_args, build=_analyze_build, execute=_analyze_run,
+    add_arguments=_analyze_args, build=_analyze_build, execute=lazy("engine.analyze", "analyze"),
 ))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engine.commands.flags import add_recipe, int_list, recipe_kwargs, words
-from engine.commands.registry import Command, register
+from engine.commands.registry import Command, lazy, register
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -46,17 +46,11 @@ def _build(args: argparse.Namespace):
     return options
 
 
-def _run(options, progress):
-    from engine.convergence.command import run_convergence
-
-    return run_convergence(options, progress=progress)
-
-
 register(Command(
     name="convergence",
     summary="attention entropy per layer and step, stable/fast layers, freeze sweep, LSAC comparison",
     example="python main.py convergence --prompt 'bass and drums' --steps 25 --sweep --out conv/bass",
     outputs="OUT/convergence.{json,csv,png}, summary.json; with --sweep freeze_sweep.{npz,csv,png}; "
             "with --compare the LSAC comparison",
-    add_arguments=_args, build=_build, execute=_run, unit="run",
+    add_arguments=_args, build=_build, execute=lazy("engine.convergence.command", "run_convergence"), unit="run",
 ))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engine.commands.flags import add_recipe, parse_grid, recipe_kwargs, words
-from engine.commands.registry import Command, register
+from engine.commands.registry import Command, lazy, register
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
@@ -69,18 +69,12 @@ def _eval_build(args: argparse.Namespace):
     return options
 
 
-def _eval_run(options, progress):
-    from engine.evaluation import run_eval
-
-    return run_eval(options, progress=progress)
-
-
 register(Command(
     name="eval",
     summary="AIBA evaluation: generate per track and instrument, score attention against ground truth",
     example="python main.py eval --dataset slakh2100_flac_redux --split test --max-tracks 30 --out eval/v2",
     outputs="OUT/items.jsonl, errors.jsonl, Tables 1 and 3 (CSV, Markdown), Figures 2 and 3; resumable",
-    add_arguments=_eval_args, build=_eval_build, execute=_eval_run, unit="item",
+    add_arguments=_eval_args, build=_eval_build, execute=lazy("engine.evaluation.runner", "run_eval"), unit="item",
 ))
 
 

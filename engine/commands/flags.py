@@ -88,24 +88,24 @@ def parse_grid(text: str) -> tuple[int, int]:
     return grid_t, grid_f
 
 
-def int_list(text: str | None, flag: str) -> list[int] | None:
-    """``2,4,8`` → ``[2, 4, 8]``; ``None`` for an empty flag."""
+def _number_list(text: str | None, flag: str, kind: type, example: str) -> list | None:
     if text is None or not text.strip():
         return None
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        return [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise EngineError(f"bad {flag} {text!r}: give whole numbers separated by commas, e.g. 2,4,8") from None
+        what = "whole numbers" if kind is int else "numbers"
+        raise EngineError(f"bad {flag} {text!r}: give {what} separated by commas, e.g. {example}") from None
+
+
+def int_list(text: str | None, flag: str) -> list[int] | None:
+    """``2,4,8`` → ``[2, 4, 8]``; ``None`` for an empty flag."""
+    return _number_list(text, flag, int, "2,4,8")
 
 
 def float_list(text: str | None, flag: str) -> list[float] | None:
     """``-10,0,10`` → ``[-10.0, 0.0, 10.0]``; ``None`` for an empty flag."""
-    if text is None or not text.strip():
-        return None
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise EngineError(f"bad {flag} {text!r}: give numbers separated by commas, e.g. -10,0,10") from None
+    return _number_list(text, flag, float, "-10,0,10")
 
 
 def words(text: str | None, sep: str = ",") -> list[str]:

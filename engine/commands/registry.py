@@ -35,3 +35,16 @@ def register(command: Command) -> Command:
         raise ValueError(f"command {command.name} registered twice")
     REGISTRY[command.name] = command
     return command
+
+
+def lazy(module: str, function: str) -> Callable[[Any, Progress], Any]:
+    """An ``execute`` that imports ``module`` only when the command runs (keeps ``--help`` light)
+    and calls ``function(options, progress=progress)``."""
+
+    def execute(options: Any, progress: Progress) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(options, progress=progress)
+
+    execute.__qualname__ = f"lazy({module}.{function})"
+    return execute

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from engine.commands.flags import add_recipe, fields_of, float_list, int_list, recipe_kwargs
-from engine.commands.registry import Command, register
+from engine.commands.registry import Command, lazy, register
 from engine.recipe import LIMITS, check_float, check_int
 
 
@@ -109,15 +109,6 @@ def _builder(class_name: str, require_prompt: bool):
     return build
 
 
-def _runner(function_name: str):
-    def run(options: Any, progress) -> Any:
-        from engine.interventions import commands
-
-        return getattr(commands, function_name)(options, progress=progress)
-
-    return run
-
-
 for _name, _summary, _example, _outputs, _args, _cls, _fn, _prompt in (
     ("patch", "activation patching of cross-attention K/V per layer, with TADA's impact score",
      "python main.py patch --concept drums --prompt-set embedded --seeds 0,1 --out patch/",
@@ -140,4 +131,4 @@ for _name, _summary, _example, _outputs, _args, _cls, _fn, _prompt in (
      "run_ablate", True),
 ):
     register(Command(name=_name, summary=_summary, example=_example, outputs=_outputs, add_arguments=_args,
-                     build=_builder(_cls, _prompt), execute=_runner(_fn), unit="run"))
+                     build=_builder(_cls, _prompt), execute=lazy("engine.interventions.commands", _fn), unit="run"))
