@@ -89,7 +89,9 @@ def test_silent_items_are_refused_before_generating(late_dataset, backend, tmp_p
 
 def test_fixed_window_refuses_a_late_part(late_dataset, backend, tmp_path):
     backend.calls = 0
-    out = run_eval(_opts(late_dataset, tmp_path / "b", window="fixed"), backend=backend)
+    out = tmp_path / "b"
+    with pytest.raises(EngineError, match="no item could be scored: all 4 items failed"):
+        run_eval(_opts(late_dataset, out, window="fixed"), backend=backend)  # nothing scored: exit 2
     assert backend.calls == 0 and read_jsonl(out / "items.jsonl") == []
     guitar = [e for e in read_jsonl(out / "errors.jsonl") if "/Guitar/" in e["id"]]
     assert len(guitar) == 2 and all("at most 0% of the 1 s window at 0 s" in e["error"] for e in guitar)
