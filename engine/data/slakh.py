@@ -242,7 +242,8 @@ class SlakhDataset:
     def __init__(self, root: str | Path, split: str | None = None) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
-            raise EngineError(f"dataset folder {self.root} does not exist; pass the Slakh2100 root")
+            what = "is a file, not a folder" if self.root.exists() else "does not exist"
+            raise EngineError(f"dataset folder {self.root} {what}; pass the Slakh2100 root (or one split folder)")
         folders: list[tuple[str | None, Path]] = []
         if split is not None:
             sdir = self.root / split
