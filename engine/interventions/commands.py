@@ -66,7 +66,7 @@ class PatchOptions(Recipe):
     seeds: str = "0"
     mode: str = "kv"
     max_pairs: int | None = None
-    scorer: str | None = None  # None: band-template; "clap:<folder>"
+    scorer: str | None = None  # None: the shipped instrument scorer; "band-template"; "clap:<folder>"
 
 
 def run_patch(o: PatchOptions, progress: Progress = None) -> Path:
@@ -81,6 +81,8 @@ def run_patch(o: PatchOptions, progress: Progress = None) -> Path:
         backend = _backend(o.model, o.device)
         scorer = load_scorer(o.scorer, None, o.device)
         query = cp.template if (scorer.name == "band-template" and cp.template) else cp.query
+        if hasattr(scorer, "check_concept"):  # the instrument scorer: refuse before generating
+            scorer.check_concept(query)
         pairs = cp.pairs[: o.max_pairs] if o.max_pairs else cp.pairs
         report = patch_sweep(backend, pairs, query, scorer, o.layers, _seeds(o.seeds), o.steps, o.guidance,
                              o.duration, o.mode, cp.concept, progress)
@@ -219,11 +221,14 @@ def _steer(o: SteerOptions, folder: Path, progress: Progress) -> None:
         query = o.query or vectors.concept
         if scorer.name == "band-template":
             template_for(query)
+        elif hasattr(scorer, "check_concept"):
+            scorer.check_concept(query)
         if not o.functional:
             raise EngineError("evaluation needs --functional LAYERS (e.g. from `python main.py patch`)")
         func = resolve_layers(backend, o.functional)
         covered = vectors.sites
         sets = {"functional": func, "all": covered, "all_but_functional": [s for s in covered if s not in func]}
+        sets = {k: v for k, v in sets.items() if v}  # SAE vectors of one functional layer: no complement
         result = evaluate_steering(backend, vectors, sets, o.eval_prompts or [o.prompt], _floats(o.eval_alphas),
                                    query, scorer, _seeds(o.eval_seeds), o.steps, o.guidance, o.duration,
                                    o.renorm, o.halves, progress)

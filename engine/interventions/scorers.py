@@ -2,10 +2,15 @@
 
 Every scorer has a ``name`` and reports it with each number it produces.
 
+* :class:`InstrumentScorer` (``"instrument:<folder>"``, the default): the probability that the
+  audio contains the concept instrument, from the instrument classifier shipped in
+  ``resources/models/aiba-instrument-scorer`` (:mod:`engine.scoring`; Bass, Drums, Guitar, Piano,
+  Strings, Organ). It also gives the embeddings and layer activations of TADA's preservation
+  measures (:mod:`engine.scoring.distances`).
 * :class:`ClapScorer` (``"clap:<folder>"``): cosine similarity of CLAP audio and text
   embeddings, with a local CLAP checkpoint folder loaded through transformers (``ClapModel`` +
   ``ClapProcessor``; nothing is downloaded).
-* :class:`BandTemplateScorer` (``"band-template"``, the offline default): Pearson correlation
+* :class:`BandTemplateScorer` (``"band-template"``): Pearson correlation
   between the audio's mel frequency profile (:func:`engine.analysis.templates.frequency_profile`,
   64 Slaney bands up to the audio's Nyquist frequency) and the concept instrument's knowledge-driven band mask
   (:func:`engine.analysis.templates.band_mask`; the fundamental range where the band covers the
@@ -39,6 +44,7 @@ CONCEPT_TEMPLATES: dict[str, str] = {
     "mallets": "Chromatic Percussion", "marimba": "Chromatic Percussion",
     "maracas": "Drums",
 }
+
 
 class Scorer(Protocol):
     """``similarity(audio, sample_rate, concept) -> float``; ``name`` says which scorer it is."""
@@ -141,10 +147,61 @@ class ClapScorer:
         return float(a @ t / (np.linalg.norm(a) * np.linalg.norm(t) + 1e-12))
 
 
+class InstrumentScorer:
+    """Concept probability from the shipped instrument classifier (a sigmoid output per class)."""
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        from engine.scoring.model import InstrumentScorerModel, default_scorer_dir
+
+        folder = Path(folder).expanduser() if folder is not None else default_scorer_dir()
+        self.model = InstrumentScorerModel.load(folder)
+        self.name = f"instrument:{folder.name}"
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.model.config.classes
+
+    def class_for(self, concept: str) -> str:
+        """The scorer class that stands for ``concept`` (an instrument word or class name)."""
+        try:
+            name = template_for(concept)
+        except EngineError:
+            name = ""
+        if name not in self.classes:
+            raise EngineError(f"the instrument scorer knows {', '.join(self.classes)}, not {concept!r}; "
+                              "use --scorer band-template or --scorer clap:<folder> for other concepts")
+        return name
+
+    def check_concept(self, concept: str) -> None:
+        """Raise before any generation when ``concept`` cannot be scored."""
+        self.class_for(concept)
+
+    def similarity(self, audio: np.ndarray, sample_rate: int, concept: str) -> float:
+        name = self.class_for(concept)
+        x = np.asarray(audio, dtype=np.float64)
+        if x.size == 0 or not np.any(x):
+            return 0.0
+        return self.model.probabilities(x, sample_rate)[name]
+
+    def embeddings(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Per-frame (256 ms) embeddings ``(frames, 128)`` of a clip."""
+        return self.model.frame_embeddings(np.asarray(audio, dtype=np.float64), sample_rate)
+
+    def activations(self, audio: np.ndarray, sample_rate: int) -> list[np.ndarray]:
+        """The conv blocks' activations ``(C, T, F)`` of a clip."""
+        return self.model.activations(np.asarray(audio, dtype=np.float64), sample_rate)
+
+
 def load_scorer(spec: str | None = None, mel_spec: MelSpec | None = None, device: str = "cpu") -> Scorer:
-    """``None``/``"band-template"`` → :class:`BandTemplateScorer`; ``"clap:<folder>"`` or a
+    """``None``/``"instrument"`` → the shipped :class:`InstrumentScorer`; ``"instrument:<folder>"``
+    → a trained one; ``"band-template"`` → :class:`BandTemplateScorer`; ``"clap:<folder>"`` or a
     folder path → :class:`ClapScorer`."""
-    if spec is None or spec.strip().lower() in ("", "band-template", "band"):
+    key = "" if spec is None else spec.strip()
+    if key.lower() in ("", "instrument"):
+        return InstrumentScorer()
+    if key.lower().startswith("instrument:"):
+        return InstrumentScorer(key.split(":", 1)[1])
+    if key.lower() in ("band-template", "band"):
         return BandTemplateScorer(mel_spec)
     folder = spec.split(":", 1)[1] if spec.lower().startswith("clap:") else spec
     return ClapScorer(folder, device=device)

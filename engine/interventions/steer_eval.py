@@ -7,9 +7,16 @@ evaluation prompt × seed, the run is repeated over the steering strengths ``alp
 * **ΔAlignment** = mean ``a(α_max)`` − mean ``a(α_min)``;
 * **smoothness** = std of consecutive differences ``a(α_{i+1}) − a(α_i)`` of each prompt's curve,
   averaged over prompts (lower is smoother);
-* **preservation** = mean absolute difference in dB of the log-mel spectrograms of the steered and
-  the unsteered (α = 0) audio, averaged over α ≠ 0 (lower preserves more). FAD is *not* reported:
-  no audio embedding model is available offline.
+* **preservation**, against the unsteered (α = 0) audio and averaged over α ≠ 0 (lower preserves
+  more), in three forms: TADA's two measured in the shipped instrument scorer's feature space
+  (:mod:`engine.scoring.distances`; FAD's VGGish and LPAPS's network cannot be had offline, so the
+  names say what they are) and the plain log-mel difference:
+
+  - ``scorer_frechet_distance``: per α, the Fréchet distance between the scorer's frame
+    embeddings of all steered clips (prompts × seeds) and those of the unsteered clips;
+  - ``scorer_perceptual_distance``: per clip, the LPAPS-style distance of the scorer's layer
+    activations to its unsteered clip;
+  - ``preservation_mel_db``: mean |Δ| in dB of the log-mel spectrograms.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import numpy as np
 
 from engine.analysis.melscale import mel_spectrogram, power_to_db
 from engine.interventions.caa import Steer, SteeringVectors, check_alpha, check_prompts
+from engine.scoring.distances import frechet_distance, perceptual_distance
 from engine.types import EngineError, GenerationRequest, MelSpec
 
 
@@ -49,6 +57,8 @@ class SteerEvalRow:
     alphas: list[float]
     alignment: np.ndarray  # (prompts*seeds, alphas)
     preservation_db: float
+    frechet: float | None = None  # scorer_frechet_distance, mean over α ≠ 0
+    perceptual: float | None = None  # scorer_perceptual_distance, mean over clips and α ≠ 0
 
     @property
     def delta_alignment(self) -> float:
@@ -58,7 +68,21 @@ class SteerEvalRow:
         return {"layer_set": self.layer_set, "sites": self.sites, "alphas": self.alphas,
                 "alignment_mean": self.alignment.mean(axis=0).tolist(),
                 "delta_alignment": self.delta_alignment, "smoothness": smoothness(self.alignment),
-                "preservation_mel_db": self.preservation_db, "fad": None}
+                "preservation_mel_db": self.preservation_db, "scorer_frechet_distance": self.frechet,
+                "scorer_perceptual_distance": self.perceptual}
+
+
+def preservation_features(scorer):
+    """The scorer that gives the preservation features: ``scorer`` itself when it has embeddings,
+    else the shipped instrument scorer, else ``None`` (then only the mel distance is reported)."""
+    if hasattr(scorer, "embeddings") and hasattr(scorer, "activations"):
+        return scorer
+    from engine.interventions.scorers import InstrumentScorer
+
+    try:
+        return InstrumentScorer()
+    except EngineError:
+        return None
 
 
 def evaluate_steering(backend, vectors: SteeringVectors, layer_sets: dict[str, Sequence[str]],
@@ -87,19 +111,34 @@ def evaluate_steering(backend, vectors: SteeringVectors, layer_sets: dict[str, S
             progress(done, total)
         return r
 
+    feats = preservation_features(scorer)
     base = {run: generate(*run, []) for run in runs}
+    base_emb = {run: feats.embeddings(r.audio, r.sample_rate) for run, r in base.items()} if feats else {}
+    base_act = {run: feats.activations(r.audio, r.sample_rate) for run, r in base.items()} if feats else {}
     rows = []
     for name, sites in layer_sets.items():
         align = np.zeros((len(runs), len(alphas)))
-        dists = []
-        for i, run in enumerate(runs):
-            for j, alpha in enumerate(alphas):
+        dists, percept, fds = [], [], []
+        for j, alpha in enumerate(alphas):
+            steered_emb = []
+            for i, run in enumerate(runs):
                 r = base[run] if alpha == 0 else generate(*run, [Steer(vectors, alpha, list(sites), use_renorm, halves)])
                 align[i, j] = scorer.similarity(r.audio, r.sample_rate, query)
-                if alpha != 0:
-                    dists.append(mel_distance_db(r.audio, base[run].audio, r.sample_rate, spec))
-        rows.append(SteerEvalRow(name, list(sites), alphas, align, float(np.mean(dists)) if dists else 0.0))
+                if alpha == 0:
+                    continue
+                dists.append(mel_distance_db(r.audio, base[run].audio, r.sample_rate, spec))
+                if feats is not None:
+                    steered_emb.append(feats.embeddings(r.audio, r.sample_rate))
+                    percept.append(perceptual_distance(feats.activations(r.audio, r.sample_rate), base_act[run]))
+            if steered_emb:
+                fds.append(frechet_distance(np.concatenate(steered_emb), np.concatenate(list(base_emb.values()))))
+        rows.append(SteerEvalRow(name, list(sites), alphas, align, float(np.mean(dists)) if dists else 0.0,
+                                 float(np.mean(fds)) if fds else None, float(np.mean(percept)) if percept else None))
     return {"scorer": scorer.name, "query": query, "renorm": use_renorm, "halves": halves,
             "prompts": list(prompts), "seeds": [int(s) for s in seeds],
-            "preservation_metric": "mean |Δ log-mel| in dB vs the unsteered audio; FAD not available offline",
+            "preservation_features": feats.name if feats is not None else None,
+            "preservation_metric": ("scorer_frechet_distance: Fréchet distance of the instrument scorer's frame "
+                                    "embeddings, steered vs unsteered, per α; scorer_perceptual_distance: LPAPS-style "
+                                    "distance of its layer activations per clip; preservation_mel_db: mean |Δ log-mel| "
+                                    "in dB; all averaged over α ≠ 0 (not FAD/LPAPS: their networks are not available)"),
             "rows": [row.to_dict() for row in rows]}

@@ -123,6 +123,7 @@ class InstrumentScorerModel:
     @classmethod
     def load(cls, folder: str | Path) -> InstrumentScorerModel:
         """Read ``config.json`` and ``model.safetensors`` from ``folder``."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         folder = Path(folder).expanduser()
@@ -133,7 +134,7 @@ class InstrumentScorerModel:
             config = ScorerConfig.from_dict(json.loads((folder / CONFIG).read_text()))
             net = InstrumentNet(config)
             net.load_state_dict(load_file(str(folder / WEIGHTS)))
-        except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
+        except (OSError, ValueError, RuntimeError, TypeError, KeyError, SafetensorError) as exc:
             raise EngineError(f"cannot load the instrument scorer from {folder}: {str(exc).splitlines()[0]}; "
                               "retrain it with `python main.py train-scorer`") from exc
         return cls(config, net)
