@@ -67,6 +67,7 @@ class SteerEvalRow:
     def to_dict(self) -> dict[str, Any]:
         return {"layer_set": self.layer_set, "sites": self.sites, "alphas": self.alphas,
                 "alignment_mean": self.alignment.mean(axis=0).tolist(),
+                "alignment_per_run": self.alignment.tolist(),  # rows: the result's "runs" (prompt, seed)
                 "delta_alignment": self.delta_alignment, "smoothness": smoothness(self.alignment),
                 "preservation_mel_db": self.preservation_db, "scorer_frechet_distance": self.frechet,
                 "scorer_perceptual_distance": self.perceptual}
@@ -136,6 +137,7 @@ def evaluate_steering(backend, vectors: SteeringVectors, layer_sets: dict[str, S
                                  float(np.mean(fds)) if fds else None, float(np.mean(percept)) if percept else None))
     return {"scorer": scorer.name, "query": query, "renorm": use_renorm, "halves": halves,
             "prompts": list(prompts), "seeds": [int(s) for s in seeds],
+            "runs": [[p, int(s)] for p, s in runs],
             "preservation_features": feats.name if feats is not None else None,
             "preservation_metric": ("scorer_frechet_distance: Fréchet distance of the instrument scorer's frame "
                                     "embeddings, steered vs unsteered, per α; scorer_perceptual_distance: LPAPS-style "

@@ -53,6 +53,7 @@ def test_caa_steer_eval_and_ablate_commands(tmp_path):
         assert r["delta_alignment"] == pytest.approx(r["alignment_mean"][-1] - r["alignment_mean"][0])
         assert r["preservation_mel_db"] >= 0 and "fad" not in r
         assert r["scorer_frechet_distance"] >= 0 and r["scorer_perceptual_distance"] >= 0  # the instrument scorer's
+        assert np.allclose(np.mean(r["alignment_per_run"], axis=0), r["alignment_mean"])
     abl = run_ablate(AblateOptions(prompt="drums", out=str(tmp_path / "abl"), layers="0,1", per_layer=True, **TINY))
     runs = json.loads((abl / "ablate.json").read_text())["runs"]
     assert [r["layers"] for r in runs] == [[0], [1]]
