@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from engine.convergence.entropy import mean_abs_change, mean_entropy, mean_entropy_torch
-from engine.probe.attention_core import attention_probs
+from engine.probe.attention_core import item_probs
 from engine.probe.cfg_layout import CfgLayout
 from engine.probe.run_context import RunContext
 from engine.probe.site_processors import SiteCall, site_processor_for
@@ -119,7 +119,7 @@ class EntropyProbe:
         with torch.no_grad():
             if site not in self.shapes:
                 self.shapes[site] = shape_of_call(call.attn, call.hidden_states, call.encoder_hidden_states)
-            probs = attention_probs(call.core(self.run.cfg.cond_item(call.batch)))[0]
+            probs = item_probs(call.core(self.run.cfg.cond_item(call.batch)))
             pads = self._pad_keys.get(self._contexts.get(site, ""))
             if pads is not None and pads.shape[0] != probs.shape[-1]:
                 pads = None  # self-attention of a padded context: no pads among its keys

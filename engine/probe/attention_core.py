@@ -211,17 +211,35 @@ def attention_probs(call: AttentionCall, transposed: bool = False, uniform: bool
                 scores_t.masked_fill_(~mask_t, float("-inf"))
         scores_t.sub_(scores_t.amax(dim=-2, keepdim=True)).exp_()
         return scores_t.div_(scores_t.sum(dim=-2, keepdim=True))
-    if query.shape[0] > 1:  # the whole batch in one product
-        scores = torch.matmul(query, key.transpose(-1, -2)).mul_(scale)
-        return torch.softmax(_masked(scores, mask), dim=-1)
-    if mask is not None and mask.dtype != torch.bool:  # one item: the bias fused into the product
-        bias = mask[0].float().expand(call.heads, query.shape[2], key.shape[2])
-        scores = torch.baddbmm(bias, query[0], key[0].transpose(-1, -2), alpha=scale)
+    if query.shape[0] == 1:
+        return _item_probs(query[0], key[0], None if mask is None else mask[0], scale).unsqueeze(0)
+    return softmax_probs(query, key, mask, scale)  # the whole batch in one product
+
+
+def item_probs(call: AttentionCall) -> torch.Tensor:
+    """:func:`attention_probs` of a one-item call as ``(heads, Q, K)`` (what capture records)."""
+    return _item_probs(call.queries(fp32=True)[0], call.keys(fp32=True)[0],
+                       None if call.mask is None else call.mask[0], 1.0 / math.sqrt(call.head_dim))
+
+
+def _item_probs(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """One item's ``(heads, Q, K)`` probabilities, an additive mask fused into the product."""
+    if mask is not None and mask.dtype != torch.bool:
+        bias = mask.float().expand(query.shape[0], query.shape[1], key.shape[1])
+        scores = torch.baddbmm(bias, query, key.transpose(-1, -2), alpha=scale)
     else:
-        scores = torch.matmul(query[0], key[0].transpose(-1, -2)).mul_(scale)
+        scores = torch.matmul(query, key.transpose(-1, -2)).mul_(scale)
         if mask is not None:
-            scores = scores.masked_fill(~mask[0], float("-inf"))
-    return torch.softmax(scores, dim=-1).unsqueeze(0)
+            scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1)
+
+
+def softmax_probs(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
+                  scale: float) -> torch.Tensor:
+    """``softmax(q kᵀ · scale + mask)`` in fp32 from head-split ``(…, Q, d)`` queries and
+    ``(…, K, d)`` keys; ``mask``: additive bias or bool (``True`` = may attend)."""
+    scores = torch.matmul(query.float(), key.float().transpose(-1, -2)).mul_(scale)
+    return torch.softmax(_masked(scores, mask), dim=-1)
 
 
 def _masked(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

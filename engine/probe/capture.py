@@ -5,14 +5,14 @@ processor (the stock one, or what the interventions made of it). The output is c
 processor on the full batch, untouched (so the model output is bit-identical to a stock run); the
 probabilities of the conditional CFG item (:class:`~engine.probe.cfg_layout.CfgLayout`) are
 recomputed separately in fp32 by the attention core
-(:func:`engine.probe.attention_core.attention_probs`) and handed to the recorder.
+(:func:`engine.probe.attention_core.item_probs`) and handed to the recorder.
 """
 
 from __future__ import annotations
 
 import torch
 
-from engine.probe.attention_core import attention_probs
+from engine.probe.attention_core import item_probs
 from engine.probe.recorder import FrameRecorder
 from engine.probe.site_processors import SiteCall, UNetSiteProcessor, site_processor_for
 
@@ -26,8 +26,8 @@ class CaptureHandler:
     def __call__(self, call: SiteCall) -> torch.Tensor:
         if self.recorder.wants(call.site):
             with torch.no_grad():
-                probs = attention_probs(call.core(self.recorder.cfg.cond_item(call.batch)))
-                self.recorder.add(call.site, probs[0])
+                probs = item_probs(call.core(self.recorder.cfg.cond_item(call.batch)))
+                self.recorder.add(call.site, probs)
         return call.run_inner()
 
 

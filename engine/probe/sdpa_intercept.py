@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.probe.attention_core import softmax_probs
+
 
 @dataclass(frozen=True)
 class SDPACall:
@@ -48,23 +50,20 @@ def tag_by_length(query: torch.Tensor, key: torch.Tensor) -> str:
 def sdpa_probs(query: torch.Tensor, key: torch.Tensor, attn_mask: torch.Tensor | None = None,
                is_causal: bool = False, scale: float | None = None,
                enable_gqa: bool = False) -> torch.Tensor:
-    """The probabilities SDPA would use, fp32, shape ``(..., H, Lq, Lk)``."""
-    q = query.float()
-    k = key.float()
-    if k.ndim >= 3 and k.shape[-3] != q.shape[-3]:
-        k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    lq, lk = scores.shape[-2], scores.shape[-1]
+    """The probabilities SDPA would use, fp32, shape ``(..., H, Lq, Lk)`` (the attention core's
+    :func:`~engine.probe.attention_core.softmax_probs` after GQA expansion and the causal mask)."""
+    k = key
+    if k.ndim >= 3 and k.shape[-3] != query.shape[-3]:
+        k = k.repeat_interleave(query.shape[-3] // k.shape[-3], dim=-3)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    mask = attn_mask
     if is_causal:
-        causal = torch.ones(lq, lk, dtype=torch.bool, device=scores.device).tril()
-        scores = scores.masked_fill(~causal, float("-inf"))
-    if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        causal = torch.ones(query.shape[-2], k.shape[-2], dtype=torch.bool, device=query.device).tril()
+        if mask is None or mask.dtype == torch.bool:
+            mask = causal if mask is None else mask & causal
         else:
-            scores = scores + attn_mask.float()
-    return torch.softmax(scores, dim=-1)
+            mask = mask.float().masked_fill(~causal, float("-inf"))
+    return softmax_probs(query, k, mask, scale)
 
 
 class SDPAInterceptor:

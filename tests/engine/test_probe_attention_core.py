@@ -6,7 +6,13 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention
 
-from engine.probe.attention_core import AttentionCall, attend, attention_probs, merge_heads
+from engine.probe.attention_core import (
+    AttentionCall,
+    attend,
+    attention_probs,
+    item_probs,
+    merge_heads,
+)
 from engine.probe.cfg_layout import CfgLayout
 from engine.probe.site_processors import site_processor_for
 from engine.types import EngineError, GenerationRequest
@@ -62,8 +68,9 @@ def _check_against_stock(module: Attention, kwargs: dict) -> None:
         # the probabilities carry every step of the call (norms, RoPE, GQA, mask): P·V rebuilds it
         rebuilt = call.output(merge_heads(attention_probs(call) @ call.values().float()))
         torch.testing.assert_close(rebuilt, stock, atol=2e-5, rtol=1e-4)
-        cond = attention_probs(AttentionCall(module, **kwargs, items=slice(1, 2)))
-        torch.testing.assert_close(cond, attention_probs(call)[1:], atol=1e-6, rtol=1e-5)
+        one = AttentionCall(module, **kwargs, items=slice(1, 2))  # what capture records
+        torch.testing.assert_close(item_probs(one), attention_probs(call)[1], atol=1e-6, rtol=1e-5)
+        assert torch.equal(item_probs(one), attention_probs(one)[0])
 
 
 @pytest.mark.parametrize("variant", ["spatial-norm, cross norm, qk norms, 4-D, mask",

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 
-from engine.probe.sdpa_intercept import SDPAInterceptor
+from engine.probe.sdpa_intercept import SDPAInterceptor, sdpa_probs
 
 
 class TinyBlock(torch.nn.Module):
@@ -76,3 +76,18 @@ def test_intercept_restores_on_error_and_head_mean_gqa():
     logits = qn @ kn.transpose(0, 2, 1) / np.sqrt(8)
     logits[:, np.triu_indices(6, 1)[0], np.triu_indices(6, 1)[1]] = -np.inf
     np.testing.assert_allclose(call.probs[0], softmax(logits, -1).mean(0), atol=2e-3)
+
+
+@pytest.mark.parametrize("case", ["causal", "float mask", "bool mask"])
+def test_sdpa_probs_times_values_is_the_kernels_output(case):
+    torch.manual_seed(1)
+    q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)  # GQA: 2 K/V heads
+    kw = {"is_causal": True} if case == "causal" else {}
+    if case == "float mask":
+        kw["attn_mask"] = torch.zeros(2, 1, 5, 5).masked_fill(torch.rand(2, 1, 5, 5) > 0.6, -1e4)
+    elif case == "bool mask":
+        kw["attn_mask"] = (torch.rand(2, 1, 5, 5) > 0.4) | torch.eye(5, dtype=torch.bool)
+    probs = sdpa_probs(q, k, enable_gqa=True, **kw)
+    out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True, **kw)
+    torch.testing.assert_close(probs @ v.repeat_interleave(2, dim=1), out, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(probs.sum(-1), torch.ones(()))
