@@ -284,7 +284,8 @@ class LSAC:
             return None
         if type(inner).__name__ not in STOCK_PROCESSORS:
             raise EngineError(f"LSAC at {site} must wrap the stock attention processor, found "
-                              f"{type(inner).__name__}: put LSAC first in the request's interventions")
+                              f"{type(inner).__name__}: put LSAC first in the request's interventions "
+                              "and do not head-mask the sites it caches")
         return site_processor_for(site, inner, self._handle)
 
     def cached_probs(self, site: str) -> torch.Tensor:

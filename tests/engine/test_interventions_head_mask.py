@@ -10,6 +10,7 @@ import torch
 
 from engine.backends.registry import load_backend
 from engine.interventions.layers import cross_sites
+from engine.interventions.patching import KVRecorder
 from engine.types import EngineError, GenerationRequest
 
 
@@ -103,3 +104,14 @@ def test_bad_head_masks_are_one_line_errors(backend):
     assert "\n" not in str(unknown.value) and "\n" not in str(count.value)
     # nothing stays attached after a refused run
     assert all(type(p).__name__ != "UNetSiteProcessor" for p in backend.denoiser.attn_processors.values())
+
+
+def test_a_head_mask_composes_with_a_kv_intervention_on_the_same_site(backend):
+    site = cross_sites(backend)[0]
+    mask = {site: _flags(backend, site, {0})}
+    masked = backend.generate(_request(backend, mask))
+    recorder = KVRecorder([site])
+    both = backend.generate(_request(backend, mask, interventions=(recorder,)))
+    assert np.array_equal(both.audio, masked.audio)  # the mask still acts under the K/V recorder
+    assert recorder.cache.stored_entries() > 0  # and the recorder saw the keys and values
+    assert [iv["type"] for iv in both.recipe["interventions"]] == ["head_mask", "kv_record"]
