@@ -6,7 +6,9 @@ heads are merged and projected by ``to_out`` (every CFG item), through the inter
 point (:func:`engine.probe.attention_core.attend`'s ``head_hook``). Sites whose flags are all
 ``True`` are left alone, so an all-on mask is the unmasked run bit for bit. A masked site computes
 its attention with the core instead of the stock processor, so the mask wraps the stock processors
-(it is placed first by :func:`engine.probe.intervention.interventions_of`).
+(it is placed first by :func:`engine.probe.intervention.interventions_of`); output edits (steering)
+wrap it, and K/V or uniform-weight interventions on the same site merge with it
+(:func:`engine.interventions.processors.intervention_processor_for`). LSAC cannot cache a masked site.
 """
 
 from __future__ import annotations
