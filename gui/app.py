@@ -9,6 +9,10 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PySide6.QtGui import QIcon
 
 NO_DISPLAY = "no display: use `python main.py analyze ...` (headless), or set DISPLAY / QT_QPA_PLATFORM"
 SELF_TEST_STEPS = 6
@@ -21,16 +25,30 @@ def has_display() -> bool:
     return any(os.environ.get(k) for k in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"))
 
 
+def app_icon() -> QIcon:
+    """The shipped scalable icon (``resources/icons/aiba-studio.svg``) as a QIcon."""
+    from PySide6.QtGui import QIcon
+
+    from engine.desktop_install import icon_source
+
+    return QIcon(str(icon_source()))
+
+
 def make_app(argv: Sequence[str]):
-    """The QApplication with the organisation and application names QSettings uses."""
+    """The QApplication with the organisation and application names QSettings uses, the shipped
+    icon and the desktop file name (so taskbars match ``aiba-studio.desktop``)."""
     import pyqtgraph as pg
+    from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
 
+    from engine.paths import APP_NAME
     from gui.settings import APP, ORG
 
     app = QApplication.instance() or QApplication(list(argv))
     app.setOrganizationName(ORG)
     app.setApplicationName(APP)
+    app.setWindowIcon(app_icon())
+    QGuiApplication.setDesktopFileName(APP_NAME)
     pg.setConfigOptions(antialias=False, useOpenGL=False)
     return app
 
@@ -62,6 +80,7 @@ def run(argv: Sequence[str]) -> int:
     from gui.main_window import MainWindow
 
     window = MainWindow(model=args.gui_model)
+    window.setWindowIcon(app.windowIcon())
     _install_excepthook(window)
     app.aboutToQuit.connect(window.shutdown)
     window.show()
@@ -94,6 +113,7 @@ def self_test(screenshot: str | None, model: str = "embedded") -> int:
     from gui.main_window import MainWindow
 
     window = MainWindow(model=model, output=NullOutput())
+    window.setWindowIcon(app.windowIcon())
     window.show()
     shown: list[tuple[int, str]] = []
     outcome: dict[str, str] = {}
@@ -145,6 +165,8 @@ def self_test(screenshot: str | None, model: str = "embedded") -> int:
         problems.append("no audio came back")
     elif window.player.output.duration <= 0:
         problems.append("the player did not load the audio")
+    if window.windowIcon().pixmap(32, 32).isNull():
+        problems.append("the window icon does not render (is Qt's SVG icon plugin missing?)")
     for _ in range(5):
         app.processEvents()
     if screenshot and not _screenshot(app, window).save(screenshot):
