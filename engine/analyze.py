@@ -124,45 +124,64 @@ def contexts_of(result: RunResult) -> list[str]:
     return preferred + [c for c in found if c not in preferred]
 
 
-def build_maps(result: RunResult, spec, options: AnalyzeOptions) -> dict[str, np.ndarray]:
-    """Aggregate, per-site and per-step maps of every context, ready for ``attention.npz``."""
-    from engine.analysis.aggregate import aggregate_run
-    from engine.analysis.melscale import grid_hz
+def frame_source(result: RunResult):
+    """Where the run's frames are: the stream folder when frames were streamed (read back one at a
+    time, :class:`~engine.probe.frame_store.StoredFrames`), else the frames held in memory."""
+    if result.frames_dir is not None:
+        from engine.probe.frame_store import StoredFrames
 
-    policy = {"uniform": "uniform", "sigma-late": "sigma_late"}[options.weighting]
+        return StoredFrames(result.frames_dir)
+    return result.frames
+
+
+def build_maps(result: RunResult, spec, options: AnalyzeOptions) -> dict[str, np.ndarray]:
+    """Aggregate, per-site and per-step maps of every context, ready for ``attention.npz``.
+
+    Maps come from every recorded frame: when the run streamed its frames to disk they are read
+    back one at a time (:func:`~engine.analysis.aggregate.reduce_views`, bounded memory); the raw
+    frames then stay in the stream folder (``run.json``'s ``frames_dir``) instead of the npz.
+    """
+    from engine.analysis.aggregate import reduce_views
+    from engine.analysis.melscale import grid_hz
     from engine.analysis.pooling import keyword_indices
 
-    common: dict[str, Any] = {"target": tuple(options.grid), "method": options.aggregator,
-                              "step_policy": policy, "boundary": options.boundary}
+    policy = {"uniform": "uniform", "sigma-late": "sigma_late"}[options.weighting]
+    frames = frame_source(result)
     arrays: dict[str, np.ndarray] = {}
     for i, context in enumerate(contexts_of(result)):
-        agg = aggregate_run(result, context, **common)
-        suffix = "" if i == 0 else f"_{context}"
-        arrays[f"aggregate{suffix}"] = agg.maps.astype(np.float32)
-        arrays[f"tokens{suffix}"] = np.array(agg.tokens)
+        chosen = [s.name for s in result.sites if s.kind == "cross" and s.context == context]
+        first = next((k for k in frames if k[1] in set(chosen)), None)
+        if first is None:
+            continue
+        n_k = int(np.shape(frames[first])[-1])
+        labels = list(result.tokens.get(context, []))
+        labels = labels[:n_k] + [f"#{j}" for j in range(len(labels), n_k)]
         pool: dict[str, Any] = {"pooling": options.pooling}
         if options.keywords and i == 0:
-            found = keyword_indices(agg.tokens, list(options.keywords))
+            found = keyword_indices(labels, list(options.keywords))
             if not found:
                 raise EngineError(f"none of the keywords {options.keywords} is a token of the prompt "
-                                  f"(tokens: {agg.tokens}): pick words from the prompt")
+                                  f"(tokens: {labels}): pick words from the prompt")
             pool = {"pooling": "keyword", "keywords": found}
-        arrays[f"pooled{suffix}"] = aggregate_run(result, context, **common, **pool).maps.astype(np.float32)
-        arrays[f"sites{suffix}"] = np.array(agg.sites)
-        arrays[f"site_maps{suffix}"] = np.stack(
-            [aggregate_run(result, context, sites=[s], **common).maps for s in agg.sites]
-        ).astype(np.float16)
-        arrays[f"step_maps{suffix}"] = np.stack(
-            [aggregate_run(result, context, steps=[t], **common).maps for t in agg.steps]
-        ).astype(np.float16)
-        arrays[f"steps{suffix}"] = np.array(agg.steps)
+        views = reduce_views(frames, result.lattices, result.sigmas, sites=chosen, pool=pool,
+                             method=options.aggregator, step_policy=policy,
+                             target=tuple(options.grid), boundary=options.boundary)
+        suffix = "" if i == 0 else f"_{context}"
+        arrays[f"aggregate{suffix}"] = views.aggregate.astype(np.float32)
+        arrays[f"tokens{suffix}"] = np.array(labels)
+        arrays[f"pooled{suffix}"] = views.pooled.astype(np.float32)
+        arrays[f"sites{suffix}"] = np.array(views.sites)
+        arrays[f"site_maps{suffix}"] = views.site_maps
+        arrays[f"step_maps{suffix}"] = views.step_maps
+        arrays[f"steps{suffix}"] = np.array(views.steps)
     if not arrays:
         raise EngineError("nothing was captured: choose cross-attention sites or drop --sites")
     arrays["hz"] = grid_hz(spec, options.grid[1])
     arrays["times"] = (np.arange(options.grid[0]) + 0.5) * (len(result.audio) / result.sample_rate) / options.grid[0]
     arrays["sigmas"] = np.asarray(result.sigmas, dtype=np.float64)
-    for (step, site), probs in sorted(result.frames.items()):
-        arrays[f"frame/{step}/{site}"] = np.asarray(probs)
+    if result.frames_dir is None:
+        for (step, site), probs in sorted(result.frames.items()):
+            arrays[f"frame/{step}/{site}"] = np.asarray(probs)
     for site, lattice in result.lattices.items():
         arrays[f"lattice/{site}"] = np.asarray(lattice)
     return arrays

@@ -304,3 +304,111 @@ def fit_layer_weights(
             "no layer correlates with the targets: check the maps and ground-truth masks"
         )
     return w / w.sum()
+
+
+@dataclass
+class RunViews:
+    """Every map ``attention.npz`` holds for one context, from one pass over the frames."""
+
+    aggregate: np.ndarray  # (K, T, F) float64
+    pooled: np.ndarray  # (T, F) float64
+    site_maps: np.ndarray  # (S, K, T, F) float16, in ``sites`` order
+    step_maps: np.ndarray  # (N, K, T, F) float16, in ``steps`` order
+    sites: list[str]
+    steps: list[int]
+    peak_bytes: int  # the most bytes the reduction held at once (accumulators + finished maps)
+
+
+def views_bytes(n_sites: int, n_steps: int, n_keys: int, target: tuple[int, int],
+                method: str = "mean", k: int = 3) -> int:
+    """Bytes :func:`reduce_views` holds at its peak: float64 accumulators (aggregate, pooled, one
+    per site, the current step; ``k`` rows each for top-k) plus the finished float16 step maps."""
+    cell = int(target[0]) * int(target[1])
+    rows = k if method == "topk" else 1
+    acc = 8 * rows * cell * (n_keys * (n_sites + 2) + 1)  # sites + aggregate + current step, pooled
+    return acc + 2 * n_steps * n_keys * cell
+
+
+def reduce_views(
+    frames: Mapping[tuple[int, str], np.ndarray],
+    lattices: Mapping[str, tuple[int, int]],
+    sigmas: Sequence[float] | None = None,
+    *,
+    sites: Iterable[str],
+    pool: Mapping[str, Any] | None = None,
+    method: str = "mean",
+    k: int = 3,
+    step_policy: str = "uniform",
+    alpha: float = 1.0,
+    **map_kw: Any,
+) -> RunViews:
+    """Aggregate, pooled, per-site and per-step maps of ``sites`` in one pass over ``frames``.
+
+    Each frame is read once (``frames`` may be a lazy store such as
+    :class:`engine.probe.frame_store.StoredFrames`), so memory stays at one frame plus the
+    accumulators (:func:`views_bytes`), whatever the number of frames. Calls are combined in
+    ``(step, site)`` order with the weights of :func:`aggregate_frames`, so every map equals the
+    one :func:`aggregate_frames` gives for the same selection; a step's map is finished (cast to
+    float16) as soon as the next step begins.
+    """
+    site_set = set(sites)
+    calls = sorted(key for key in frames if key[1] in site_set)
+    if not calls:
+        raise EngineError(
+            "no recorded frames match the chosen sites and steps: record them or widen the choice"
+        )
+    if step_policy != "uniform":
+        if sigmas is None or max(s for s, _ in calls) >= len(sigmas):
+            raise EngineError("sigma-late weighting needs the run's sigmas for every recorded step")
+        sw_all = step_weights(sigmas, step_policy, alpha)
+    pool_kw = dict(pool or {"pooling": "mean"})
+    total, pooled = MapAccumulator(method, k), MapAccumulator(method, k)
+    per_site: dict[str, MapAccumulator] = {}
+    step_done: list[np.ndarray] = []
+    step_ids: list[int] = []
+    current: MapAccumulator | None = None
+    current_step = -1
+    peak = 0
+
+    def held() -> int:
+        accs = [total, pooled, *per_site.values()] + ([current] if current is not None else [])
+        return (sum(a._acc.nbytes for a in accs if a._acc is not None)
+                + sum(m.nbytes for m in step_done))
+
+    def close_step() -> None:
+        if current is not None and current.count:
+            step_done.append(current.result().astype(np.float16))
+            step_ids.append(current_step)
+
+    for step, site in calls:
+        w = 1.0 if step_policy == "uniform" else float(sw_all[step])
+        if w <= 0:
+            continue
+        if site not in lattices:
+            raise EngineError(f"no lattice known for site {site}: the run result must list it")
+        if step != current_step:
+            peak = max(peak, held())
+            close_step()
+            current, current_step = MapAccumulator(method, k), step
+        probs = frames[(step, site)]
+        g = call_map(probs, lattices[site], pooling="none", **map_kw)
+        gp = call_map(probs, lattices[site], **pool_kw, **map_kw)
+        if g is None or gp is None:
+            continue
+        total.add(g, w)
+        pooled.add(gp, w)
+        per_site.setdefault(site, MapAccumulator(method, k)).add(g, w)
+        assert current is not None
+        current.add(g, w)
+    peak = max(peak, held())
+    close_step()
+    names = sorted(per_site)
+    return RunViews(
+        aggregate=total.result(),
+        pooled=pooled.result(),
+        site_maps=np.stack([per_site[s].result().astype(np.float16) for s in names]),
+        step_maps=np.stack(step_done),
+        sites=names,
+        steps=step_ids,
+        peak_bytes=max(peak, held()),
+    )

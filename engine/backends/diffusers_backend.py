@@ -183,6 +183,7 @@ class DiffusersBackend:
         recorder = FrameRecorder(run_id, plan, observer, run, stream_dir=request.stream_dir,
                                  nan_policy=request.nan_policy)
         recorder.pad_keys = self.pad_keys(request)
+        recorder.drop_pads = bool(getattr(self, "drop_pad_keys", False))
         denoiser = self.denoiser
         interventions = interventions_of(request)
         scheduler = self.pipe.scheduler
@@ -242,14 +243,18 @@ class DiffusersBackend:
         aux: dict[str, Any] = {}
         if recorder.sink_mass:
             aux["sink_mass"] = recorder.sink_mass
-            aux["pad_keys"] = {c: m.cpu().numpy() for c, m in recorder.pad_keys.items()}
+            pads = {c: m.cpu().numpy() for c, m in recorder.pad_keys.items()}
+            # pad_keys marks padded keys of the stored frames (none left when they were dropped)
+            aux["pad_keys"] = {c: m[~m] for c, m in pads.items()} if recorder.drop_pads else pads
+            if recorder.drop_pads:
+                aux["dropped_keys"] = pads  # the model's key layout, True at the keys left out
         return RunResult(
             run_id=run_id,
             audio=np.ascontiguousarray(audio, dtype=np.float32),
             sample_rate=self.sample_rate,
             mel=run.mel,
             mel_spec=self.mel_spec(),
-            tokens=self.tokens(request.prompt),
+            tokens=recorder.stored_tokens(self.tokens(request.prompt)),
             sites=self.sites(),
             lattices=dict(recorder.lattices),
             frames=recorder.frames,

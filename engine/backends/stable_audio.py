@@ -19,10 +19,13 @@ Layout handled here:
 * keys are ``tokenizer.model_max_length`` T5 positions (padded with ``"<pad>"``; padding is
   zeroed, not masked, so pads absorb softmax mass) + ``seconds_start`` + ``seconds_end``.
 
-**Delivered frames hold the raw probabilities over all keys, pads included** (rows sum to 1).
-The mass on padded keys is also reported per frame and query as ``RunResult.aux["sink_mass"]``
-and the pad positions as ``aux["pad_keys"]``; :func:`engine.probe.sinks.renormalise_over_real_keys`
-gives the renormalised distribution over the real tokens. CFG order is ``[uncond, cond]``; the
+**Padded keys are dropped before storage** (``drop_pad_keys``: a 10-word prompt keeps ~11 of
+130 keys): frames hold the raw probabilities over the real T5 tokens and the two seconds tokens
+(rows sum to 1 minus the sink mass), and ``RunResult.tokens["text"]`` lists those keys only. The
+mass on the padded keys is reported per frame and query as ``RunResult.aux["sink_mass"]``, the
+model's pad positions as ``aux["dropped_keys"]``; rows renormalised over the stored keys
+(:func:`engine.probe.sinks.renormalise_over_real_keys` with ``aux["pad_keys"]``, all False) give
+the distribution over the real tokens. CFG order is ``[uncond, cond]``; the
 stereo output is averaged to mono.
 """
 
@@ -43,6 +46,7 @@ class StableAudioBackend(DiffusersBackend):
     """A loaded ``StableAudioPipeline`` (hub id, folder, or tiny)."""
 
     family = "stable_audio"
+    drop_pad_keys = True  # T5 pads are zeroed, not masked: their keys are left out of frames
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -127,7 +131,7 @@ class StableAudioBackend(DiffusersBackend):
 
     def _run_pipeline(self, request, generator, callback):
         audio = self._call_pipeline(request, generator, callback, audio_end_in_s=float(request.duration))
-        notes = ["frames hold probabilities over all keys incl. T5 pads (see aux['sink_mass'])"]
+        notes = ["frames hold probabilities over the real keys; T5 pads dropped (their mass: aux['sink_mass'])"]
         if audio.ndim == 2:
             notes.append(f"{audio.shape[0]}-channel output averaged to mono")
             audio = audio.mean(axis=0)

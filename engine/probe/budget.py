@@ -3,6 +3,9 @@
 A frame costs ``H × Q × K × 2`` bytes (fp16), ``H`` = heads (per-head) or 1 (head-mean), with the
 query lattice and key count of each site for the request's duration and prompt (from the
 backend's ``frame_shapes(request)``, derived from the architecture without running the model).
+Where the family drops padded keys before storage (``backend.drop_pad_keys``, Stable Audio), ``K``
+counts only the kept keys; where a context has padded keys the per-query sink mass (``Q × 4``
+bytes, float32) is counted too: the estimate is what the recorder holds.
 
 When the estimate is over ``request.memory_budget_mb``:
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.probe.recorder import CapturePlan
+from engine.probe.recorder import CapturePlan, human_bytes
 from engine.types import EngineError, GenerationRequest, Site
 
 BYTES_PER_VALUE = 2  # float16
@@ -51,13 +54,34 @@ def selected_steps(request: GenerationRequest) -> list[int]:
     return sorted(set(request.capture_steps))
 
 
-def _bytes(shapes: dict[str, tuple[int, int, int]], sites: list[Site], n_steps: int,
+def _bytes(shapes: dict[str, tuple[int, int, int, int]], sites: list[Site], n_steps: int,
            per_head: bool) -> int:
     per_step = sum(
         (shapes[s.name][0] if per_head else 1) * shapes[s.name][1] * shapes[s.name][2]
+        * BYTES_PER_VALUE + shapes[s.name][3]
         for s in sites
     )
-    return per_step * n_steps * BYTES_PER_VALUE
+    return per_step * n_steps
+
+
+def stored_shapes(backend, request: GenerationRequest) -> dict[str, tuple[int, int, int, int]]:
+    """Per site: ``(heads, Q, K stored, sink bytes per frame)`` as the recorder will keep them."""
+    shapes = backend.frame_shapes(request)
+    pads = backend.pad_keys(request) if hasattr(backend, "pad_keys") else {}
+    drop = bool(getattr(backend, "drop_pad_keys", False))
+    out = {}
+    for site in backend.sites():
+        if site.name not in shapes:
+            continue
+        h, q, k = shapes[site.name]
+        pad = pads.get(site.context)
+        sink = 0
+        if site.kind == "cross" and pad is not None and int(pad.shape[0]) == k:
+            sink = 4 * q
+            if drop:
+                k -= int(pad.sum())
+        out[site.name] = (h, q, k, sink)
+    return out
 
 
 def estimate_capture_bytes(backend, request: GenerationRequest) -> int:
@@ -65,7 +89,7 @@ def estimate_capture_bytes(backend, request: GenerationRequest) -> int:
     if not request.capture:
         return 0
     sites = selected_sites(backend.sites(), request)
-    shapes = backend.frame_shapes(request)
+    shapes = stored_shapes(backend, request)
     return _bytes(shapes, sites, len(selected_steps(request)), request.per_head)
 
 
@@ -85,18 +109,17 @@ def plan_capture(backend, request: GenerationRequest) -> CapturePlan:
         return CapturePlan(sites=[], steps=[], per_head=request.per_head, budget_bytes=budget)
     sites = selected_sites(backend.sites(), request)
     steps = selected_steps(request)
-    shapes = backend.frame_shapes(request)
+    shapes = stored_shapes(backend, request)
     per_head = request.per_head
     estimate = _bytes(shapes, sites, len(steps), per_head)
     plan = CapturePlan(sites=sites, steps=steps, per_head=per_head, budget_bytes=budget,
                        estimate_bytes=estimate)
     if estimate <= budget:
         return plan
-    mb = 2**20
     if request.stream_dir:
         plan.stream = True
         plan.warnings.append(
-            f"capture needs {estimate / mb:.1f} MB, over the budget of {budget / mb:.1f} MB; "
+            f"capture needs {human_bytes(estimate)}, over the budget of {human_bytes(budget)}; "
             f"frames are streamed to {request.stream_dir}"
         )
         return plan
@@ -104,7 +127,7 @@ def plan_capture(backend, request: GenerationRequest) -> CapturePlan:
         plan.per_head = False
         estimate = _bytes(shapes, sites, len(steps), False)
         plan.warnings.append(
-            f"capture over the memory budget ({budget / mb:.1f} MB): recording the head mean "
+            f"capture over the memory budget ({human_bytes(budget)}): recording the head mean "
             "instead of every head"
         )
     if estimate > budget:
@@ -112,7 +135,7 @@ def plan_capture(backend, request: GenerationRequest) -> CapturePlan:
         n_steps = max(1, budget // per_step)
         kept = _evenly(steps[::-1], n_steps)[::-1]  # evenly spaced, keeping the last step
         plan.warnings.append(
-            f"capture over the memory budget ({budget / mb:.1f} MB): recording "
+            f"capture over the memory budget ({human_bytes(budget)}): recording "
             f"{len(kept)} of {len(steps)} steps"
         )
         steps = kept
@@ -121,8 +144,8 @@ def plan_capture(backend, request: GenerationRequest) -> CapturePlan:
         costs = {s.name: _bytes(shapes, [s], len(steps), False) for s in sites}
         if min(costs.values()) > budget:
             raise EngineError(
-                f"memory budget of {budget / mb:.2f} MB is smaller than one site's frames "
-                f"({min(costs.values()) / mb:.2f} MB); raise memory_budget_mb or set stream_dir"
+                f"memory budget of {human_bytes(budget)} is smaller than one site's frames "
+                f"({human_bytes(min(costs.values()))}); raise memory_budget_mb or set stream_dir"
             )
         n_sites = len(sites)
         kept_sites = sites
@@ -132,7 +155,7 @@ def plan_capture(backend, request: GenerationRequest) -> CapturePlan:
         if _bytes(shapes, kept_sites, len(steps), False) > budget:
             kept_sites = [min(sites, key=lambda s: costs[s.name])]
         plan.warnings.append(
-            f"capture over the memory budget ({budget / mb:.1f} MB): recording "
+            f"capture over the memory budget ({human_bytes(budget)}): recording "
             f"{len(kept_sites)} of {len(sites)} sites"
         )
         sites = kept_sites

@@ -10,6 +10,7 @@ Layout of a frames folder::
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,22 @@ def load_frames(folder: str | Path, mmap: bool = True) -> dict[tuple[int, str], 
         (e["step"], e["site"]): np.load(folder / e["file"], mmap_mode="r" if mmap else None)
         for e in load_frame_index(folder)
     }
+
+
+class StoredFrames(Mapping[tuple[int, str], np.ndarray]):
+    """A frames folder as a read-only ``{(step, site): (H, Q, K) float16}`` mapping that reads
+    each frame from disk when it is asked for and keeps nothing, so a pass over all frames holds
+    one frame at a time (:func:`engine.analysis.aggregate.reduce_views`)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._files = {(e["step"], e["site"]): e["file"] for e in load_frame_index(self.folder)}
+
+    def __getitem__(self, key: tuple[int, str]) -> np.ndarray:
+        return np.load(self.folder / self._files[key])
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return iter(self._files)
+
+    def __len__(self) -> int:
+        return len(self._files)

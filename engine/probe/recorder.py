@@ -3,7 +3,7 @@ them within the memory budget (or streams them to disk), and flags non-finite at
 
 Capture processors call :meth:`FrameRecorder.add` with fp32 ``(heads, Q, K)`` probabilities; the
 recorder crops queries to the site's lattice (``query_slices``), computes the padding "sink mass"
-where a context has padded keys, reduces to the head mean unless per-head capture was asked for,
+where a context has padded keys (and, with ``drop_pads``, drops those keys before storage), reduces to the head mean unless per-head capture was asked for,
 casts to fp16 and buffers the tensors on the device. :meth:`flush` (called at the end of every
 denoising step) moves them to the host in one go, checks them for NaN/inf, stores them and
 delivers an :class:`~engine.types.AttentionFrame` per (step, site) to the observer.
@@ -65,6 +65,7 @@ class FrameRecorder:
         self.lattices: dict[str, tuple[int, int]] = {}
         self.query_slices: dict[str, slice] = {}
         self.pad_keys: dict[str, torch.Tensor] = {}  # context -> bool (K,) True at padded keys
+        self.drop_pads = False  # True: padded keys are left out of stored frames (sink mass kept)
         self.frames: dict[tuple[int, str], np.ndarray] = {}
         self.sink_mass: dict[tuple[int, str], np.ndarray] = {}
         self.nonfinite: dict[str, list[int]] = {}
@@ -94,7 +95,10 @@ class FrameRecorder:
         pad = self.pad_keys.get(self._sites[site].context)
         sink = None
         if pad is not None and pad.shape[0] == probs.shape[-1]:
-            sink = probs[..., pad.to(probs.device)].sum(-1).mean(0)
+            pad = pad.to(probs.device)
+            sink = probs[..., pad].sum(-1).mean(0)
+            if self.drop_pads:
+                probs = probs[..., ~pad]
         reduced = probs if self.plan.per_head else probs.mean(0, keepdim=True)
         self._pending.append((self.run.clock.step, site, reduced.to(torch.float16), sink))
 
@@ -116,6 +120,7 @@ class FrameRecorder:
                 sink_np = sink.detach().to("cpu", torch.float32).numpy()
                 sink_np.setflags(write=False)
                 self.sink_mass[(step, site)] = sink_np
+                self.kept_bytes += sink_np.nbytes
             self._store(step, site, array)
             info = self._sites[site]
             self.observer.on_frame(
@@ -157,6 +162,26 @@ class FrameRecorder:
             )
             warnings.append(
                 f"{self.dropped} frames did not fit the memory budget of "
-                f"{self.plan.budget_bytes / 2**20:.1f} MB; {where}"
+                f"{human_bytes(self.plan.budget_bytes)}; {where}"
             )
         return warnings
+
+    def stored_tokens(self, tokens: dict[str, list[str]]) -> dict[str, list[str]]:
+        """``tokens`` in the key order of the stored frames (padded keys left out with ``drop_pads``)."""
+        if not self.drop_pads:
+            return tokens
+        out = dict(tokens)
+        for context, pad in self.pad_keys.items():
+            words = tokens.get(context)
+            if words is not None and len(words) == pad.shape[0]:
+                out[context] = [w for w, p in zip(words, pad.tolist(), strict=True) if not p]
+        return out
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes in the largest binary unit that keeps it at least 1 (B, KB, MB, GB)."""
+    for unit in ("B", "KB", "MB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
