@@ -237,8 +237,7 @@ def _steer(o: SteerOptions, folder: Path, progress: Progress) -> None:
                                                  **result})
         return
     sites = resolve_layers(backend, o.layers) if o.layers else None
-    req = {"prompt": o.prompt, "seed": o.seed, "steps": o.steps, "guidance": o.guidance, "duration": o.duration,
-           "capture": False}
+    req = {**vars(o.settings()), "capture": False}  # the recipe's run settings, no capture
     plain = backend.generate(GenerationRequest(**req))
     steer = Steer(vectors, o.alpha, sites, o.renorm, o.halves)
     steered = backend.generate(GenerationRequest(**req, interventions=(steer,)))
@@ -272,8 +271,7 @@ def _ablate(o: AblateOptions, folder: Path, progress: Progress) -> None:
     backend = _backend(o.model, o.device)
     sites = resolve_layers(backend, o.layers)
     Ablation(sites, o.mode)  # validates the mode before any run
-    req = {"prompt": o.prompt, "seed": o.seed, "steps": o.steps, "guidance": o.guidance, "duration": o.duration,
-           "capture": False}
+    req = {**vars(o.settings()), "capture": False}  # the recipe's run settings, no capture
     groups = [[s] for s in sites] if o.per_layer else [sites]
     base = backend.generate(GenerationRequest(**req))
     _write_wav(folder / "baseline.wav", base.audio, base.sample_rate)
