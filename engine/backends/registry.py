@@ -8,6 +8,8 @@ Resolution:
   used instead, with a warning
   on the backend (``backend.warnings``, repeated in every ``RunResult.warnings``).
 * ``"tiny:audioldm2"`` / ``"tiny:stable_audio"``: the tiny random pipelines, built in memory.
+* ``"random:audioldm2"`` / ``"random:stable_audio"``: the published-size pipelines with random
+  weights (:mod:`engine.backends.published`), built in memory (~4.3 / ~4.9 GB in float32).
 * a local folder written by ``save_pretrained``: the family comes from ``model_index.json``'s
   ``_class_name``.
 * a hub id (``cvssp/audioldm2``, ``cvssp/audioldm2-music``, ``cvssp/audioldm2-large``,
@@ -30,7 +32,8 @@ from pathlib import Path
 
 from engine.types import EngineError
 
-FAMILY_BY_CLASS = {"AudioLDM2Pipeline": "audioldm2", "StableAudioPipeline": "stable_audio"}
+FAMILY_BY_CLASS = {"AudioLDM2Pipeline": "audioldm2", "StableAudioPipeline": "stable_audio",
+                   "AceStepPipeline": "ace_step"}
 EMBEDDED = "embedded"
 
 
@@ -145,7 +148,11 @@ def _backend_class(family: str):
         from engine.backends.stable_audio import StableAudioBackend
 
         return StableAudioBackend
-    raise EngineError(f"unknown model family {family!r}; supported: audioldm2, stable_audio")
+    if family == "ace_step":
+        from engine.backends.ace_step import AceStepBackend
+
+        return AceStepBackend
+    raise EngineError(f"unknown model family {family!r}; supported: {', '.join(FAMILY_BY_CLASS.values())}")
 
 
 def _pipeline_class(family: str):
@@ -157,6 +164,8 @@ def _pipeline_class(family: str):
         if diffusers.CosineDPMSolverMultistepScheduler.__module__.endswith("_objects"):
             raise EngineError("Stable Audio needs torchsde: run `pip install torchsde`")
         return diffusers.StableAudioPipeline
+    if family == "ace_step":
+        return diffusers.AceStepPipeline
     raise EngineError(f"unknown model family {family!r}")
 
 
@@ -278,9 +287,17 @@ def load_backend(model: str = EMBEDDED, device: str = "cpu", dtype: str = "float
     if model.startswith("tiny:"):
         family = model.split(":", 1)[1]
         if family not in TINY_FAMILIES:
-            raise EngineError(f"unknown tiny model {model!r}; use tiny:audioldm2 or tiny:stable_audio")
+            raise EngineError(f"unknown tiny model {model!r}; use one of "
+                              + ", ".join(f"tiny:{f}" for f in TINY_FAMILIES))
         pipe = build_tiny(family)
         return _backend_class(family)(_finish(pipe, device, dtype), model, device, dtype)
+    if model.startswith("random:"):  # published size, random weights (engine.backends.published)
+        from engine.backends.published import PUBLISHED_FAMILIES, build_published
+
+        family = model.split(":", 1)[1]
+        if family not in PUBLISHED_FAMILIES:
+            raise EngineError(f"unknown random model {model!r}; use random:audioldm2 or random:stable_audio")
+        return _backend_class(family)(_finish(build_published(family), device, dtype), model, device, dtype)
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
