@@ -27,11 +27,20 @@ model's pad positions as ``aux["dropped_keys"]``; rows renormalised over the sto
 (:func:`engine.probe.sinks.renormalise_over_real_keys` with ``aux["pad_keys"]``, all False) give
 the distribution over the real tokens. CFG order is ``[uncond, cond]``; the
 stereo output is averaged to mono.
+
+**Decoding is cropped to the clip** (``crop_decode``): the pipeline denoises all 1024 latent frames
+(the DiT attends over the whole sequence, so they stay) but then decodes all of them and cuts the
+waveform to ``audio_end_in_s``. The Oobleck decoder is convolutional, so only the frames up to the
+clip's end plus the decoder's receptive field (:meth:`StableAudioBackend.decode_margin`) reach the
+kept samples: those are decoded, the rest never is (the audio equals the uncropped decode up to
+float rounding; measured in ``docs/PERFORMANCE.md``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -42,11 +51,24 @@ SECONDS_TOKENS = ["seconds_start", "seconds_end"]
 ANALYSIS_N_MELS = 128
 
 
+def oobleck_margin(downsampling_ratios) -> int:
+    """Latent frames past a cut that can still reach the samples before it through an Oobleck
+    decoder: conv1 (kernel 7: 3 frames), per upsampling block the transposed conv (1 input frame)
+    and three residual units (kernel 7, dilations 1, 3, 9: 39 samples at the block's output rate),
+    conv2 (3 samples); rounded up, plus one frame."""
+    reach, rate = 3.0, 1
+    for stride in list(downsampling_ratios)[::-1]:
+        rate *= int(stride)
+        reach += 1 + 39 / rate
+    return int(math.ceil(reach + 3 / rate)) + 1
+
+
 class StableAudioBackend(DiffusersBackend):
     """A loaded ``StableAudioPipeline`` (hub id, folder, or tiny)."""
 
     family = "stable_audio"
     drop_pad_keys = True  # T5 pads are zeroed, not masked: their keys are left out of frames
+    crop_decode = True  # decode only the latent frames the clip needs (see the module docstring)
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -129,8 +151,32 @@ class StableAudioBackend(DiffusersBackend):
                 f"duration {request.duration} s is over this model's maximum of {self.max_duration:.2f} s"
             )
 
+    def decode_margin(self) -> int:
+        """Latent frames past the clip's end that still reach its samples (:func:`oobleck_margin`)."""
+        return oobleck_margin(self.pipe.vae.config.downsampling_ratios)
+
+    @contextmanager
+    def _cropped_decode(self, duration: float) -> Iterator[None]:
+        """While active, ``vae.decode`` decodes only the latent frames the clip needs."""
+        vae = self.pipe.vae
+        keep = self.audio_frames(duration) + self.decode_margin()
+        stock = vae.decode
+
+        def decode(z, *args, **kwargs):
+            return stock(z[..., :keep], *args, **kwargs)
+
+        vae.decode = decode
+        try:
+            yield
+        finally:
+            del vae.decode  # the class method again
+
     def _run_pipeline(self, request, generator, callback):
-        audio = self._call_pipeline(request, generator, callback, audio_end_in_s=float(request.duration))
+        if self.crop_decode:
+            with self._cropped_decode(float(request.duration)):
+                audio = self._call_pipeline(request, generator, callback, audio_end_in_s=float(request.duration))
+        else:
+            audio = self._call_pipeline(request, generator, callback, audio_end_in_s=float(request.duration))
         notes = ["frames hold probabilities over the real keys; T5 pads dropped (their mass: aux['sink_mass'])"]
         if audio.ndim == 2:
             notes.append(f"{audio.shape[0]}-channel output averaged to mono")
