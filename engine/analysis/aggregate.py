@@ -239,7 +239,8 @@ def aggregate_run(
     """Per-token aggregate ``(K, T, F)`` of a :class:`~engine.backends.base.RunResult`.
 
     Uses the cross-attention sites of one ``context`` (required when the run has several, e.g.
-    AudioLDM2's ``t5`` and ``loa``). Token labels come from ``result.tokens[context]``; when the
+    AudioLDM2's ``t5`` and ``loa``). A streamed run (``result.frames_dir``) is read back from its
+    stream folder one frame at a time, so every frame counts. Token labels come from ``result.tokens[context]``; when the
     frames have more keys than labels, the extra keys are named ``#<index>``. ``kw`` goes to
     :func:`aggregate_frames` (``pooling`` defaults to ``"none"`` here).
     """
@@ -259,7 +260,12 @@ def aggregate_run(
         )
     kw.setdefault("pooling", "none")
     sigmas = getattr(result, "sigmas", None)
-    maps, used = aggregate_frames(result.frames, result.lattices, sigmas, sites=chosen, **kw)
+    frames = result.frames
+    if getattr(result, "frames_dir", None) is not None:  # streamed: every frame is on disk
+        from engine.probe.frame_store import StoredFrames
+
+        frames = StoredFrames(result.frames_dir)
+    maps, used = aggregate_frames(frames, result.lattices, sigmas, sites=chosen, **kw)
     labels = list(result.tokens.get(context, []))
     if kw["pooling"] == "none":
         n_k = maps.shape[0]

@@ -38,6 +38,8 @@ def test_streamed_maps_equal_in_memory_maps(ldm, tmp_path, weighting, aggregator
         for key in ("aggregate", "pooled", "step_maps", "site_maps"):
             np.testing.assert_allclose(a[key + suffix].astype(np.float64),
                                        b[key + suffix].astype(np.float64), rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(aggregate_run(streamed, "t5", target=(32, 16)).maps,
+                                  aggregate_run(in_memory, "t5", target=(32, 16)).maps)
     # the in-memory frames alone (the old behaviour) would have given other maps
     kept_steps = {t for t, _ in streamed.frames}
     assert len(kept_steps) < 4 or len(streamed.frames) < 16

@@ -1,0 +1,257 @@
+"""Benchmark at the published size (random weights): capture cost, memory, npz size, budget, LSAC.
+
+``OMP_NUM_THREADS=1 python bench/bench_realsize.py --model random:audioldm2 --steps 2
+--duration 5 [--device cpu|cuda] [--dtype float32|float16] [--lsac balanced] [--out FILE]``
+
+One process builds the model once, then runs the same request (same seed) side by side: capture
+off, head-mean capture, per-head capture, and capture off with an attention timer (the share of
+denoising time spent inside attention). Per-step time is the time from the denoiser's call to the
+end of the step (a forward pre-hook and the engine's step callback). It also reports peak RSS (and
+peak CUDA memory), the size of ``attention.npz`` as ``analyze`` writes it (head-mean, per-head),
+the budget's decisions for this request and for 10 s × 200 steps, optionally LSAC's whole-run
+speed-up, and an extrapolation of the stock run to 10 s × 200 steps. ``--part decode`` times the
+Stable Audio VAE decoding all 1024 latent frames against only the frames a 10 s clip needs (run in
+fresh processes so that each peak RSS is its own). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MB = 2**20
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux: ``ru_maxrss`` is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StepClock:
+    """Per-step seconds: from the denoiser's call (a forward pre-hook) to the step's callback."""
+
+    def __init__(self, backend, sync) -> None:
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.sync = sync
+        self._hook = backend.denoiser.register_forward_pre_hook(self._start)
+
+    def _start(self, module, args) -> None:
+        self.sync()
+        self.starts.append(time.perf_counter())
+
+    def on_frame(self, frame) -> None:
+        return None
+
+    def on_step(self, info) -> None:
+        self.sync()
+        self.ends.append(time.perf_counter())
+
+    def per_step(self) -> list[float]:
+        return [e - s for s, e in zip(self.starts, self.ends, strict=False)]
+
+    def close(self) -> None:
+        self._hook.remove()
+
+
+def budget_decisions(backend, request, budgets_mb: list[float]) -> list[dict]:
+    """What :func:`plan_capture` decides for ``request`` at each budget (with a stream folder)."""
+    from engine.probe.budget import plan_capture
+
+    out = []
+    for mb in budgets_mb:
+        for stream in (None, "/tmp/stream"):
+            req = dataclasses.replace(request, memory_budget_mb=mb, stream_dir=stream)
+            try:
+                plan = plan_capture(backend, req)
+                out.append({"budget_mb": mb, "stream_dir": stream is not None, "stream": plan.stream,
+                            "per_head": plan.per_head, "steps": len(plan.steps), "sites": len(plan.sites),
+                            "estimate_mb": plan.estimate_bytes / MB, "warnings": plan.warnings})
+            except Exception as exc:  # noqa: BLE001 - the refusal is the decision
+                out.append({"budget_mb": mb, "stream_dir": stream is not None, "refused": str(exc)})
+    return out
+
+
+def npz_size(backend, result, workdir: Path, name: str) -> float:
+    """MB of ``attention.npz`` as ``analyze`` writes it for ``result``."""
+    import numpy as np
+
+    from engine.analyze import AnalyzeOptions, build_maps
+
+    opts = AnalyzeOptions(out=str(workdir / name), prompt=result.recipe["prompt"])
+    arrays = build_maps(result, backend.mel_spec(), opts)
+    path = workdir / f"{name}.npz"
+    np.savez_compressed(path, **arrays)
+    return path.stat().st_size / MB
+
+
+def decode_part(frames: int, dtype: str, device: str) -> dict:
+    """Time and peak memory of the published Oobleck VAE decoding ``frames`` latent frames."""
+    import torch
+    from diffusers import AutoencoderOobleck
+
+    torch.manual_seed(0)
+    vae = AutoencoderOobleck().eval().to(device=device, dtype=getattr(torch, dtype))
+    base = peak_rss_mb()
+    z = torch.randn(1, 64, frames, device=device, dtype=getattr(torch, dtype))
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    with torch.no_grad():
+        audio = vae.decode(z).sample
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    out = {"frames": frames, "seconds": time.perf_counter() - start, "samples": int(audio.shape[-1]),
+           "rss_before_mb": base, "peak_rss_mb": peak_rss_mb()}
+    if device.startswith("cuda"):
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / MB
+    return out
+
+
+def decode_compare(duration: float, dtype: str, device: str) -> dict:
+    """Full (1024 frames) and cropped (clip + margin) decoding, each in a fresh process."""
+    import math
+
+    from engine.backends.stable_audio import oobleck_margin
+
+    keep = math.ceil(duration * 44100 / 2048) + oobleck_margin([2, 4, 4, 8, 8])
+    runs = {}
+    for label, frames in (("full", 1024), ("cropped", keep)):
+        cmd = [sys.executable, __file__, "--part", "decode", "--frames", str(frames), "--dtype", dtype,
+               "--device", device]
+        runs[label] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    runs["time_ratio"] = runs["full"]["seconds"] / runs["cropped"]["seconds"]
+    return runs
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="random:audioldm2")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lsac", default=None, help="a preset (safe, balanced, aggressive): also LSAC's speed-up")
+    parser.add_argument("--part", default="all", choices=["all", "decode", "decode-compare"])
+    parser.add_argument("--frames", type=int, default=1024)
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.part == "decode":
+        out = decode_part(args.frames, args.dtype, args.device)
+        print(json.dumps(out))
+        return out
+    if args.part == "decode-compare":
+        out = decode_compare(args.duration, args.dtype, args.device)
+        print(json.dumps(out, indent=1))
+        return out
+
+    from engine.backends.published import parameter_count
+    from engine.backends.registry import load_backend
+    from engine.convergence.timing import AttentionTimer
+    from engine.types import GenerationRequest
+
+    cuda = args.device.startswith("cuda")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    start = time.perf_counter()
+    backend = load_backend(args.model, device=args.device, dtype=args.dtype)
+    build_s = time.perf_counter() - start
+    params = parameter_count(backend.pipe)
+    rss_loaded = peak_rss_mb()
+    request = GenerationRequest(prompt="a warm bass line with soft drums and piano", seed=0,
+                                steps=args.steps, guidance=3.5, duration=args.duration,
+                                memory_budget_mb=1_000_000.0)
+    modes = {"off": {"capture": False}, "head_mean": {"per_head": False}, "per_head": {"per_head": True}}
+    step_times: dict[str, list[float]] = {m: [] for m in modes}
+    run_times: dict[str, list[float]] = {m: [] for m in modes}
+    results = {}
+    for _ in range(args.repeats):
+        for mode, kw in modes.items():
+            clock = StepClock(backend, sync)
+            try:
+                res = backend.generate(dataclasses.replace(request, **kw), observer=clock)
+            finally:
+                clock.close()
+            step_times[mode] += clock.per_step()
+            run_times[mode].append(res.elapsed_s)
+            results[mode] = res
+    timer = AttentionTimer()
+    clock = StepClock(backend, sync)
+    try:
+        backend.generate(dataclasses.replace(request, capture=False, interventions=(timer,)), observer=clock)
+    finally:
+        clock.close()
+    denoise_s = sum(clock.per_step())
+    med = {m: statistics.median(v) for m, v in step_times.items()}
+    workdir = Path(tempfile.mkdtemp(prefix="bench-realsize-"))
+    out: dict = {
+        "model": args.model, "device": args.device, "dtype": args.dtype, "threads": args.threads,
+        "steps": args.steps, "duration": args.duration, "repeats": args.repeats,
+        "load_average": os.getloadavg(), "build_s": build_s,
+        "parameters_m": {k: v / 1e6 for k, v in params.items()}, "parameters_total_m": sum(params.values()) / 1e6,
+        "sites": len(backend.sites()), "cross_sites": sum(s.kind == "cross" for s in backend.sites()),
+        "step_s": step_times, "median_step_s": med,
+        "capture_ratio_head_mean": med["head_mean"] / med["off"],
+        "capture_ratio_per_head": med["per_head"] / med["off"],
+        "run_s": run_times, "attention_s": timer.total, "denoise_s_timed_run": denoise_s,
+        "attention_share": timer.total / denoise_s if denoise_s else None,
+        "rss_after_build_mb": rss_loaded, "peak_rss_mb": peak_rss_mb(),
+        "npz_mb_head_mean": npz_size(backend, results["head_mean"], workdir, "head_mean"),
+        "npz_mb_per_head": npz_size(backend, results["per_head"], workdir, "per_head"),
+        "frames_mb_head_mean": sum(a.nbytes for a in results["head_mean"].frames.values()) / MB,
+        "frames_mb_per_head": sum(a.nbytes for a in results["per_head"].frames.values()) / MB,
+        "budget_this_run": budget_decisions(backend, dataclasses.replace(request, per_head=True), [2048, 64]),
+        "budget_10s_200steps": budget_decisions(
+            backend, dataclasses.replace(request, per_head=True, duration=10.0, steps=200), [2048, 64]),
+    }
+    if cuda:
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / MB
+    fixed = statistics.median(run_times["off"]) - med["off"] * args.steps  # encode + decode
+    out["fixed_s"] = fixed
+    scale = 10.0 / args.duration
+    out["extrapolated_10s_200steps_s"] = {
+        "note": "stock run: 200 × median step × (10 s / duration) + fixed × (10 s / duration); "
+                "self-attention grows quadratically, so this is a lower bound",
+        "stock": 200 * med["off"] * scale + fixed * scale,
+        "head_mean": 200 * med["head_mean"] * scale + fixed * scale,
+    }
+    if args.lsac:
+        from engine.convergence.diagnostics import diagnose
+        from engine.convergence.lsac import LSAC
+
+        report, _ = diagnose(backend, dataclasses.replace(request, capture=False))
+        lsac = LSAC.from_preset(report, args.lsac, args.steps)
+        full = backend.generate(dataclasses.replace(request, capture=False))
+        cached = backend.generate(dataclasses.replace(request, capture=False, interventions=(lsac,)))
+        out["lsac"] = {"preset": args.lsac, "cached_sites": len(lsac.plan),
+                       "full_s": full.elapsed_s, "lsac_s": cached.elapsed_s,
+                       "whole_run_speedup": full.elapsed_s / cached.elapsed_s}
+    text = json.dumps(out, indent=1, default=float)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return out
+
+
+if __name__ == "__main__":
+    main()
