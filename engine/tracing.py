@@ -45,6 +45,7 @@ DEFAULT_GRID = (128, 64)
 BACKENDS: dict[str, tuple[str, str]] = {
     "AudioLDM2Pipeline": ("engine.backends.audioldm2", "AudioLDM2Backend"),
     "StableAudioPipeline": ("engine.backends.stable_audio", "StableAudioBackend"),
+    "AceStepPipeline": ("engine.backends.ace_step", "AceStepBackend"),
 }
 
 
@@ -201,6 +202,9 @@ class Trace:
                     self.recorder.writer.close()
             else:
                 self.result = self._result(self.recorder.finish())
+                finish = getattr(self.backend, "finish_trace", None)  # family post-processing (ACE-Step)
+                if finish is not None and self.result.frames:
+                    self.result = finish(self.result, self._spies["encode_prompt"].args)
         return False
 
     def _max_duration(self) -> float:

@@ -18,7 +18,7 @@ import torch
 
 from engine.types import EngineError
 
-TINY_FAMILIES = ("audioldm2", "stable_audio")
+TINY_FAMILIES = ("audioldm2", "stable_audio", "ace_step")
 
 _MUSIC_TEXT = """
 a an the and or with of in on at by to from for into over under while as is are
@@ -291,12 +291,79 @@ def build_tiny_stable_audio(seed: int = 0):
     return StableAudioPipeline(**components)
 
 
+def build_bpe_tokenizer(extra_text: str = "", vocab_size: int = 700):
+    """A byte-level BPE ``PreTrainedTokenizerFast`` trained in memory on the music words (and
+    ``extra_text``), with ``<|endoftext|>`` and ``<|pad|>`` as special tokens (Qwen-style)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|pad|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([*_MUSIC_TEXT.split("\n"), *extra_text.split("\n")], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|endoftext|>",
+                                   model_max_length=2048)
+
+
+_ACE_TEMPLATE = """# Instruction
+Fill the audio semantic mask based on the given conditions:
+# Caption
+# Metas
+- bpm: N/A
+- timesignature: N/A
+- keyscale: N/A
+- duration: 1 seconds
+# Languages
+en
+# Lyric
+la la la oh yeah love night light"""
+
+
+def build_tiny_ace_step(seed: int = 0):
+    """A tiny ``AceStepPipeline`` (800 Hz stereo, 25 latents/s as the real model, patch 2,
+    2 DiT blocks with 4 query / 2 K/V heads, a 1-layer Qwen3 text encoder, CFG-capable base model)."""
+    from diffusers import AceStepPipeline, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+    from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
+    from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer = build_bpe_tokenizer(_ACE_TEMPLATE)
+    text_dim, acoustic, timbre = 16, 4, 4
+    torch.manual_seed(seed)
+    text_encoder = Qwen3Model(Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=text_dim, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=4096))
+    torch.manual_seed(seed)
+    transformer = AceStepTransformer1DModel(
+        hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, in_channels=timbre + 2 * acoustic,
+        audio_acoustic_hidden_dim=acoustic, patch_size=2, sliding_window=8)
+    torch.manual_seed(seed)
+    condition_encoder = AceStepConditionEncoder(
+        hidden_size=32, intermediate_size=48, text_hidden_dim=text_dim, timbre_hidden_dim=timbre,
+        num_lyric_encoder_hidden_layers=1, num_timbre_encoder_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, sliding_window=8)
+    torch.manual_seed(seed)
+    vae = AutoencoderOobleck(encoder_hidden_size=6, downsampling_ratios=[4, 8], decoder_channels=3,
+                             decoder_input_channels=acoustic, audio_channels=2, channel_multiples=[2, 4],
+                             sampling_rate=800)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0)
+    components = _eval_all({"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
+                            "transformer": transformer, "condition_encoder": condition_encoder,
+                            "scheduler": scheduler})
+    return AceStepPipeline(**components)
+
+
 def build_tiny(family: str, seed: int = 0):
-    """The tiny pipeline of ``family`` (``"audioldm2"`` or ``"stable_audio"``)."""
+    """The tiny pipeline of ``family`` (one of :data:`TINY_FAMILIES`)."""
     if family == "audioldm2":
         return build_tiny_audioldm2(seed)
     if family == "stable_audio":
         return build_tiny_stable_audio(seed)
+    if family == "ace_step":
+        return build_tiny_ace_step(seed)
     raise EngineError(f"no tiny builder for family {family!r}; use one of {', '.join(TINY_FAMILIES)}")
 
 

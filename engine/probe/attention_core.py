@@ -164,6 +164,70 @@ class AttentionCall:
         return out / self.attn.rescale_output_factor
 
 
+class HeadSplitCall:
+    """One call of an ``AttentionModuleMixin`` module that projects to ``(B, L, heads, d)`` and
+    normalises per head before the transpose (ACE-Step's ``AceStepAttention``: GQA ``kv_heads``,
+    ``norm_q``/``norm_k`` RMSNorm, RoPE on self-attention only, no residual, additive mask).
+
+    Offers what :class:`AttentionCall` offers to :func:`attend` and :func:`item_probs`
+    (``queries``, ``keys``, ``values``, ``output``, ``mask``, ``context``, ``heads``, ``head_dim``).
+    """
+
+    def __init__(self, attn: Any, hidden_states: torch.Tensor,
+                 encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, image_rotary_emb: Any = None,
+                 items: slice | None = None) -> None:
+        self.attn = attn
+        self.cross = bool(attn.is_cross_attention) and encoder_hidden_states is not None
+        self.rotary_emb = None if self.cross else image_rotary_emb
+        context = encoder_hidden_states if self.cross else hidden_states
+        mask = attention_mask
+        if items is not None:
+            hidden_states, context = hidden_states[items], context[items]
+            if mask is not None and mask.shape[0] > 1:
+                mask = mask[items]
+        self.hidden, self.context, self.mask = hidden_states, context, mask
+        self.heads = int(attn.heads)
+        self.head_dim = int(attn.head_dim)
+
+    @property
+    def batch(self) -> int:
+        return self.hidden.shape[0]
+
+    def _heads(self, x: torch.Tensor, norm: Any, fp32: bool) -> torch.Tensor:
+        """``(B, L, h·d) → (B, h, L, d)``: head split, norm, RoPE (in ``(B, L, h, d)``)."""
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        x = norm(x.unflatten(-1, (x.shape[-1] // self.head_dim, self.head_dim)))
+        if self.rotary_emb is not None:
+            x = apply_rotary_emb(x, self.rotary_emb, use_real=True, use_real_unbind_dim=-2, sequence_dim=1)
+        x = x.transpose(1, 2)
+        return x.float() if fp32 else x
+
+    def _expand(self, x: torch.Tensor) -> torch.Tensor:
+        per = self.heads // x.shape[1]
+        return x if per == 1 else torch.repeat_interleave(x, per, dim=1, output_size=x.shape[1] * per)
+
+    def queries(self, fp32: bool = False) -> torch.Tensor:
+        """``(B, heads, Q, d)``."""
+        return self._heads(self.attn.to_q(self.hidden), self.attn.norm_q, fp32)
+
+    def keys(self, projected: torch.Tensor | None = None, fp32: bool = False) -> torch.Tensor:
+        """``(B, heads, K, d)`` (GQA heads repeated) from ``to_k(context)`` or ``projected``."""
+        k = self.attn.to_k(self.context) if projected is None else projected
+        return self._expand(self._heads(k, self.attn.norm_k, fp32))
+
+    def values(self, projected: torch.Tensor | None = None, expand: bool = True) -> torch.Tensor:
+        """``(B, heads, K, d)`` from ``to_v(context)`` or ``projected`` (``kv_heads`` unless ``expand``)."""
+        v = self.attn.to_v(self.context) if projected is None else projected
+        v = split_heads(v, v.shape[-1] // self.head_dim)
+        return self._expand(v) if expand else v
+
+    def output(self, merged: torch.Tensor) -> torch.Tensor:
+        """``to_out`` on ``(B, Q, heads·d)`` (the module adds no residual)."""
+        return self.attn.to_out[1](self.attn.to_out[0](merged))
+
+
 def attend(call: AttentionCall, kv_hook: KVHook | None = None, uniform: bool = False,
            head_hook: HeadHook | None = None) -> torch.Tensor:
     """The call's output through SDPA, as the stock processor computes it, with openings:

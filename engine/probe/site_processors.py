@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from engine.probe.attention_core import AttentionCall
+from engine.probe.attention_core import AttentionCall, HeadSplitCall
 from engine.types import EngineError
 
 
@@ -46,7 +46,11 @@ class SiteCall:
                           attention_mask=self.attention_mask, **self.extra)
 
     def core(self, items: slice | None = None) -> AttentionCall:
-        """The call taken apart (:class:`AttentionCall`), for batch ``items`` (default: all)."""
+        """The call taken apart (:class:`AttentionCall`, or :class:`HeadSplitCall` for
+        processors that take ``image_rotary_emb``), for batch ``items`` (default: all)."""
+        if "image_rotary_emb" in self.extra:
+            return HeadSplitCall(self.attn, self.hidden_states, self.encoder_hidden_states,  # type: ignore[return-value]
+                                 self.attention_mask, items=items, **self.extra)
         return AttentionCall(self.attn, self.hidden_states, self.encoder_hidden_states,
                              self.attention_mask, items=items, **self.extra)
 
@@ -82,6 +86,17 @@ class RotarySiteProcessor(UNetSiteProcessor):
                                      attention_mask, {"rotary_emb": rotary_emb}, self.inner))
 
 
+class ImageRotarySiteProcessor(UNetSiteProcessor):
+    """Wraps processors that declare ``image_rotary_emb`` (ACE-Step's ``AceStepAttnProcessor2_0``)."""
+
+    def __call__(self, attn, hidden_states: torch.Tensor,
+                 encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None,
+                 image_rotary_emb: Any = None) -> torch.Tensor:
+        return self.handler(SiteCall(self.site, attn, hidden_states, encoder_hidden_states,
+                                     attention_mask, {"image_rotary_emb": image_rotary_emb}, self.inner))
+
+
 def declared_arguments(proc: Any) -> set[str]:
     """Named parameters of ``proc.__call__`` (what ``Attention.forward`` passes on)."""
     params = inspect.signature(proc.__call__).parameters
@@ -99,6 +114,8 @@ def site_processor_for(site: str, inner: Any, handler: SiteHandler,
     declared = declared_arguments(inner)
     if "rotary_emb" in declared:
         return RotarySiteProcessor(site, inner, handler)
+    if "image_rotary_emb" in declared and {"hidden_states", "encoder_hidden_states", "attention_mask"} <= declared:
+        return ImageRotarySiteProcessor(site, inner, handler)
     if {"hidden_states", "encoder_hidden_states", "attention_mask"} <= declared:
         return UNetSiteProcessor(site, inner, handler)
     raise EngineError(unsupported.format(site=site, processor=type(inner).__name__))
