@@ -24,6 +24,7 @@ from engine.session import SESSION_SUFFIX, Session, load_session, save_session
 from engine.types import EngineError, GenerationRequest
 from gui import export
 from gui.audio_output import AudioOutput, make_output
+from gui.docks.commands_dock import CommandsDock
 from gui.docks.convergence_dock import ConvergenceDock
 from gui.docks.heads_dock import HeadsDock
 from gui.docks.heatmap_dock import HeatmapDock
@@ -169,6 +170,7 @@ class MainWindow(QMainWindow):
         self.patching = PatchingDock(self)
         self.sae = SAEDock(self)
         self.convergence = ConvergenceDock(self)
+        self.commands = CommandsDock(self)
         for dock in (self.steering, self.patching, self.sae, self.convergence):
             dock.recipe = self.panel_recipe
         self.convergence.current_result = lambda: self.workspace.current.result if self.workspace.current else None
@@ -176,7 +178,7 @@ class MainWindow(QMainWindow):
         self._steer: dict = {"baseline": None, "steered": None, "next": None, "again": False}
         self.docks: list[QDockWidget] = [
             self.run_dock, self.heatmap, self.overview, self.heads, self.player, self.metrics, self.log_dock,
-            self.steering, self.patching, self.sae, self.convergence,
+            self.steering, self.patching, self.sae, self.convergence, self.commands,
         ]
         self._place_docks()
         self.default_state = self.saveState()
@@ -212,6 +214,8 @@ class MainWindow(QMainWindow):
         self.addDockWidget(bottom, self.log_dock)
         self.splitDockWidget(self.player, self.log_dock, Qt.Orientation.Horizontal)
         self.tabifyDockWidget(self.heads, self.steering)
+        self.tabifyDockWidget(self.log_dock, self.commands)
+        self.log_dock.raise_()
         self.heads.raise_()
         for dock in (self.patching, self.sae, self.convergence):
             self.tabifyDockWidget(self.overview, dock)
@@ -278,8 +282,9 @@ class MainWindow(QMainWindow):
         b = self.bridge
         for dock in (self.steering, self.sae):
             b.modelLoaded.connect(dock.set_model_sites)
+        self.commands.wrote.connect(self.log)
         for jobs in (self.steering.job, self.patching.job, self.sae.job, self.convergence.job,
-                     self.convergence.sweep_job):
+                     self.convergence.sweep_job, self.commands.job):
             jobs.attach(b)
             jobs.failed.connect(self.show_error)
         b.jobStarted.connect(self._on_job_started)

@@ -18,7 +18,7 @@ from pathlib import Path
 from engine.commands import analysis, convergence, data, evaluation, scorer, steering  # noqa: F401  (they register)
 from engine.commands.registry import REGISTRY, Command, Progress, register
 
-__all__ = ["REGISTRY", "Command", "Progress", "register", "add_subcommands", "dispatch"]
+__all__ = ["REGISTRY", "Command", "Progress", "register", "add_subcommands", "dispatch", "parser_for"]
 
 
 def add_subcommands(parser: argparse.ArgumentParser, formatter: type[argparse.HelpFormatter]) -> None:
@@ -30,6 +30,27 @@ def add_subcommands(parser: argparse.ArgumentParser, formatter: type[argparse.He
         p = sub.add_parser(cmd.name, help=cmd.summary, description=cmd.describe(), formatter_class=formatter)
         cmd.add_arguments(p)
         harden_numbers(p)
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """A command's parser for callers that are not a terminal (the GUI): errors raise EngineError."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from engine.errors import EngineError
+
+        raise EngineError(message[:400])
+
+
+def parser_for(name: str) -> argparse.ArgumentParser:
+    """A standalone parser of one command (the same options as ``main.py NAME``), whose errors
+    raise :class:`~engine.errors.EngineError` instead of exiting."""
+    from engine.commands.flags import harden_numbers
+
+    cmd = REGISTRY[name]
+    parser = _RaisingParser(prog=f"main.py {name}", description=cmd.describe(), add_help=False)
+    cmd.add_arguments(parser)
+    harden_numbers(parser)
+    return parser
 
 
 def dispatch(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ def test_every_dock_is_named_movable_floatable_closable_and_in_the_view_menu(mak
     window = make_window()
     try:
         names = [d.objectName() for d in window.docks]
-        assert len(set(names)) == len(names) == 11 and all(n.startswith("dock_") for n in names)
+        assert len(set(names)) == len(names) == 12 and all(n.startswith("dock_") for n in names)
         feats = window.docks[0].features().__class__
         view_titles = {a.text() for m in window.menuBar().actions() if m.text() == "&View" for a in m.menu().actions()}
         for dock in window.docks:
