@@ -64,6 +64,16 @@ Where every number comes from (diffusers 0.42.1 source unless said otherwise):
 * Scheduler: ``CosineDPMSolverMultistepScheduler(solver_order=2, prediction_type="v_prediction",
   sigma_data=1.0, sigma_schedule="exponential")`` with ``sigma_min=0.3``, ``sigma_max=500`` (the
   script's values; the pipeline's docstring example uses this class).
+
+**ACE-Step 1.5 and Stable Audio 3: the denoisers only** (:func:`build_ace_step_transformer`,
+:func:`build_stable_audio_3_dit`). Their diffusers defaults are the published widths:
+``AceStepTransformer1DModel()`` = 2048 wide, 24 layers, 16 query / 8 K/V heads × 128 (the source's
+comment: the condition encoder's width "equal to ``hidden_size`` on the non-XL turbo / base
+models"); ``StableAudio3DiTModel()`` = 1536 wide, 24 blocks × 24 heads, 256 latent channels, 64
+memory tokens, differential attention (its docstring's defaults; which SA3 checkpoint they match
+— the docstring example loads ``stabilityai/stable-audio-3-medium`` — is not stated, so
+unverified). Their text encoders (Qwen3-Embedding-0.6B, T5Gemma) and autoencoders are not
+configured anywhere in diffusers' source, so no whole pipeline is built for them.
 """
 
 from __future__ import annotations
@@ -211,6 +221,22 @@ def build_published_stable_audio(seed: int = 0):
         if isinstance(part, torch.nn.Module):
             part.eval()
     return StableAudioPipeline(**parts)
+
+
+def build_ace_step_transformer(device: str | torch.device = "cpu"):
+    """ACE-Step 1.5's DiT at its published (non-XL) width: diffusers' defaults."""
+    from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
+
+    with torch.device(device):
+        return AceStepTransformer1DModel().eval()
+
+
+def build_stable_audio_3_dit(device: str | torch.device = "cpu"):
+    """Stable Audio 3's DiT at diffusers' default (documented) width."""
+    from diffusers.models.transformers.transformer_stable_audio3 import StableAudio3DiTModel
+
+    with torch.device(device):
+        return StableAudio3DiTModel().eval()
 
 
 def build_published(family: str, seed: int = 0):

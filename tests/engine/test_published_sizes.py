@@ -8,8 +8,10 @@ import torch
 
 from engine.backends.audioldm2 import AudioLDM2Backend
 from engine.backends.published import (
+    build_ace_step_transformer,
     build_audioldm2_unet,
     build_published_audioldm2,
+    build_stable_audio_3_dit,
     build_stable_audio_dit,
     parameter_count,
 )
@@ -82,3 +84,16 @@ def test_stable_audio_dit_published_size():
     cross = [m for n, m in dit.named_modules() if n.endswith("attn2")]
     assert len(cross) == 24 and all(m.is_cross_attention and m.heads == 24 for m in cross)
     assert cross[0].to_k.out_features == 12 * 64  # 12 K/V heads of 64
+
+
+@pytest.mark.slow
+def test_ace_step_and_stable_audio_3_denoisers_published_size():
+    from engine.probe.attach import attention_modules
+
+    ace = build_ace_step_transformer("meta")
+    cross = {n: m for n, m in attention_modules(ace).items() if n.endswith("cross_attn")}
+    assert len(cross) == 24 and ace.config.hidden_size == 2048
+    assert {(m.heads, ace.config.num_key_value_heads) for m in cross.values()} == {(16, 8)}
+    sa3 = build_stable_audio_3_dit("meta")
+    assert sa3.config.embed_dim == 1536 and sa3.config.depth == 24 and sa3.config.io_channels == 256
+    assert len(attention_modules(sa3)) >= 48  # a self and a cross attention per block
