@@ -46,6 +46,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "AudioLDM2Pipeline": ("engine.backends.audioldm2", "AudioLDM2Backend"),
     "StableAudioPipeline": ("engine.backends.stable_audio", "StableAudioBackend"),
     "AceStepPipeline": ("engine.backends.ace_step", "AceStepBackend"),
+    "StableAudio3Pipeline": ("engine.backends.stable_audio_3", "StableAudio3Backend"),
 }
 
 
@@ -78,7 +79,8 @@ def backend_for(pipe: Any) -> Any:
 
 
 class _Spy:
-    """Shadows ``obj.name`` for the block: records the bound arguments (and the last result)."""
+    """Shadows ``obj.name`` for the block: records the first call's bound arguments (and hands every
+    result to ``on_result``)."""
 
     def __init__(self, obj: Any, name: str, on_result: Callable[[Any], None] | None = None) -> None:
         self.obj, self.name, self.args = obj, name, {}
@@ -87,9 +89,10 @@ class _Spy:
         signature = inspect.signature(original)
 
         def spy(*args: Any, **kwargs: Any) -> Any:
-            bound = signature.bind_partial(*args, **kwargs)
-            bound.apply_defaults()
-            self.args = dict(bound.arguments)
+            if not self.calls:  # the first call: Stable Audio 3 encodes the negative prompt second
+                bound = signature.bind_partial(*args, **kwargs)
+                bound.apply_defaults()
+                self.args = dict(bound.arguments)
             self.calls += 1
             result = original(*args, **kwargs)
             if on_result is not None:
@@ -239,7 +242,7 @@ class Trace:
         timing = self._spies.get("encode_duration")
         if timing is not None and timing.calls:
             start = float(_first(timing.args.get("audio_start_in_s")) or 0.0)
-            end = _first(timing.args.get("audio_end_in_s"))
+            end = _first(timing.args.get("audio_end_in_s", timing.args.get("duration")))
             if end is not None:
                 duration = max(1e-3, float(end) - start)
         self._request = GenerationRequest(prompt=prompt if isinstance(prompt, str) else "",

@@ -33,7 +33,7 @@ from pathlib import Path
 from engine.types import EngineError
 
 FAMILY_BY_CLASS = {"AudioLDM2Pipeline": "audioldm2", "StableAudioPipeline": "stable_audio",
-                   "AceStepPipeline": "ace_step"}
+                   "AceStepPipeline": "ace_step", "StableAudio3Pipeline": "stable_audio_3"}
 EMBEDDED = "embedded"
 
 
@@ -126,6 +126,8 @@ def family_of_hub_id(model_id: str) -> str | None:
     low = model_id.lower()
     if "audioldm2" in low:
         return "audioldm2"
+    if "stable-audio-3" in low or "stable_audio_3" in low:
+        return "stable_audio_3"
     if "stable-audio" in low or "stable_audio" in low:
         return "stable_audio"
     try:
@@ -152,6 +154,10 @@ def _backend_class(family: str):
         from engine.backends.ace_step import AceStepBackend
 
         return AceStepBackend
+    if family == "stable_audio_3":
+        from engine.backends.stable_audio_3 import StableAudio3Backend
+
+        return StableAudio3Backend
     raise EngineError(f"unknown model family {family!r}; supported: {', '.join(FAMILY_BY_CLASS.values())}")
 
 
@@ -166,6 +172,8 @@ def _pipeline_class(family: str):
         return diffusers.StableAudioPipeline
     if family == "ace_step":
         return diffusers.AceStepPipeline
+    if family == "stable_audio_3":
+        return diffusers.StableAudio3Pipeline
     raise EngineError(f"unknown model family {family!r}")
 
 

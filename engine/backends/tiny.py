@@ -18,7 +18,7 @@ import torch
 
 from engine.types import EngineError
 
-TINY_FAMILIES = ("audioldm2", "stable_audio", "ace_step")
+TINY_FAMILIES = ("audioldm2", "stable_audio", "ace_step", "stable_audio_3")
 
 _MUSIC_TEXT = """
 a an the and or with of in on at by to from for into over under while as is are
@@ -356,6 +356,55 @@ def build_tiny_ace_step(seed: int = 0):
     return AceStepPipeline(**components)
 
 
+def _randomise_zero_weights(module: torch.nn.Module, std: float = 0.3) -> None:
+    """Give zero-initialised weight matrices random values, so that outputs depend on the inputs
+    (SA3 and its autoencoder zero-initialise output projections)."""
+    with torch.no_grad():
+        for param in module.parameters():
+            if param.dim() > 1 and not param.any():
+                param.normal_(0.0, std)
+
+
+def build_tiny_stable_audio_3(seed: int = 0):
+    """A tiny ``StableAudio3Pipeline`` (800 Hz stereo, SAME autoencoder downsampling 8, 2 DiT blocks
+    of 4 heads with differential attention, 2 memory tokens, 16 text positions + the duration token,
+    a 1-layer T5Gemma encoder); zero-initialised projections are re-randomised."""
+    from diffusers import AutoencoderSAME, FlowMatchEulerDiscreteScheduler, StableAudio3Pipeline
+    from diffusers.models.transformers.transformer_stable_audio3 import StableAudio3DiTModel
+    from diffusers.pipelines.stable_audio_3.modeling_stable_audio_3 import (
+        StableAudio3DurationEmbedder,
+    )
+    from transformers import T5GemmaConfig, T5GemmaEncoderModel
+    from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
+
+    tokenizer = build_bpe_tokenizer()
+    tokenizer.model_max_length = 16
+    text_dim = 16
+    module = T5GemmaModuleConfig(
+        vocab_size=len(tokenizer), hidden_size=text_dim, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, query_pre_attn_scalar=8, sliding_window=16,
+        max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    text_encoder = T5GemmaEncoderModel(T5GemmaConfig(encoder=module.to_dict(), decoder=module.to_dict(),
+                                                     is_encoder_decoder=False, vocab_size=len(tokenizer)))
+    torch.manual_seed(seed)
+    transformer = StableAudio3DiTModel(
+        io_channels=4, patch_size=1, embed_dim=32, depth=2, num_heads=4, cond_token_dim=text_dim,
+        global_cond_dim=text_dim, local_add_cond_dim=5, timestep_features_dim=16, ff_mult=2.0, num_memory_tokens=2)
+    torch.manual_seed(seed)
+    vae = AutoencoderSAME(audio_channels=2, patch_size=4, encoder_channels=8, encoder_c_mults=(2,),
+                          encoder_strides=(2,), encoder_transformer_depths=(1,), latent_dim=4, dim_heads=8,
+                          ff_mult=2, sampling_rate=800)
+    torch.manual_seed(seed + 1)
+    _randomise_zero_weights(transformer)
+    _randomise_zero_weights(vae)
+    components = _eval_all({
+        "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
+        "duration_embedder": StableAudio3DurationEmbedder(output_dim=text_dim, fourier_dim=16),
+        "transformer": transformer, "scheduler": FlowMatchEulerDiscreteScheduler()})
+    return StableAudio3Pipeline(**components)
+
+
 def build_tiny(family: str, seed: int = 0):
     """The tiny pipeline of ``family`` (one of :data:`TINY_FAMILIES`)."""
     if family == "audioldm2":
@@ -364,6 +413,8 @@ def build_tiny(family: str, seed: int = 0):
         return build_tiny_stable_audio(seed)
     if family == "ace_step":
         return build_tiny_ace_step(seed)
+    if family == "stable_audio_3":
+        return build_tiny_stable_audio_3(seed)
     raise EngineError(f"no tiny builder for family {family!r}; use one of {', '.join(TINY_FAMILIES)}")
 
 

@@ -41,7 +41,10 @@ def head_dim_of(attn: Any) -> int:
 
 
 def kv_heads_of(attn: Any) -> int:
-    """Number of K/V heads (``heads`` unless the module uses GQA/MQA)."""
+    """Number of K/V heads (``heads`` unless the module uses GQA/MQA; ``heads`` for modules with a
+    fused ``to_kv``, Stable Audio 3)."""
+    if not hasattr(attn, "to_k"):
+        return int(attn.heads)
     return attn.to_k.out_features // head_dim_of(attn)
 
 
@@ -226,6 +229,52 @@ class HeadSplitCall:
     def output(self, merged: torch.Tensor) -> torch.Tensor:
         """``to_out`` on ``(B, Q, heads·d)`` (the module adds no residual)."""
         return self.attn.to_out[1](self.attn.to_out[0](merged))
+
+
+class DifferentialCall:
+    """One call of Stable Audio 3's differential cross-attention (``StableAudio3CrossAttention``:
+    ``to_q → [q1 | q2]``, ``to_kv → [k1 | k2 | v]``, RMS q/k norms, bool context mask), whose
+    output is ``(softmax(q1 k1ᵀ) − softmax(q2 k2ᵀ)) V``.
+
+    ``queries``/``keys`` give branch ``branch`` (1: the positive map p1, 2: the subtracted p2), so
+    :func:`item_probs` records that branch's probabilities. Interventions, which rebuild the output
+    from one softmax, are refused (:meth:`values`).
+    """
+
+    def __init__(self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor,
+                 context_mask: torch.Tensor | None = None, items: slice | None = None, branch: int = 1) -> None:
+        self.attn = attn
+        self.branch = branch if attn.use_differential else 1
+        if items is not None:
+            hidden_states, context = hidden_states[items], context[items]
+            context_mask = None if context_mask is None else context_mask[items]
+        self.hidden, self.context = hidden_states, context
+        self.mask = None if context_mask is None else context_mask[:, None, None, :].bool()
+        self.heads = int(attn.heads)
+        self.head_dim = int(attn.dim_heads)
+
+    @property
+    def batch(self) -> int:
+        return self.hidden.shape[0]
+
+    def _split(self, x: torch.Tensor, norm: Any, fp32: bool) -> torch.Tensor:
+        x = norm(x.unflatten(-1, (self.heads, self.head_dim))).transpose(1, 2)
+        return x.float() if fp32 else x
+
+    def queries(self, fp32: bool = False) -> torch.Tensor:
+        """``(B, heads, Q, d)`` of the branch."""
+        q = self.attn.to_q(self.hidden)
+        q = q.chunk(2, dim=-1)[self.branch - 1] if self.attn.use_differential else q
+        return self._split(q, self.attn.q_norm, fp32)
+
+    def keys(self, projected: torch.Tensor | None = None, fp32: bool = False) -> torch.Tensor:
+        """``(B, heads, K, d)`` of the branch."""
+        parts = self.attn.to_kv(self.context).chunk(3 if self.attn.use_differential else 2, dim=-1)
+        return self._split(parts[self.branch - 1], self.attn.k_norm, fp32)
+
+    def values(self, projected: torch.Tensor | None = None, expand: bool = True) -> torch.Tensor:
+        raise EngineError("interventions on Stable Audio 3's differential attention are not supported; "
+                          "capture works, patching/steering/ablation need a single-softmax model")
 
 
 def attend(call: AttentionCall, kv_hook: KVHook | None = None, uniform: bool = False,

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from engine.probe.attention_core import AttentionCall, HeadSplitCall
+from engine.probe.attention_core import AttentionCall, DifferentialCall, HeadSplitCall
 from engine.types import EngineError
 
 
@@ -97,6 +97,27 @@ class ImageRotarySiteProcessor(UNetSiteProcessor):
                                      attention_mask, {"image_rotary_emb": image_rotary_emb}, self.inner))
 
 
+class ContextSiteCall(SiteCall):
+    """A call of a processor taking ``context``/``context_mask`` (Stable Audio 3's cross-attention),
+    held in ``encoder_hidden_states``/``attention_mask``."""
+
+    def run_inner(self) -> torch.Tensor:
+        return self.inner(self.attn, self.hidden_states, context=self.encoder_hidden_states,
+                          context_mask=self.attention_mask)
+
+    def core(self, items: slice | None = None) -> DifferentialCall:  # type: ignore[override]
+        return DifferentialCall(self.attn, self.hidden_states, self.encoder_hidden_states,
+                                self.attention_mask, items=items)
+
+
+class ContextSiteProcessor(UNetSiteProcessor):
+    """Wraps processors that declare ``context`` and ``context_mask`` (``StableAudio3CrossAttnProcessor``)."""
+
+    def __call__(self, attn, hidden_states: torch.Tensor, context: torch.Tensor,
+                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.handler(ContextSiteCall(self.site, attn, hidden_states, context, context_mask, {}, self.inner))
+
+
 def declared_arguments(proc: Any) -> set[str]:
     """Named parameters of ``proc.__call__`` (what ``Attention.forward`` passes on)."""
     params = inspect.signature(proc.__call__).parameters
@@ -114,6 +135,8 @@ def site_processor_for(site: str, inner: Any, handler: SiteHandler,
     declared = declared_arguments(inner)
     if "rotary_emb" in declared:
         return RotarySiteProcessor(site, inner, handler)
+    if {"hidden_states", "context", "context_mask"} <= declared:
+        return ContextSiteProcessor(site, inner, handler)
     if "image_rotary_emb" in declared and {"hidden_states", "encoder_hidden_states", "attention_mask"} <= declared:
         return ImageRotarySiteProcessor(site, inner, handler)
     if {"hidden_states", "encoder_hidden_states", "attention_mask"} <= declared:
