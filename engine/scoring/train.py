@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.analysis.metrics import average_precision
 from engine.scoring.model import (
     InstrumentNet,
     InstrumentScorerModel,
@@ -217,17 +218,6 @@ def _window_active(audio: np.ndarray, config: ScorerConfig) -> bool:
         return False
     rms = np.sqrt(np.mean(audio[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1))
     return bool(np.mean(rms > 10 ** (-45 / 20)) >= 0.5)
-
-
-def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the precision–recall curve as the mean precision at each positive (ties: stable order)."""
-    labels = np.asarray(labels, dtype=int)
-    if labels.sum() == 0:
-        return float("nan")
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    hits = labels[order]
-    precision = np.cumsum(hits) / np.arange(1, hits.size + 1)
-    return float(np.sum(precision * hits) / hits.sum())
 
 
 GENERATED_PROMPTS: dict[str, str] = {"Bass": "bass", "Drums": "drums", "Guitar": "guitar", "Piano": "piano",
