@@ -66,8 +66,9 @@ class PatchingDock(QDockWidget):
         self.mode.addItems(PATCH_MODES)
         self.mode.setToolTip("kv: patch keys and values; k or v alone need prompts of equal token count")
         form.addRow("patch", self.mode)
-        self.scorer = QLineEdit("band-template")
-        self.scorer.setToolTip("band-template (offline, instruments) or clap:<local CLAP folder>")
+        self.scorer = QLineEdit("instrument")
+        self.scorer.setToolTip("instrument (the shipped instrument classifier, default), band-template, "
+                               "instrument:<folder> or clap:<local CLAP folder>")
         form.addRow("scorer", self.scorer)
         self.top = QSpinBox(minimum=1, maximum=64, value=2)
         self.top.setToolTip("how many top layers count as functional (sent to the steering panel)")
