@@ -48,6 +48,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "AceStepPipeline": ("engine.backends.ace_step", "AceStepBackend"),
     "StableAudio3Pipeline": ("engine.backends.stable_audio_3", "StableAudio3Backend"),
 }
+GENERIC = ("engine.backends.generic", "GenericBackend")  # any other pipeline (LongCat-Audio-DiT, ...)
 
 
 def backend_for(pipe: Any) -> Any:
@@ -59,9 +60,11 @@ def backend_for(pipe: Any) -> Any:
     import importlib
 
     name = type(pipe).__name__
-    if name not in BACKENDS:
-        raise EngineError(f"engine.trace does not know {name}; supported: {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name]
+    module, cls = BACKENDS.get(name, GENERIC)
+    if name not in BACKENDS and not any(isinstance(getattr(pipe, n, None), torch.nn.Module)
+                                        for n in ("transformer", "unet")):
+        raise EngineError(f"engine.trace does not know {name}: it has no transformer or unet; "
+                          f"family backends: {', '.join(BACKENDS)}")
     backend_cls = getattr(importlib.import_module(module), cls)
     modules = [c for c in getattr(pipe, "components", {}).values() if isinstance(c, torch.nn.Module)]
     training = [(m, m.training) for c in modules for m in c.modules()]
@@ -177,6 +180,10 @@ class Trace:
                     self._spies[name] = spy = _Spy(pipe, name)
                     stack.callback(spy.remove)
             self._hook_audio(stack)
+            if getattr(backend, "generic", False):  # engine.backends.generic: kernel-level capture
+                stack.enter_context(backend.kernel_capture(plan.sites, self.recorder, self.run, self._step_hook))
+                self._stack = stack
+                return self
             hooks: list[tuple[torch.nn.Module, Callable]] = [(denoiser, self._step_hook)]
             parents: dict[str, list[str]] = {}
             for site in plan.sites:
@@ -230,10 +237,14 @@ class Trace:
         """At the first denoiser call: the call's guidance, prompt and duration."""
         prompt_args = self._spies.get("encode_prompt")
         args = prompt_args.args if prompt_args is not None else {}
-        if "do_classifier_free_guidance" in args:
+        if getattr(self.backend, "separate_cfg_calls", False):
+            guided = False  # CFG as separate calls: the recorded (first) call holds the cond items only
+        elif "do_classifier_free_guidance" in args:
             guided = bool(args["do_classifier_free_guidance"])
         elif isinstance(getattr(type(self.pipe), "do_classifier_free_guidance", None), property):
             guided = bool(self.pipe.do_classifier_free_guidance)
+        elif getattr(self.backend, "generic", False):
+            guided = float(getattr(self.pipe, "_guidance_scale", 1.0) or 1.0) > 1.0
         else:
             raise EngineError(f"cannot tell whether {type(self.pipe).__name__} runs with guidance")
         self.run.cfg = CfgLayout(self.backend.cfg_order, guided)

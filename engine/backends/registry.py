@@ -33,8 +33,11 @@ from pathlib import Path
 from engine.types import EngineError
 
 FAMILY_BY_CLASS = {"AudioLDM2Pipeline": "audioldm2", "StableAudioPipeline": "stable_audio",
-                   "AceStepPipeline": "ace_step", "StableAudio3Pipeline": "stable_audio_3"}
+                   "AceStepPipeline": "ace_step", "StableAudio3Pipeline": "stable_audio_3",
+                   "LongCatAudioDiTPipeline": "longcat"}
 EMBEDDED = "embedded"
+# components a pipeline recreates with its default when its folder is missing
+REBUILT_COMPONENTS = {"LongCatAudioDiTPipeline": ("scheduler",)}
 
 
 def cache_dir() -> Path:
@@ -116,6 +119,8 @@ def check_folder(folder: Path) -> None:
         if spec[0] is None or spec[1] is None:
             continue  # an optional component saved as absent
         sub = folder / name
+        if name in REBUILT_COMPONENTS.get(str(index.get("_class_name")), ()) and not sub.exists():
+            continue  # the pipeline builds its default (LongCat's save_pretrained skips its scheduler)
         if not sub.is_dir() or not any(sub.iterdir()):
             raise check.fail(f"lacks the {name!r:.60} component folder listed in model_index.json")
     for path in sorted(folder.glob("*/*.safetensors")):
@@ -158,6 +163,10 @@ def _backend_class(family: str):
         from engine.backends.stable_audio_3 import StableAudio3Backend
 
         return StableAudio3Backend
+    if family == "longcat":
+        from engine.backends.generic import GenericBackend
+
+        return GenericBackend
     raise EngineError(f"unknown model family {family!r}; supported: {', '.join(FAMILY_BY_CLASS.values())}")
 
 
@@ -174,6 +183,8 @@ def _pipeline_class(family: str):
         return diffusers.AceStepPipeline
     if family == "stable_audio_3":
         return diffusers.StableAudio3Pipeline
+    if family == "longcat":
+        return diffusers.LongCatAudioDiTPipeline
     raise EngineError(f"unknown model family {family!r}")
 
 

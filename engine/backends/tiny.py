@@ -18,7 +18,7 @@ import torch
 
 from engine.types import EngineError
 
-TINY_FAMILIES = ("audioldm2", "stable_audio", "ace_step", "stable_audio_3")
+TINY_FAMILIES = ("audioldm2", "stable_audio", "ace_step", "stable_audio_3", "longcat")
 
 _MUSIC_TEXT = """
 a an the and or with of in on at by to from for into over under while as is are
@@ -405,6 +405,37 @@ def build_tiny_stable_audio_3(seed: int = 0):
     return StableAudio3Pipeline(**components)
 
 
+def build_tiny_longcat(seed: int = 0):
+    """A tiny ``LongCatAudioDiTPipeline`` (800 Hz mono, VAE downsampling 8, 2 DiT blocks of 4 heads,
+    a 1-layer UMT5). Its scheduler is the pipeline's own default, because ``save_pretrained`` does not
+    save it (a reloaded pipeline gets that default); zero-initialised output projections are
+    re-randomised so that the audio depends on the prompt."""
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        LongCatAudioDiTPipeline,
+        LongCatAudioDiTTransformer,
+        LongCatAudioDiTVae,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = build_t5_tokenizer(model_max_length=32)
+    torch.manual_seed(seed)
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8,
+                                               num_heads=2, num_layers=1))
+    torch.manual_seed(seed)
+    transformer = LongCatAudioDiTTransformer(dit_dim=32, dit_depth=2, dit_heads=4, dit_text_dim=16, latent_dim=4,
+                                             ff_mult=2.0)
+    torch.manual_seed(seed)
+    vae = LongCatAudioDiTVae(in_channels=1, channels=4, c_mults=[1, 2], strides=[2, 4], latent_dim=4,
+                             encoder_latent_dim=8, downsampling_ratio=8, sample_rate=800)
+    torch.manual_seed(seed + 1)
+    _randomise_zero_weights(transformer)
+    components = _eval_all({"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
+                            "transformer": transformer,
+                            "scheduler": FlowMatchEulerDiscreteScheduler(shift=1.0, invert_sigmas=True)})
+    return LongCatAudioDiTPipeline(**components)
+
+
 def build_tiny(family: str, seed: int = 0):
     """The tiny pipeline of ``family`` (one of :data:`TINY_FAMILIES`)."""
     if family == "audioldm2":
@@ -415,6 +446,8 @@ def build_tiny(family: str, seed: int = 0):
         return build_tiny_ace_step(seed)
     if family == "stable_audio_3":
         return build_tiny_stable_audio_3(seed)
+    if family == "longcat":
+        return build_tiny_longcat(seed)
     raise EngineError(f"no tiny builder for family {family!r}; use one of {', '.join(TINY_FAMILIES)}")
 
 

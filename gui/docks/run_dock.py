@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from engine.recipe import recipe_from_text
 from engine.types import GenerationRequest
 
-HUB_MODELS = ("embedded", "cvssp/audioldm2", "cvssp/audioldm2-music", "stabilityai/stable-audio-open-1.0", "ACE-Step/acestep-v15-xl-turbo-diffusers", "tiny:audioldm2", "tiny:stable_audio", "tiny:ace_step", "tiny:stable_audio_3")
+HUB_MODELS = ("embedded", "cvssp/audioldm2", "cvssp/audioldm2-music", "stabilityai/stable-audio-open-1.0", "ACE-Step/acestep-v15-xl-turbo-diffusers", "tiny:audioldm2", "tiny:stable_audio", "tiny:ace_step", "tiny:stable_audio_3", "tiny:longcat")
 
 
 def available_devices() -> list[str]:
