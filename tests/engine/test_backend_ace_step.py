@@ -141,15 +141,17 @@ def test_planted_attention_peaks_on_the_planted_region():
     assert heat[:3].max() < 1e-2 and heat[6:].max() < 1e-2
 
 
-def test_trace_on_a_user_pipeline(ace):
+@pytest.mark.parametrize("guidance", [3.0, 1.0], ids=["cfg", "no_cfg"])
+def test_trace_on_a_user_pipeline(ace, guidance):
     pipe = ace.pipe
-    ref = stock(pipe, 3.0)
+    ref = stock(pipe, guidance)
     with engine.trace(pipe) as tr:
-        out = stock(pipe, 3.0)
+        out = stock(pipe, guidance)
     np.testing.assert_array_equal(ref, out)
     assert "encode_prompt" not in vars(pipe) and "decode" not in vars(pipe.vae)
     assert tr.contexts == ["text", "lyrics"] and tr.run.cfg.order == "cond_uncond"
-    own = ace.generate(request())
+    assert tr.run.cfg.guided is (guidance > 1)
+    own = ace.generate(request(guidance=guidance))
     assert tr.result.frames.keys() == own.frames.keys()
     for k, frame in own.frames.items():
         np.testing.assert_array_equal(tr.result.frames[k], frame)
