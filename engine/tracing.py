@@ -9,15 +9,18 @@ Follows DAAM's ``with trace(pipe) as tc`` convention::
     tr.save("out/run")                  # audio.wav, run.json, attention.npz: what `analyze` writes
 
 The probes are the engine's own (the backend of the pipeline's family supplies sites, lattices,
-tokens and the CFG order; :mod:`engine.probe.capture` records). The user calls the pipeline, so
+tokens and the CFG order; :mod:`engine.probe.capture` records; pipelines no family backend knows go
+through :mod:`engine.backends.generic`, which records at the attention kernel). The user calls the pipeline, so
 what the engine's backends know from a request is read from the call instead:
 
 * guidance: the ``do_classifier_free_guidance`` argument of ``pipe.encode_prompt`` (AudioLDM2,
   Stable Audio), else the pipeline's ``do_classifier_free_guidance`` property (ACE-Step, Stable
-  Audio 3), read at the first denoiser call;
-* the prompt (token strings): the ``prompt`` argument of ``encode_prompt`` (the first prompt of
-  a list: capture records the first conditional item);
-* Stable Audio's duration (query crop): the arguments of ``encode_duration``;
+  Audio 3), else ``_guidance_scale`` (generic path), read at the first denoiser call; pipelines
+  that guide with separate calls (LongCat) record their first, conditional call;
+* the prompt (token strings): the ``prompt`` argument of the first ``encode_prompt`` call (the
+  first prompt of a list: capture records the first conditional item);
+* the duration (query crop): ``encode_duration``'s arguments (Stable Audio Open's start/end,
+  Stable Audio 3's ``duration``);
 * the audio for :meth:`Trace.save`: the waveform the decoder produced (the vocoder output for
   AudioLDM2, ``vae.decode`` otherwise; not cropped to the requested length), unless passed.
 
