@@ -24,7 +24,8 @@ start=$(date +%s)
 .venv/bin/python -m PyInstaller --noconfirm --clean --log-level WARN \
   --distpath dist --workpath build installer/aiba_studio.spec
 end=$(date +%s)
-echo "build: dist/aiba-studio built in $((end - start)) s; size $(du -sh dist/aiba-studio | cut -f1)"
+echo "build: dist/aiba-studio built in $((end - start)) s; $(du -sb dist/aiba-studio | cut -f1) bytes" \
+     "($(du -sh dist/aiba-studio | cut -f1)) in $(find dist/aiba-studio -type f | wc -l) files"
 
 if [ "$mode" = "--smoke" ]; then
   exec .venv/bin/python installer/smoke_test.py dist/aiba-studio/aiba-studio

@@ -5,6 +5,9 @@
 
 Checks, in order, printing one line each and exiting 1 at the first failure:
 
+0. the files the spec must keep are there (Qt's xcb/wayland/offscreen platforms and SVG icon
+   plugins, the icon, libtorch, the music21 scores ``render-dataset`` draws); prints the bundle's
+   size and file count;
 1. the bundle carries PortAudio and it loads (``Pa_GetVersionText`` answers V19);
 2. ``aiba-studio --help`` lists the headless commands;
 3. ``aiba-studio --self-test --screenshot shot.png`` under ``QT_QPA_PLATFORM=offscreen`` exits 0
@@ -39,6 +42,14 @@ ANALYZE_ARGS = ["--prompt", "bass and drums", "--steps", "4", "--duration", "1.0
                 "--grid", "32x16", "--no-figures"]
 RENDER_ARGS = ["--tracks", "1", "--duration", "2", "--source", "corpus", "--seed", "0"]
 TIMEOUT_S = 900
+# bundle-relative files the app loads at run time, which installer/aiba_studio.spec must not drop
+REQUIRED = (
+    "resources/icons/aiba-studio.svg", "resources/desktop/aiba-studio.desktop",
+    "PySide6/Qt/plugins/platforms/libqxcb.so", "PySide6/Qt/plugins/platforms/libqwayland.so",
+    "PySide6/Qt/plugins/platforms/libqoffscreen.so", "PySide6/Qt/plugins/iconengines/libqsvgicon.so",
+    "PySide6/Qt/plugins/imageformats/libqsvg.so", "torch/lib/libtorch_cpu.so",
+    "torch/bin/torch_shm_manager",  # `import torch` fails without it
+)
 
 
 class SmokeFailure(Exception):
@@ -86,6 +97,35 @@ def portaudio_version(lib: Path) -> str:
     pa = ctypes.CDLL(str(lib))
     pa.Pa_GetVersionText.restype = ctypes.c_char_p
     return pa.Pa_GetVersionText().decode()
+
+
+def bundle_size(folder: Path) -> tuple[int, int]:
+    """Bytes (apparent sizes, as ``du -sb`` without the folders) and number of files under ``folder``."""
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+    return sum(p.stat().st_size for p in files), len(files)
+
+
+def contents_problem(internal: Path) -> str | None:
+    """What the bundle folder ``internal`` lacks of :data:`REQUIRED` and of the music21 scores of
+    each composer ``engine.data.corpus`` draws from; None when nothing is missing."""
+    if str(ROOT) not in sys.path:  # run as a script from installer/
+        sys.path.insert(0, str(ROOT))
+    from engine.data.corpus import COMPOSERS, SCORE_SUFFIXES
+
+    missing = [rel for rel in REQUIRED if not (internal / rel).is_file()]
+    for composer, _ in COMPOSERS:
+        folder = internal / "music21" / "corpus" / composer
+        if not folder.is_dir() or not any(p.suffix in SCORE_SUFFIXES for p in folder.rglob("*")):
+            missing.append(f"music21/corpus/{composer}/ (scores)")
+    return f"the bundle lacks {', '.join(missing)}" if missing else None
+
+
+def check_contents(binary: Path) -> str:
+    problem = contents_problem(bundle_dir(binary))
+    if problem:
+        raise SmokeFailure(problem)
+    size, files = bundle_size(binary.parent)
+    return f"{len(REQUIRED)} required files and the corpus scores present; bundle {size / 1e6:.0f} MB in {files} files"
 
 
 def check_portaudio(binary: Path) -> str:
@@ -241,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(args.keep).resolve() if args.keep else Path(scratch)
         tmp.mkdir(parents=True, exist_ok=True)
         embedded = Path(args.embedded).resolve() if args.embedded else None
-        checks = [("portaudio", lambda: check_portaudio(binary)), ("help", lambda: check_help(binary, tmp))]
+        checks = [("contents", lambda: check_contents(binary)), ("portaudio", lambda: check_portaudio(binary)),
+                  ("help", lambda: check_help(binary, tmp))]
         if not args.skip_gui:
             checks.append(("self-test", lambda: check_self_test(binary, tmp, embedded)))
         checks.append(("analyze", lambda: check_analyze(binary, tmp, embedded)))

@@ -6,6 +6,7 @@ import configparser
 import ctypes
 import ctypes.util
 import importlib.util
+import re
 import runpy
 import shutil
 import sys
@@ -102,3 +103,102 @@ def test_desktop_entry_matches_the_entry_point_and_icon():
 def test_installer_extra_is_declared():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(req.startswith("pyinstaller>=") for req in extras["installer"])
+
+
+def _spec_parts(*names: str) -> dict:
+    """The spec's top-level assignments and functions called ``names``, run in order (without
+    PyInstaller's Analysis): the real exclusion rules, checked without building a bundle."""
+    import ast
+    import os
+
+    tree = ast.parse((INSTALLER / "aiba_studio.spec").read_text())
+    nodes = [n for n in tree.body
+             if (isinstance(n, ast.FunctionDef) and n.name in names)
+             or (isinstance(n, ast.Assign) and any(getattr(t, "id", "") in names for t in n.targets))]
+    assert len(nodes) == len(names), f"the spec defines {[getattr(n, 'name', '') for n in nodes]}"
+    scope = {"ROOT": ROOT, "sys": sys, "os": os, "Path": Path}
+    exec(compile(ast.Module(body=nodes, type_ignores=[]), "aiba_studio.spec", "exec"), scope)
+    return scope
+
+
+def test_spec_keeps_the_model_families_the_pipelines_import():
+    import ast
+
+    import diffusers
+    import transformers
+
+    from engine.backends.registry import FAMILY_BY_CLASS
+
+    kept = _spec_parts("TRANSFORMERS_KEPT", "DIFFUSERS_PIPELINES_KEPT")
+    pipelines = {getattr(diffusers, n).__module__.split(".")[2] for n in [*FAMILY_BY_CLASS, "DiffusionPipeline"]}
+    assert pipelines - kept["DIFFUSERS_PIPELINES_KEPT"] == set()
+    site = Path(diffusers.__file__).parent / "pipelines"
+    sources = [*sorted((ROOT / "engine").rglob("*.py")),
+               *(p for name in FAMILY_BY_CLASS
+                 for p in sorted((site / getattr(diffusers, name).__module__.split(".")[2]).glob("*.py")))]
+    names = {alias.name for path in sources for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.ImportFrom) and node.module == "transformers" for alias in node.names}
+    assert {"ClapModel", "VitsModel", "T5EncoderModel", "SpeechT5HifiGan"} <= names
+    families = {getattr(transformers, n).__module__.split(".")[2] for n in names
+                if getattr(transformers, n).__module__.startswith("transformers.models.")}
+    assert families - kept["TRANSFORMERS_KEPT"] == set()
+    # closed: a kept family's modules import (``from ..family``) only kept families; modular_*.py
+    # are transformers' code-generation sources, never imported
+    models = Path(transformers.__file__).parent / "models"
+    imported = {other for family in kept["TRANSFORMERS_KEPT"] for py in (models / family).glob("*.py")
+                if not py.name.startswith("modular_")
+                for other in re.findall(r"^\s*from \.\.(\w+)", py.read_text(), re.M)}
+    assert imported
+    assert {f for f in imported if (models / f).is_dir()} - kept["TRANSFORMERS_KEPT"] == set()
+
+
+def test_spec_drops_no_file_the_app_loads():
+    import music21
+    import torch
+    from music21 import corpus
+
+    from engine.data.corpus import COMPOSERS
+
+    rules = _spec_parts("DROPPED_TREES", "DROPPED_FILES", "_corpus_kept", "CORPUS_KEPT", "KEPT_FILES",
+                        "_dropped")
+    dropped = rules["_dropped"]
+    for rel in _smoke().REQUIRED:
+        assert not dropped(rel), rel
+    assert (Path(torch.__file__).parent / "bin" / "torch_shm_manager").is_file()  # import torch needs it
+    assert not dropped("torch/bin/torch_shm_manager") and dropped("torch/bin/test_api")
+    lib = Path(torch.__file__).parent / "lib"
+    loaded = {Path(line.split()[-1]).name for line in Path("/proc/self/maps").read_text().splitlines()
+              if line.split()[-1].startswith(str(lib))}
+    assert "libtorch_cpu.so" in loaded
+    assert [name for name in loaded if dropped(f"torch/lib/{name}")] == []
+    site = Path(music21.__file__).resolve().parents[1]
+    for composer, _ in COMPOSERS:
+        paths = corpus.getComposer(composer)
+        assert paths and not [p for p in paths if dropped(Path(p).resolve().relative_to(site).as_posix())]
+    other = corpus.getComposer("beethoven")[0]
+    assert dropped(Path(other).resolve().relative_to(site).as_posix())  # a score no draw can pick
+    assert not dropped("music21/corpus/corpora.py")
+    scl = Path(music21.__file__).resolve().parent / "scale" / "scala" / "scl"
+    modules = [p.relative_to(site).as_posix() for p in scl.glob("*.py")]  # imported by music21.scale
+    assert modules and not [m for m in modules if dropped(m)]
+    assert dropped(next(scl.glob("*.scl")).relative_to(site).as_posix())
+    assert dropped("torch/test/test_api") and dropped("PySide6/Qt/translations/qt_de.qm")
+
+
+def test_contents_check_names_what_the_bundle_lacks(tmp_path):
+    from engine.data.corpus import COMPOSERS
+
+    smoke = _smoke()
+    for rel in smoke.REQUIRED:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * 10)
+    for composer, _ in COMPOSERS:
+        (tmp_path / "music21" / "corpus" / composer).mkdir(parents=True)
+        (tmp_path / "music21" / "corpus" / composer / "piece.mxl").write_bytes(b"x")
+    assert smoke.contents_problem(tmp_path) is None
+    assert smoke.bundle_size(tmp_path) == (10 * len(smoke.REQUIRED) + len(COMPOSERS),
+                                           len(smoke.REQUIRED) + len(COMPOSERS))
+    (tmp_path / "PySide6/Qt/plugins/iconengines/libqsvgicon.so").unlink()
+    (tmp_path / "music21" / "corpus" / COMPOSERS[0][0] / "piece.mxl").rename(tmp_path / "x.txt")
+    problem = smoke.contents_problem(tmp_path)
+    assert "libqsvgicon.so" in problem and f"music21/corpus/{COMPOSERS[0][0]}/" in problem
