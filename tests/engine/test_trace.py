@@ -124,3 +124,21 @@ def test_trace_rejects_bad_options_in_one_line(pipe):
         engine.trace(pipe, grid=(0, 3))
     with pytest.raises(EngineError, match="does not know"):
         engine.trace(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("family, length", [("stable_audio", {"audio_end_in_s": 0.1}),
+                                            ("ace_step", {"audio_duration": 1.0})])
+def test_trace_on_a_bfloat16_pipeline(family, length):
+    pipe = build_tiny(family).to(dtype=torch.bfloat16)
+    pipe.set_progress_bar_config(disable=True)
+
+    def run():
+        return pipe("funky bass", num_inference_steps=2, guidance_scale=3.0, output_type="pt",
+                    generator=torch.Generator().manual_seed(0), **length).audios
+
+    stock = run()
+    with engine.trace(pipe) as tr:
+        traced = run()
+    assert torch.equal(stock, traced)
+    heat = tr.word_map("bass")
+    assert heat.shape == (128, 1) and np.isfinite(heat).all() and heat.max() > 0
