@@ -156,6 +156,7 @@ class Trace:
         self._stack: ExitStack | None = None
         self._spies: dict[str, _Spy] = {}
         self._audio: np.ndarray | None = None
+        self._notes: list[str] = []  # warnings found while tracing
         self.result: Any = None
 
     # -- the block ------------------------------------------------------------------------------
@@ -248,6 +249,9 @@ class Trace:
             guided = bool(self.pipe.do_classifier_free_guidance)
         elif getattr(self.backend, "generic", False):
             guided = float(getattr(self.pipe, "_guidance_scale", 1.0) or 1.0) > 1.0
+            if not hasattr(self.pipe, "_guidance_scale"):
+                self._notes.append(f"{type(self.pipe).__name__} does not say whether it guides: item 0 of each "
+                                   "first denoiser call was recorded (the unconditional half if it batches CFG)")
         else:
             raise EngineError(f"cannot tell whether {type(self.pipe).__name__} runs with guidance")
         self.run.cfg = CfgLayout(self.backend.cfg_order, guided)
@@ -328,7 +332,7 @@ class Trace:
             mel_spec=backend.mel_spec(), tokens=tokens,
             sites=backend.sites(), lattices=dict(self.recorder.lattices), frames=self.recorder.frames,
             sigmas=np.asarray(sig[:n], dtype=np.float64), timesteps=np.asarray(ts[:n], dtype=np.float64),
-            recipe=recipe, warnings=[*backend.warnings, *warnings], aux=aux,
+            recipe=recipe, warnings=[*backend.warnings, *self._notes, *warnings], aux=aux,
         )
 
     # -- after the block ------------------------------------------------------------------------
