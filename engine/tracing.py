@@ -169,7 +169,7 @@ class Trace:
         if self._stack is not None:
             raise EngineError("this trace is already active; make a new engine.trace(pipe) per block")
         backend, pipe = self.backend, self.pipe
-        self.result = None
+        self.result, self._notes, self._audio = None, [], None
         self._request = GenerationRequest(prompt="", guidance=0.0, duration=self._max_duration())
         plan = CapturePlan(sites=list(self._sites), steps=self._steps, per_head=self.per_head,
                            budget_bytes=int(self.memory_budget_mb * 2**20))
