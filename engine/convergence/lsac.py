@@ -55,7 +55,7 @@ from engine.types import EngineError, GenerationRequest
 # made Balanced deviate more than compute-matched naive step reduction (3 of 6 pairs); self-only
 # beats it in 6 of 6 pairs at every preset (docs/RESULTS.md). Pass kinds=("self", "cross") to opt in.
 DEFAULT_KINDS: tuple[str, ...] = ("self",)
-STOCK_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "StableAudioAttnProcessor2_0")
+STOCK_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "StableAudioAttnProcessor2_0", "AceStepAttnProcessor2_0")
 DEFAULT_BUDGET_MB = 1024.0
 CACHE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                                         "float16": torch.float16}
