@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.commands import analysis, convergence, data, evaluation, scorer, steering  # noqa: F401  (they register)
+from engine.commands import analysis, convergence, data, evaluation, figures, scorer, steering  # noqa: F401  (they register)
 from engine.commands.registry import REGISTRY, Command, Progress, register
 
 __all__ = ["REGISTRY", "Command", "Progress", "register", "add_subcommands", "dispatch", "parser_for"]
