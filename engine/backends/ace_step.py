@@ -84,7 +84,7 @@ class AceStepBackend(DiffusersBackend):
     # -- geometry ---------------------------------------------------------------------------------
     def queries(self, duration: float) -> int:
         """Patched latent frames (queries) the pipeline makes for ``duration`` s."""
-        latents = math.ceil(duration * self.pipe.latents_per_second)
+        latents = math.ceil(self.pipeline_duration(duration) * self.pipe.latents_per_second)
         return -(-latents // self.patch)
 
     def _lattice_parent(self, name: str) -> str:
@@ -149,10 +149,25 @@ class AceStepBackend(DiffusersBackend):
             raise EngineError("ACE-Step has no negative prompt (its unconditional half is a learned "
                               "null embedding): leave the negative prompt empty")
 
+    def pipeline_duration(self, duration: float) -> float:
+        """The duration handed to the pipeline: ``duration`` rounded up to the first whole number of
+        latent frames ``n`` for which ``(n / rate) * rate == n`` holds in floating point.
+
+        diffusers' ``AceStepPipeline`` computes ``n = ceil(duration · rate)``, then sizes the noise
+        from ``ceil((n / rate) · rate)``; where that round trip is inexact (n = 7 or 28 at 25 frames/s)
+        the two disagree by a frame and the DiT fails on mismatched tensor sizes (e.g. at 0.25 s or
+        1.1 s). Such ``n`` are skipped: the clip is at most a few frames (40 ms each) longer."""
+        rate = float(self.pipe.latents_per_second)
+        frames = max(1, math.ceil(duration * rate))
+        while math.ceil((frames / rate) * rate) != frames:
+            frames += 1
+        return frames / rate
+
     def _run_pipeline(self, request, generator, callback):
         with torch.no_grad():
             out = self.pipe(request.prompt, lyrics=self.lyrics, vocal_language=self.vocal_language,
-                            audio_duration=float(request.duration), num_inference_steps=int(request.steps),
+                            audio_duration=self.pipeline_duration(float(request.duration)),
+                            num_inference_steps=int(request.steps),
                             guidance_scale=float(request.guidance), generator=generator, callback=callback,
                             callback_steps=1, output_type="np")
         audio = np.asarray(out.audios[0], dtype=np.float32)
