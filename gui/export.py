@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QWidget
 from engine.analysis.melscale import grid_hz
 from engine.atomic_io import atomic_write
 from engine.types import EngineError
-from gui.workspace import RunData
+from gui.workspace import RunData, Selection
 
 AUDIO_SUBTYPES = {".wav": "FLOAT", ".flac": "PCM_24"}
 
@@ -127,3 +127,40 @@ def frames_from_npz(path: str | os.PathLike[str]) -> dict[tuple[int, str], np.nd
     with np.load(path) as z:
         steps, sites = z["frame_steps"], z["frame_sites"]
         return {(int(s), str(n)): z[f"frame_{i:05d}"] for i, (s, n) in enumerate(zip(steps, sites, strict=True))}
+
+
+def figure_title(run: RunData, sel: Selection, head_masks: dict[str, list[bool]] | None = None) -> str:
+    """Two lines naming what the heatmap shows: the prompt, then site · step · token · head."""
+    from engine.publication import clean_token, short_site
+
+    n = run.request.steps or len(run.steps)
+    if sel.mode == "aggregate":
+        where, step = "aggregate of all sites", f"steps 1–{sel.step + 1}/{n}"
+    else:
+        where, step = f"site {short_site(sel.site or '?')}", f"step {sel.step + 1}/{n}"
+    toks = run.tokens_for(sel.site) if sel.site else []
+    if sel.tokens:
+        token = f"token '{clean_token(toks[sel.tokens[0]])}'" if sel.tokens[0] < len(toks) else f"token #{sel.tokens[0]}"
+    else:
+        token = f"all tokens ({sel.pooling})"
+    if sel.head is not None and sel.mode != "aggregate":
+        head = f"head {sel.head}"
+    else:
+        masked = any(not all(m) for m in (head_masks or {}).values())
+        head = "selected heads" if masked else "head mean"
+    return f"“{run.request.prompt}”\n" + " · ".join([where, step, token, head])
+
+
+def export_figure(run: RunData, sel: Selection, shown: np.ndarray, path: str | os.PathLike[str], *,
+                  size_px: tuple[int, int], cmap: str = "magma", levels: tuple[float, float] | None = None,
+                  head_masks: dict[str, list[bool]] | None = None, dpi: int = 100) -> Path:
+    """The shown ``(T, F)`` map as a publication figure (PNG, SVG or PDF) of ``size_px`` pixels at ``dpi``."""
+    from engine.publication import render_map
+
+    target = _target(path, (".png", ".svg", ".pdf"))
+    if run.mel_spec is None:
+        raise EngineError("the run has no mel definition yet: wait for the first step")
+    hz = grid_hz(run.mel_spec, shown.shape[1])
+    size = ((size_px[0] + 0.01) / dpi, (size_px[1] + 0.01) / dpi)  # + 0.01: pixels truncate
+    return render_map(shown, hz, run.duration(), figure_title(run, sel, head_masks), target, size=size, dpi=dpi,
+                      cmap=cmap, levels=levels, mel_scale=run.mel_spec.mel_scale)

@@ -641,13 +641,24 @@ class MainWindow(QMainWindow):
 
     # ---- export ---------------------------------------------------------------------------------------
     def export_to(self, path: str | Path) -> Path:
-        """Export by file type: .png/.svg the heatmap figure, .csv/.npz data, .wav/.flac audio."""
+        """Export by file type: .png/.svg/.pdf the heatmap figure, .csv/.npz data, .wav/.flac audio.
+
+        With a map shown, the figure is the publication renderer's (title, Hz axis, colour bar) of
+        exactly that map, at the dock's size in pixels; before that, a grab of the dock."""
         suffix = Path(path).suffix.lower()
         run = self.workspace.current
+        shown = self.heatmap.image_array
+        if suffix in (".png", ".svg", ".pdf") and run is not None and shown is not None and run.mel_spec is not None:
+            body = self.heatmap.widget()
+            return export.export_figure(run, self.workspace.selection, shown, path,
+                                        size_px=(body.width(), body.height()), cmap=self.heatmap.cmap.currentText(),
+                                        levels=self.heatmap.levels(), head_masks=self.workspace.head_masks)
         if suffix == ".png":
             return export.export_png(self.heatmap.widget(), path)
         if suffix == ".svg":
             return export.export_svg(self.heatmap.widget(), path)
+        if suffix == ".pdf":
+            raise EngineError("no map is shown yet: wait for the first step to export a PDF figure")
         if run is None:
             raise EngineError("nothing to export yet: generate a run first")
         if suffix == ".csv":
@@ -662,11 +673,11 @@ class MainWindow(QMainWindow):
             src = self.player.source_audio() if self.player.solo.isChecked() else None
             audio, sr = src if src is not None else (run.result.audio, run.result.sample_rate)
             return export.export_audio(audio, sr, path)
-        raise EngineError(f"cannot export {Path(path).name}: use .png, .svg, .csv, .npz, .wav or .flac")
+        raise EngineError(f"cannot export {Path(path).name}: use .png, .svg, .pdf, .csv, .npz, .wav or .flac")
 
     @Slot()
     def export_dialog(self) -> None:
-        filters = "PNG figure (*.png);;SVG figure (*.svg);;CSV map (*.csv);;NPZ data (*.npz);;WAV audio (*.wav);;FLAC audio (*.flac)"
+        filters = "PNG figure (*.png);;SVG figure (*.svg);;PDF figure (*.pdf);;CSV map (*.csv);;NPZ data (*.npz);;WAV audio (*.wav);;FLAC audio (*.flac)"
         path, _ = QFileDialog.getSaveFileName(self, "Export", "", filters)
         if path:
             try:
