@@ -379,6 +379,8 @@ def render(data: FigureData, spec: FigureSpec) -> Any:
             panels = _panels(data, spec, c)
             rows, cols = _grid_shape(len(panels), spec.size[0] / spec.size[1]) if spec.view != "overview" \
                 else (len(data.sites), len(data.steps))
+            from matplotlib.ticker import MaxNLocator
+
             axes = fig.subplots(rows, cols, squeeze=False)
             norm = _norm([m for _, m in panels], spec)
             im = None
@@ -394,6 +396,7 @@ def render(data: FigureData, spec: FigureSpec) -> Any:
                     if spec.view == "overview":
                         ax.set_ylabel(short_site(data.sites[i // cols]), fontsize=7)
                 ax.tick_params(labelsize=6)
+                ax.xaxis.set_major_locator(MaxNLocator(4))
             for ax in list(axes.flat)[len(panels):]:
                 ax.axis("off")
             fig.supxlabel("time (s)", fontsize=8)
