@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,7 +126,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> FigureData:
             pooling=str(run.get("analysis", {}).get("pooling", "max")),
             mel_scale=str(run.get("mel_spec", {}).get("mel_scale", "slaney")),
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
         raise EngineError(f"cannot read the run in {folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                           "; give a complete folder written by `main.py analyze`") from None
     if data.aggregate.ndim != 3 or data.aggregate.shape[0] != len(tokens):
@@ -499,7 +500,8 @@ def render_map(grid: np.ndarray, hz: np.ndarray, duration: float, title: str, ou
     return save(fig, out, dpi)
 
 
-def figure_command(options: FigureSpec | Any, progress: Any = None) -> Path:
-    """``main.py figure``: load the run folder and write the figure."""
+def figure_command(options: Any, progress: Any = None) -> Path:
+    """``main.py figure``: load ``options.run_dir`` and write ``options.spec`` to ``options.out``
+    (:class:`engine.commands.figures.FigureOptions`)."""
     check_out(Path(options.out))
     return figure(load_run(options.run_dir), options.spec, options.out)

@@ -100,8 +100,13 @@ def test_bad_run_dir_and_out_are_one_line(run_dir, tmp_path, capsys):
         ([str(run_dir), "--out", str(tmp_path / "f.jpg")], "choose a file ending in .png, .svg or .pdf"),
         ([str(run_dir), "--out", str(tmp_path / "no" / "f.png")], "does not exist"),
     ]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text("{}")
+    (broken / "attention.npz").write_bytes(b"not a zip")
+    cases.append(([str(broken), "--out", str(tmp_path / "f.png")], f"cannot read the run in {broken}"))
     for args, says in cases:
         assert main.main(["figure", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0], (args, err)
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
