@@ -11,12 +11,15 @@ from typing import Any
 from PySide6.QtCore import QStandardPaths, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFileDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
+    QScrollArea,
+    QTabBar,
 )
 
 from engine.backends.base import RunResult
@@ -130,6 +133,16 @@ def _unless_named(path: str | Path, exc: Exception) -> str:
     return "" if name in str(exc) else f" {name}"
 
 
+def _scrollable(dock: QDockWidget) -> None:
+    """Put the dock's body in a frameless, resizable scroll area, so that a small screen scrolls
+    the dock instead of forcing the window wider or taller than the screen."""
+    area = QScrollArea(dock)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QScrollArea.Shape.NoFrame)
+    area.setWidget(dock.widget())
+    dock.setWidget(area)
+
+
 def autosave_path() -> Path:
     base = Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation))
     base.mkdir(parents=True, exist_ok=True)
@@ -143,7 +156,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setObjectName("aiba_main_window")
         self.setWindowTitle("AIBA Studio")
-        self.resize(1500, 950)
+        self._fit_to_screen()
         self.setDockNestingEnabled(True)
         self.prefs = load_preferences()
         self.workspace = Workspace(self)
@@ -174,7 +187,8 @@ class MainWindow(QMainWindow):
         for dock in (self.steering, self.patching, self.sae, self.convergence):
             dock.recipe = self.panel_recipe
         self.convergence.current_result = lambda: self.workspace.current.result if self.workspace.current else None
-        self.run_dock.request_providers += [self.steering.request_fields, self.convergence.request_fields]
+        self.run_dock.request_providers += [self.steering.request_fields, self.convergence.request_fields,
+                                            self.heads.request_fields]
         self._steer: dict = {"baseline": None, "steered": None, "next": None, "again": False}
         self.docks: list[QDockWidget] = [
             self.run_dock, self.heatmap, self.overview, self.heads, self.player, self.metrics, self.log_dock,
@@ -201,27 +215,53 @@ class MainWindow(QMainWindow):
         )
         for dock in self.docks:
             dock.setFeatures(features)
-        left, right, bottom = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        for dock in self.docks:
+            _scrollable(dock)
+        # left: Run over Heads; centre: heatmap over Player; right: analysis tabs over Steering;
+        # Log / Commands tabbed under the right column. Everything shrinks (scroll areas).
         self.addDockWidget(left, self.run_dock)
         self.addDockWidget(right, self.heatmap)
         self.splitDockWidget(self.run_dock, self.heatmap, Qt.Orientation.Horizontal)
-        self.addDockWidget(right, self.overview)
         self.splitDockWidget(self.heatmap, self.overview, Qt.Orientation.Horizontal)
-        self.tabifyDockWidget(self.overview, self.metrics)
-        self.overview.raise_()
         self.splitDockWidget(self.run_dock, self.heads, Qt.Orientation.Vertical)
-        self.addDockWidget(bottom, self.player)
-        self.addDockWidget(bottom, self.log_dock)
-        self.splitDockWidget(self.player, self.log_dock, Qt.Orientation.Horizontal)
-        self.tabifyDockWidget(self.heads, self.steering)
+        self.splitDockWidget(self.heatmap, self.player, Qt.Orientation.Vertical)
+        self.splitDockWidget(self.overview, self.steering, Qt.Orientation.Vertical)
+        self.splitDockWidget(self.steering, self.log_dock, Qt.Orientation.Vertical)
         self.tabifyDockWidget(self.log_dock, self.commands)
-        self.log_dock.raise_()
-        self.heads.raise_()
-        for dock in (self.patching, self.sae, self.convergence):
-            self.tabifyDockWidget(self.overview, dock)
-        self.overview.raise_()
-        self.resizeDocks([self.run_dock, self.heatmap, self.overview], [330, 700, 420], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.heatmap, self.player], [620, 260], Qt.Orientation.Vertical)
+        tabs = (self.overview, self.metrics, self.patching, self.sae, self.convergence)
+        for first, second in zip(tabs, tabs[1:], strict=False):
+            self.tabifyDockWidget(first, second)
+        for dock in (self.overview, self.log_dock, self.heads, self.steering):
+            dock.raise_()
+        width, height = self.width(), self.height()
+        self.resizeDocks([self.run_dock, self.heatmap, self.overview],
+                         [int(width * 0.22), int(width * 0.48), int(width * 0.30)], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.heatmap, self.player], [int(height * 0.62), int(height * 0.38)], Qt.Orientation.Vertical)
+        self.resizeDocks([self.run_dock, self.heads], [int(height * 0.55), int(height * 0.45)], Qt.Orientation.Vertical)
+        self.resizeDocks([self.overview, self.steering, self.log_dock],
+                         [int(height * 0.34), int(height * 0.40), int(height * 0.26)], Qt.Orientation.Vertical)
+        self._hide_stale_tab_bars()
+
+    def _hide_stale_tab_bars(self) -> None:
+        """Building the tab groups before the window is shown can leave a group's earlier, smaller
+        tab bar on screen, unmanaged, over another dock (seen with Qt 6.12, also in the old layout):
+        hide every bar whose tabs are a prefix of another bar's."""
+        bars = [b for b in self.findChildren(QTabBar) if b.parent() is self]
+        texts = {b: [b.tabText(i) for i in range(b.count())] for b in bars}
+        for bar in bars:
+            if any(o is not bar and len(texts[o]) > len(texts[bar]) and texts[o][:len(texts[bar])] == texts[bar]
+                   for o in bars):
+                bar.hide()
+
+    def _fit_to_screen(self) -> None:
+        """First-run size: 1500×950, or 94 % of the screen's available area when that is smaller."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            self.resize(1500, 950)
+            return
+        area = screen.availableGeometry()
+        self.resize(min(1500, int(area.width() * 0.94)), min(950, int(area.height() * 0.94)))
 
     def _build_menus(self) -> None:
         self.actions_by_id: dict[str, QAction] = {}

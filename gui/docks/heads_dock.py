@@ -1,10 +1,14 @@
-"""Heads: one toggle per head per site with its relevance score; presets all / top-k / none."""
+"""Heads: one toggle per head per site with its relevance score; presets all / top-k / none; the
+toggles can also ablate the unticked heads in the next generation ("apply to generation")."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
+    QCheckBox,
     QDockWidget,
     QHBoxLayout,
     QLabel,
@@ -16,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.types import EngineError
 from gui.analysis_adapter import head_relevance, top_heads
 from gui.workspace import Workspace
 
@@ -39,6 +44,9 @@ class HeadsDock(QDockWidget):
         for w in (self.all_button, self.none_button, self.topk_button, self.k):
             presets.addWidget(w)
         lay.addLayout(presets)
+        self.apply_box = QCheckBox("apply to generation")
+        self.apply_box.setToolTip("the next Generate ablates the unticked heads (cross-attention output)")
+        lay.addWidget(self.apply_box)
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["site / head", "relevance"])
         self.tree.setColumnWidth(0, 260)
@@ -108,6 +116,17 @@ class HeadsDock(QDockWidget):
         """Scores depend on the chosen tokens and the site's context: rescore when they change."""
         if self._score_key() != self._scored_for:
             self.rebuild()
+
+    def request_fields(self) -> dict[str, Any]:
+        """Run-panel provider: ``{"head_mask": ...}`` from the workspace's masks when "apply to
+        generation" is on (nothing when it is off or no head is toggled); EngineError when the
+        masks keep no head at all."""
+        masks = {site: tuple(bool(b) for b in flags) for site, flags in self.ws.head_masks.items() if flags}
+        if not self.apply_box.isChecked() or not masks:
+            return {}
+        if not any(any(flags) for flags in masks.values()):
+            raise EngineError("Heads: every head is off: tick at least one head, or untick “apply to generation”")
+        return {"head_mask": masks}
 
     def preset(self, which: str) -> None:
         masks = {}

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.recipe import recipe_from_text
-from engine.types import GenerationRequest
+from engine.types import EngineError, GenerationRequest
 
 HUB_MODELS = ("embedded", "cvssp/audioldm2", "cvssp/audioldm2-music", "stabilityai/stable-audio-open-1.0", "ACE-Step/acestep-v15-xl-turbo-diffusers", "tiny:audioldm2", "tiny:stable_audio", "tiny:ace_step", "tiny:stable_audio_3", "tiny:longcat")
 
@@ -65,6 +65,9 @@ class RunDock(QDockWidget):
         self.model = QComboBox()
         self.model.setEditable(True)
         self.model.addItems(HUB_MODELS)
+        # long hub ids must not set the dock's minimum width (small screens): show ~16 characters
+        self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model.setMinimumContentsLength(16)
         browse = QPushButton("Folder…")
         browse.clicked.connect(self._browse)
         row = QHBoxLayout()
@@ -108,7 +111,8 @@ class RunDock(QDockWidget):
         self.setWidget(body)
         self.memory_budget_mb = 2048.0
         # other docks add typed request fields through these callables: {"interventions": (...)}
-        # from steering (stacked in provider order), {"lsac": LsacSpec} from convergence
+        # from steering (stacked in provider order), {"lsac": LsacSpec} from convergence,
+        # {"head_mask": ...} from heads; a provider raises EngineError to refuse the run
         self.request_providers: list[Callable[[], dict[str, Any]]] = []
         self.generate_button.clicked.connect(self.request_generate)
         self.cancel_button.clicked.connect(self.cancelRequested)
@@ -136,7 +140,11 @@ class RunDock(QDockWidget):
         """The request the fields describe, or None after showing what is wrong."""
         extra: dict[str, Any] = {"per_head": self.per_head.isChecked(), "memory_budget_mb": self.memory_budget_mb}
         for provide in self.request_providers:
-            provided = dict(provide())
+            try:
+                provided = dict(provide())
+            except EngineError as exc:
+                self.show_error(str(exc))
+                return None
             stacked = (*extra.get("interventions", ()), *provided.pop("interventions", ()))
             extra.update(provided)
             if stacked:
