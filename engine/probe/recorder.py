@@ -156,7 +156,7 @@ class FrameRecorder:
             warnings.append(f"attention has NaN/inf at site {site}, steps {steps}")
         if self.dropped:
             where = (
-                f"all frames are in {self.writer.folder}"
+                f"all frames are in {self.writer.folder} (analyze reads its maps from there)"
                 if self.writer is not None
                 else "they were not kept"
             )
