@@ -96,3 +96,30 @@ def test_human_bytes_never_rounds_to_zero():
     assert human_bytes(0.05 * MB) == "51.2 KB"
     assert human_bytes(3 * MB) == "3.0 MB"
     assert human_bytes(5 * 2**30) == "5.0 GB"
+
+
+def test_budget_counts_the_maps(ldm, tmp_path):
+    from dataclasses import replace
+
+    from engine.analyze import budget_for_frames, maps_bytes
+
+    opts = options(tmp_path)
+    req = request(stream_dir=str(tmp_path / "s"))
+    frames, maps = estimate_capture_bytes(ldm, req), maps_bytes(ldm, req, opts)
+    assert maps > frames > 0  # a 32 x 16 grid per token and step outweighs 16-query frames
+    # the frames alone fit this budget, frames and maps together do not: the frames are streamed
+    req = replace(req, memory_budget_mb=(maps + frames / 2) / MB)
+    fitted, note = budget_for_frames(ldm, req, opts)
+    assert note is not None and "maps take" in note
+    result = ldm.generate(fitted)
+    assert result.frames_dir is not None and len(StoredFrames(result.frames_dir)) == 32
+    peak = 0
+    for context in ("t5", "loa"):
+        sites = [s.name for s in result.sites if s.kind == "cross" and s.context == context]
+        peak += reduce_views(StoredFrames(result.frames_dir), result.lattices, result.sigmas, sites=sites,
+                             target=opts.grid).peak_bytes
+    assert abs(peak - maps) <= 0.05 * maps  # the maps' estimate is what they hold
+    kept = sum(a.nbytes for a in result.frames.values())
+    assert kept + peak <= req.memory_budget_mb * MB
+    with pytest.raises(Exception, match="the maps alone need"):
+        budget_for_frames(ldm, replace(req, memory_budget_mb=maps / 2 / MB), opts)
