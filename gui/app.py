@@ -115,6 +115,7 @@ def self_test(screenshot: str | None, model: str = "embedded") -> int:
     window = MainWindow(model=model, output=NullOutput())
     window.setWindowIcon(app.windowIcon())
     window.show()
+    window.resize(1500, 950)  # screenshots at one size, whatever the (offscreen) screen's size
     shown: list[tuple[int, str]] = []
     outcome: dict[str, str] = {}
     loop = QEventLoop()

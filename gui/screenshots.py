@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     window = MainWindow(model=args.model, output=NullOutput())
     window.show()
+    window.resize(1500, 950)  # screenshots at one size, whatever the (offscreen) screen's size
     loop = QEventLoop()
     ended: dict[str, str] = {}
     during = out / "main-window-during-run.png"
