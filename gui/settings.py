@@ -9,7 +9,7 @@ from PySide6.QtCore import QByteArray, QSettings
 from PySide6.QtWidgets import QMainWindow
 
 ORG, APP = "AIBA", "AIBA Studio"
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4  # 4: docks in scroll areas, Steering beside the heatmap (fits 1366x768)
 MAX_RECENT = 10
 
 
