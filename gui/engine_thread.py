@@ -185,7 +185,7 @@ class EngineWorker(QObject):
         backend = self._backend
         info: dict = {"sites": list(backend.sites()), "tokens": {}, "mel_spec": None}
         try:
-            info["tokens"] = backend.tokens(prompt)
+            info["tokens"] = getattr(backend, "stored_tokens", backend.tokens)(prompt)  # as the frames hold them
             info["mel_spec"] = backend.mel_spec()
         except EngineError:
             pass  # the result carries them; the live view waits

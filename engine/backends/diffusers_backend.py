@@ -31,7 +31,7 @@ from engine.probe.budget import plan_capture
 from engine.probe.capture import capture_processor_for
 from engine.probe.cfg_layout import CfgLayout
 from engine.probe.intervention import intervention_hooks, interventions_of, wrap_sites
-from engine.probe.recorder import FrameRecorder
+from engine.probe.recorder import FrameRecorder, without_padded_keys
 from engine.probe.run_context import RunContext
 from engine.types import (
     CancelToken,
@@ -134,6 +134,14 @@ class DiffusersBackend:
 
     def mel_spec(self) -> MelSpec:
         raise NotImplementedError
+
+    def stored_tokens(self, prompt: str) -> dict[str, list[str]]:
+        """The prompt's tokens in the key order of recorded frames: :meth:`tokens`, less the padded
+        keys of families that drop them before storage (Stable Audio)."""
+        tokens = self.tokens(prompt)
+        if not getattr(self, "drop_pad_keys", False):
+            return tokens
+        return without_padded_keys(tokens, self.pad_keys(GenerationRequest(prompt=prompt)))
 
     def tokens(self, prompt: str) -> dict[str, list[str]]:
         raise NotImplementedError

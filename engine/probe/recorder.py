@@ -168,14 +168,17 @@ class FrameRecorder:
 
     def stored_tokens(self, tokens: dict[str, list[str]]) -> dict[str, list[str]]:
         """``tokens`` in the key order of the stored frames (padded keys left out with ``drop_pads``)."""
-        if not self.drop_pads:
-            return tokens
-        out = dict(tokens)
-        for context, pad in self.pad_keys.items():
-            words = tokens.get(context)
-            if words is not None and len(words) == pad.shape[0]:
-                out[context] = [w for w, p in zip(words, pad.tolist(), strict=True) if not p]
-        return out
+        return without_padded_keys(tokens, self.pad_keys) if self.drop_pads else tokens
+
+
+def without_padded_keys(tokens: dict[str, list[str]], pad_keys: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """``tokens`` with the keys marked in ``pad_keys`` (context -> bool per key) left out."""
+    out = dict(tokens)
+    for context, pad in pad_keys.items():
+        words = tokens.get(context)
+        if words is not None and len(words) == pad.shape[0]:
+            out[context] = [w for w, p in zip(words, pad.tolist(), strict=True) if not p]
+    return out
 
 
 def human_bytes(n: float) -> str:

@@ -104,3 +104,18 @@ def test_embedded_falls_back_to_cached_tiny_with_warning(monkeypatch, tmp_path):
     assert any("embedded model is not installed" in w for w in backend.warnings)
     result = backend.generate(GenerationRequest(prompt="bass", steps=1, duration=0.32))
     assert any("embedded model is not installed" in w for w in result.warnings)
+
+
+def test_stored_tokens_label_exactly_the_keys_the_frames_hold(folders):
+    """The live view labels keys with ``stored_tokens``: for Stable Audio (pads dropped before
+    storage) it must equal the run's own token list, one label per key of every frame."""
+    for family in ("stable_audio", "audioldm2"):
+        backend = load_backend(str(folders[family]))
+        result = backend.generate(GenerationRequest(prompt="Loud drums", steps=1, duration=0.1))
+        assert backend.stored_tokens("Loud drums") == result.tokens
+        main = "text" if family == "stable_audio" else "t5"
+        keys = {frame.shape[-1] for (_, site), frame in result.frames.items()
+                if next(s for s in result.sites if s.name == site).context == main}
+        assert keys == {len(result.tokens[main])}
+    sao = load_backend(str(folders["stable_audio"]))
+    assert len(sao.stored_tokens("Loud drums")["text"]) < len(sao.tokens("Loud drums")["text"])
