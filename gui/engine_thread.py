@@ -336,6 +336,10 @@ class EngineBridge(QObject):
     def unload(self) -> None:
         self._requestUnload.emit()
 
+    def reserve_run_ids(self, run_id: int) -> None:
+        """Number later runs after ``run_id`` (a run reopened from a session keeps its id)."""
+        self._next_id = max(self._next_id, int(run_id) + 1)
+
     def _check_running(self) -> None:
         if self._stopped:
             raise EngineError("the engine has stopped (the window is closing): restart AIBA Studio to go on")

@@ -599,6 +599,7 @@ class MainWindow(QMainWindow):
         self.run_dock.set_request(session.model, session.device, session.request)
         if run is not None:
             self.workspace.add_run(run)
+            self.bridge.reserve_run_ids(run.run_id)  # the next generation must not reuse (and replace) it
         self.workspace.set_head_masks(masks)
         if selection is not None:
             self.workspace.selection = selection
