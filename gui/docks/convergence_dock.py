@@ -33,6 +33,12 @@ Recipe = Callable[[], tuple[str, str, GenerationRequest | None]]
 STABLE_PEN, FAST_PEN = "#1f77b4", "#ff7f0e"
 
 
+def legend_label(stable: bool, n: int) -> str:
+    """Legend entry of a class of sites: what splits them (late entropy change) and how many."""
+    which = "stable layers: small" if stable else "fast layers: large"
+    return f"{which} entropy change ({n} site{'' if n == 1 else 's'})"
+
+
 class ConvergenceDock(QDockWidget):
     """Diagnostics and freezing jobs, their plots, and the LSAC preset of the next generations."""
 
@@ -184,6 +190,9 @@ class ConvergenceDock(QDockWidget):
         self.curves = {}
         steps = np.arange(report.entropy.shape[0], dtype=np.float64)
         shown = set()
+        counts = {(k, bool(st)): 0 for k in report.kinds for st in (True, False)}
+        for k, st in zip(report.kinds, report.stable, strict=True):
+            counts[(k, bool(st))] += 1
         for i, site in enumerate(report.sites):
             plot = self.plots.get(report.kinds[i])
             if plot is None:
@@ -193,10 +202,10 @@ class ConvergenceDock(QDockWidget):
                            style=Qt.PenStyle.SolidLine if stable else Qt.PenStyle.DashLine)
             label = None
             if (report.kinds[i], stable) not in shown:  # one legend entry per class
-                label = "stable" if stable else "fast"
+                label = legend_label(stable, counts[(report.kinds[i], stable)])
                 shown.add((report.kinds[i], stable))
             curve = plot.plot(steps, np.array(report.entropy[:, i], dtype=np.float64), pen=pen, name=label)
-            curve.setToolTip(site)
+            curve.setToolTip(f"{site} ({'stable' if stable else 'fast'}: entropy change)")
             self.curves[site] = curve
         first = "cross" if "cross" in report.kinds else (report.kinds[0] if report.kinds else "cross")
         if first in self.plots:

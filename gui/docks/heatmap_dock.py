@@ -30,6 +30,37 @@ from gui.workspace import Workspace
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis")
 LEVEL_MODES = ("auto", "percentile", "manual")
 HZ_TICKS = (20, 50, 100, 200, 500, 1000, 2000, 4000, 8000, 16000)
+NO_RUN_TEXT = "no run yet"
+
+
+def plain_axes(plot: pg.PlotWidget) -> None:
+    """Turn off pyqtgraph's automatic SI-prefix rescaling ("ms", "×0.001") on every axis."""
+    for name in ("left", "bottom", "right", "top"):
+        plot.getAxis(name).enableAutoSIPrefix(False)
+
+
+def no_run_placeholder(plot: pg.PlotWidget) -> pg.TextItem:
+    """Show ``plot`` empty (unit view, no tick values) with a centred "no run yet" text; returned
+    so :func:`set_placeholder` can hide it when data arrives."""
+    text = pg.TextItem(NO_RUN_TEXT, color="#888", anchor=(0.5, 0.5))
+    text.setPos(0.5, 0.5)
+    plot.addItem(text, ignoreBounds=True)
+    set_placeholder(plot, text, True)
+    return text
+
+
+def set_placeholder(plot: pg.PlotWidget, text: pg.TextItem, empty: bool) -> None:
+    """Empty: show ``text`` over a unit view with the tick values hidden; else hide it, show the
+    ticks and give the view back its auto range (a dock may set its own range after)."""
+    was_empty = text.isVisible()
+    text.setVisible(empty)
+    for name in ("left", "bottom"):
+        plot.getAxis(name).setStyle(showValues=not empty)
+    if empty:
+        plot.setXRange(0.0, 1.0, padding=0)
+        plot.setYRange(0.0, 1.0, padding=0)
+    elif was_empty:
+        plot.enableAutoRange()
 
 
 def time_mel_plot() -> tuple[pg.PlotWidget, pg.ImageItem]:
@@ -41,6 +72,7 @@ def time_mel_plot() -> tuple[pg.PlotWidget, pg.ImageItem]:
     plot.setLabel("left", "frequency (Hz, mel-spaced)")
     plot.setMouseEnabled(x=False, y=False)
     plot.hideButtons()
+    plain_axes(plot)
     item = pg.ImageItem(axisOrder="col-major")
     plot.addItem(item)
     return plot, item
@@ -130,6 +162,7 @@ class HeatmapDock(QDockWidget):
         self.play_line = pg.InfiniteLine(pos=0.0, angle=90, pen=pg.mkPen("r", width=1))
         self.plot.addItem(self.play_line)
         self.play_line.setZValue(10)
+        self.placeholder = no_run_placeholder(self.plot)
         lay.addWidget(self.plot, 1)
         self.readout = QLabel("–")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -236,10 +269,14 @@ class HeatmapDock(QDockWidget):
         total = run.request.steps if run else 0
         self.step_label.setText(f"step {sel.step + 1}/{total}" if run else "step –")
         if run is None:
+            self.image_array = None
+            self.item.clear()
+            set_placeholder(self.plot, self.placeholder, True)
             return
         m = selected_map(run, sel, self.ws.head_masks, self.grid)
         if m is None:
             return
+        set_placeholder(self.plot, self.placeholder, False)
         self.image_array = np.array(m, dtype=np.float32)  # own copy: what export writes
         self.image_array.setflags(write=False)
         self.updates += 1

@@ -12,6 +12,7 @@ from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QDockWidget
 
 from gui.analysis_adapter import site_map
+from gui.docks.heatmap_dock import no_run_placeholder, plain_axes, set_placeholder
 from gui.workspace import Workspace
 
 THUMB_GRID = (24, 16)  # (time, frequency) of one cell
@@ -40,9 +41,11 @@ class OverviewDock(QDockWidget):
         self.plot.setMenuEnabled(False)
         self.plot.getViewBox().invertY(True)
         self.plot.setLabel("bottom", "denoising step")
+        plain_axes(self.plot)
         self.item = pg.ImageItem(axisOrder="row-major")
         self.item.setLookupTable(pg.colormap.get("viridis").getLookupTable(nPts=256))
         self.plot.addItem(self.item)
+        self.placeholder = no_run_placeholder(self.plot)
         self.setWidget(self.plot)
         self.sites: list[str] = []
         self.columns: list[int] = []
@@ -67,7 +70,9 @@ class OverviewDock(QDockWidget):
         self._key = self._layout_key()
         if run is None:
             self.item.clear()
+            set_placeholder(self.plot, self.placeholder, True)
             return
+        set_placeholder(self.plot, self.placeholder, False)
         self.sites = run.site_names
         self.columns = overview_columns(run.request.steps)
         t, f = THUMB_GRID

@@ -21,7 +21,9 @@ from PySide6.QtWidgets import (
 
 from engine.analysis.band_solo import band_solo
 from engine.types import EngineError
+from gui.analysis_adapter import mel_centres_hz
 from gui.audio_output import AudioOutput, NullOutput
+from gui.docks.heatmap_dock import hz_axis_ticks, plain_axes
 from gui.workspace import RunData, Workspace
 
 POLL_MS = 30
@@ -86,7 +88,10 @@ class PlayerDock(QDockWidget):
         self.mel_plot.setBackground("w")
         self.mel_plot.setMouseEnabled(x=False, y=False)
         self.mel_plot.hideButtons()
-        self.mel_plot.setLabel("left", "mel band")
+        self.mel_plot.setLabel("bottom", "time", units="s")
+        self.mel_plot.setLabel("left", "frequency (Hz, mel-spaced)")
+        plain_axes(self.wave)
+        plain_axes(self.mel_plot)
         self.mel_item = pg.ImageItem(axisOrder="col-major")
         self.mel_item.setLookupTable(pg.colormap.get("magma").getLookupTable(nPts=256))
         self.mel_plot.addItem(self.mel_item)
@@ -215,6 +220,8 @@ class PlayerDock(QDockWidget):
             self.mel_item.setImage(mel, autoLevels=False, levels=(float(mel.min()), float(mel.max()) + 1e-9))
             self.mel_item.setRect(QRectF(0.0, 0.0, duration, float(mel.shape[1])))
             self.mel_plot.setYRange(0.0, float(mel.shape[1]), padding=0)
+            ticks = hz_axis_ticks(mel_centres_hz(run.mel_spec), mel.shape[1]) if run.mel_spec is not None else None
+            self.mel_plot.getAxis("left").setTicks(None if ticks is None else [ticks, []])
         self.wave.setXRange(0.0, duration, padding=0)
         peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
         self.wave.setYRange(-peak if peak > 0 else -1.0, peak if peak > 0 else 1.0, padding=0.05)
