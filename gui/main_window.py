@@ -204,6 +204,7 @@ class MainWindow(QMainWindow):
         self.autosave_timer.timeout.connect(self.autosave)
         self._apply_autosave()
         self._error_box: QMessageBox | None = None
+        self._shown_before_run: RunData | None = None
         self.log("AIBA Studio ready; " + (note or f"audio: {output.name}"))
 
     # ---- construction ------------------------------------------------------------------------
@@ -373,6 +374,7 @@ class MainWindow(QMainWindow):
         except EngineError as exc:
             self.show_error(str(exc))
             return None
+        self._shown_before_run = self.workspace.current  # shown again if this run fails
         run = RunData(run_id, model, device, request, status="running")
         self.workspace.add_run(run)
         self.status_progress.setRange(0, request.steps)
@@ -508,10 +510,16 @@ class MainWindow(QMainWindow):
 
     @Slot(int, str)
     def _on_failed(self, run_id: int, message: str) -> None:
+        """The failed run stays in the history (marked failed); the run shown before it is shown
+        again (maps, sites, A/B lists together), the progress goes idle, the error shows once."""
         run = self.workspace.find(run_id)
         if run is not None:
             run.status, run.message = "failed", message
             self.workspace.update_run(run)
+            previous = self._shown_before_run
+            if run is self.workspace.current and any(r is previous for r in self.workspace.history):
+                self.workspace.set_current(previous)  # its maps, sites and A/B stay shown, consistently
+        self.run_dock.set_idle()
         self.status_progress.setRange(0, 1)
         self.status_progress.setValue(0)
         self.show_error(message)

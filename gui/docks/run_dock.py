@@ -167,6 +167,11 @@ class RunDock(QDockWidget):
         self.message.setText(message)
         self.message.setStyleSheet("color: #b00;")
 
+    def set_idle(self) -> None:
+        """Progress bar back to idle (not the busy indicator) after a run that ended early."""
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+
     def set_busy(self, busy: bool) -> None:
         self.generate_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)

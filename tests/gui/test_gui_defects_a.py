@@ -1,0 +1,51 @@
+"""GUI defects: a failed run, the self-test's Run panel, the Heads hint, closing during a run."""
+
+from __future__ import annotations
+
+from engine.types import GenerationRequest
+from tests.gui.conftest import TEST_MODEL
+
+REQUEST = GenerationRequest(prompt="bass and drums", steps=2, duration=0.25, seed=3)
+
+
+def _sites(window) -> list[str]:
+    combo = window.heatmap.site
+    return [combo.itemText(i) for i in range(combo.count())]
+
+
+def _ab(window) -> list[list[int]]:
+    p = window.player
+    return [[c.itemData(i) for i in range(c.count())] for c in (p.a_run, p.b_run)]
+
+
+def _errors(window) -> int:
+    return sum(" ERROR " in line for line in window.log_dock.text.toPlainText().splitlines())
+
+
+def test_a_failed_run_keeps_the_previous_run_shown_and_the_window_ready(make_window, isolated_settings, qtbot,
+                                                                          tmp_path):
+    window = make_window(model=TEST_MODEL)
+    with qtbot.waitSignal(window.bridge.runFinished, timeout=180_000):
+        first = window.generate(TEST_MODEL, "cpu", REQUEST)
+    sites, ab, prompt_h = _sites(window), _ab(window), window.run_dock.prompt.height()
+    assert sites and ab[0] == [first]
+    rd = window.run_dock
+    rd.model.setCurrentText(str(tmp_path / "no-such-folder" / ("a-long-folder-name-" * 8)))
+    rd.request_generate()  # refused by the panel: the message wraps, the prompt keeps its height
+    assert "does not exist" in rd.message.text() and not window.bridge.busy
+    qtbot.wait(50)
+    assert rd.prompt.height() >= prompt_h and rd.message.width() <= rd.prompt.parentWidget().width()
+    rd.model.setCurrentText("nobody/no-such-model")
+    with qtbot.waitSignal(window.bridge.runFailed, timeout=60_000):
+        rd.request_generate()
+    qtbot.wait(50)
+    assert window.workspace.current.run_id == first  # the previous run, shown consistently
+    assert _sites(window) == sites and _ab(window) == ab
+    assert (rd.progress.minimum(), rd.progress.maximum()) == (0, 1)  # idle, not the busy indicator
+    assert rd.generate_button.isEnabled() and not rd.cancel_button.isEnabled()
+    assert "nobody/no-such-model" in rd.message.text() and _errors(window) == 1  # logged once (the folder was refused in the panel)
+    assert rd.prompt.height() >= prompt_h
+    with qtbot.waitSignal(window.bridge.runFinished, timeout=180_000):
+        again = window.generate(TEST_MODEL, "cpu", REQUEST)
+    assert again is not None and window.workspace.current.run_id == again
+    assert _errors(window) == 1
