@@ -98,6 +98,17 @@ def _screenshot(app, window):
     return window.grab()
 
 
+def start_self_test_run(window, model: str) -> int | None:
+    """Put the self-test's recipe in the Run panel (so the screenshot shows it) and generate it."""
+    from engine.types import GenerationRequest
+
+    request = GenerationRequest(
+        prompt="bass and drums", steps=SELF_TEST_STEPS, duration=SELF_TEST_DURATION, per_head=True
+    )
+    window.run_dock.set_request(model, "cpu", request)
+    return window.generate(model, "cpu", request)
+
+
 def self_test(screenshot: str | None, model: str = "embedded") -> int:
     """Open the window, run a short generation, check the live views; 0 on success.
 
@@ -108,7 +119,6 @@ def self_test(screenshot: str | None, model: str = "embedded") -> int:
     app = make_app([sys.argv[0]])
     from PySide6.QtCore import QCoreApplication, QEvent, QEventLoop, QTimer
 
-    from engine.types import GenerationRequest
     from gui.audio_output import NullOutput
     from gui.main_window import MainWindow
 
@@ -136,11 +146,8 @@ def self_test(screenshot: str | None, model: str = "embedded") -> int:
     window.bridge.runFinished.connect(lambda _r: on_end("done"))
     window.bridge.runFailed.connect(lambda _i, m: on_end("failed", m))
     window.bridge.runCancelled.connect(lambda _i: on_end("cancelled"))
-    request = GenerationRequest(
-        prompt="bass and drums", steps=SELF_TEST_STEPS, duration=SELF_TEST_DURATION, per_head=True
-    )
     t0 = time.perf_counter()
-    if window.generate(model, "cpu", request) is None:
+    if start_self_test_run(window, model) is None:
         print("self-test FAILED: the run could not start", file=sys.stderr)
         window.shutdown()
         return 1

@@ -49,3 +49,16 @@ def test_a_failed_run_keeps_the_previous_run_shown_and_the_window_ready(make_win
         again = window.generate(TEST_MODEL, "cpu", REQUEST)
     assert again is not None and window.workspace.current.run_id == again
     assert _errors(window) == 1
+
+
+def test_the_self_test_shows_the_recipe_it_runs_in_the_run_panel(make_window, isolated_settings, qtbot):
+    from gui import app
+
+    window = make_window(model=TEST_MODEL)
+    with qtbot.waitSignal(window.bridge.runFinished, timeout=180_000):
+        run_id = app.start_self_test_run(window, TEST_MODEL)
+    ran = window.workspace.find(run_id).request
+    rd = window.run_dock
+    assert (ran.steps, ran.duration) == (app.SELF_TEST_STEPS, app.SELF_TEST_DURATION)
+    assert (int(rd.steps.text()), float(rd.duration.text())) == (ran.steps, ran.duration)
+    assert rd.model.currentText() == TEST_MODEL and rd.prompt.toPlainText() == ran.prompt
