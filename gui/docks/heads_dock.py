@@ -24,6 +24,10 @@ from engine.types import EngineError
 from gui.analysis_adapter import head_relevance, top_heads
 from gui.workspace import Workspace
 
+NO_SCORES = "no relevance scores yet: they appear as the run records attention frames"
+HEAD_MEAN = "frames are head-mean: tick “record every head” in Run to toggle heads"
+SCORES = "relevance: label-free log-ratio of attention on the chosen tokens vs the others"
+
 
 class HeadsDock(QDockWidget):
     """Toggles write the workspace's head masks; the aggregated map follows at once."""
@@ -75,6 +79,7 @@ class HeadsDock(QDockWidget):
             self.tree.clear()
             self.scores = {}
             if run is None:
+                self.note.setText(NO_SCORES)
                 return
             sel = self.ws.selection
             n_tokens = len(run.tokens_for(sel.site)) if sel.site else 0
@@ -97,13 +102,15 @@ class HeadsDock(QDockWidget):
                     child.setCheckState(0, Qt.CheckState.Checked if mask[h] else Qt.CheckState.Unchecked)
                     top.addChild(child)
                 top.setExpanded(True)
-            self.note.setText(
-                "relevance scores appear when the run finishes" if run.result is None else
-                "frames are head-mean: tick “record every head” in Run to toggle heads" if head_mean else
-                "relevance: label-free log-ratio of attention on the chosen tokens vs the others"
-            )
+            self.note.setText(self._hint(run, head_mean))
         finally:
             self._filling = False
+
+    def _hint(self, run, head_mean: bool) -> str:
+        """The note under the tree, matching what it shows (scores or not, live or final)."""
+        if self.scores:
+            return SCORES if run.result is not None else SCORES + " (live: from the steps recorded so far)"
+        return HEAD_MEAN if head_mean else NO_SCORES
 
     def _score_key(self) -> tuple:
         run, sel = self.ws.current, self.ws.selection

@@ -62,3 +62,27 @@ def test_the_self_test_shows_the_recipe_it_runs_in_the_run_panel(make_window, is
     assert (ran.steps, ran.duration) == (app.SELF_TEST_STEPS, app.SELF_TEST_DURATION)
     assert (int(rd.steps.text()), float(rd.duration.text())) == (ran.steps, ran.duration)
     assert rd.model.currentText() == TEST_MODEL and rd.prompt.toPlainText() == ran.prompt
+
+
+def test_the_heads_hint_matches_whether_scores_are_shown(make_window, isolated_settings, qtbot):
+    from gui.docks.heads_dock import NO_SCORES, SCORES
+    from gui.workspace import RunData
+
+    window = make_window(model=TEST_MODEL)
+    heads, ws = window.heads, window.workspace
+    heads.rebuild()
+    assert heads.tree.topLevelItemCount() == 0 and heads.note.text() == NO_SCORES
+    request = GenerationRequest(prompt="bass and drums", steps=3, duration=0.25, seed=3, per_head=True)
+    with qtbot.waitSignal(window.bridge.runFinished, timeout=180_000):
+        window.generate(TEST_MODEL, "cpu", request)
+    assert heads.tree.topLevelItemCount() > 0 and heads.note.text() == SCORES
+    done = ws.current
+    # the same data as a run still going on: first without frames, then with the frames so far
+    live = RunData(done.run_id + 1, TEST_MODEL, "cpu", request, sites=done.sites, tokens=done.tokens,
+                   lattices=done.lattices, status="running")
+    ws.add_run(live)
+    assert heads.tree.topLevelItemCount() == 0 and heads.note.text() == NO_SCORES
+    live.frames = {k: v for k, v in done.frames.items() if k[0] == done.steps[0]}
+    ws.update_run(live)
+    assert heads.tree.topLevelItemCount() > 0
+    assert heads.note.text().startswith(SCORES) and "finishes" not in heads.note.text()
