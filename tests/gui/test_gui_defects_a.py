@@ -86,3 +86,14 @@ def test_the_heads_hint_matches_whether_scores_are_shown(make_window, isolated_s
     ws.update_run(live)
     assert heads.tree.topLevelItemCount() > 0
     assert heads.note.text().startswith(SCORES) and "finishes" not in heads.note.text()
+
+
+def test_closing_during_a_run_says_stopping_before_waiting(make_window, isolated_settings, qtbot):
+    window = make_window(model=TEST_MODEL)
+    request = GenerationRequest(prompt="bass and drums", steps=80, duration=1.0, seed=3)
+    with qtbot.waitSignal(window.bridge.stepDone, timeout=180_000):
+        window.generate(TEST_MODEL, "cpu", request)
+    assert window.bridge.busy
+    window.close()  # joins the engine thread; nothing has repainted the status bar since
+    assert window.bridge._thread.isFinished()
+    assert window.status_label.text().startswith("stopping…")
