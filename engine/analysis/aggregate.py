@@ -170,6 +170,28 @@ class Aggregate:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+def _calls_and_step_weights(frames, sites, steps, sigmas, step_policy: str, alpha: float):
+    """The recorded ``(step, site)`` calls of the chosen sites and steps in order, and the step
+    weights of ``step_policy`` (``None`` for uniform); one EngineError line when nothing matches or
+    a weighted step has no sigma."""
+    site_set = set(sites) if sites is not None else None
+    step_set = set(steps) if steps is not None else None
+    calls = sorted(
+        key
+        for key in frames
+        if (site_set is None or key[1] in site_set) and (step_set is None or key[0] in step_set)
+    )
+    if not calls:
+        raise EngineError(
+            "no recorded frames match the chosen sites and steps: record them or widen the choice"
+        )
+    if step_policy == "uniform":
+        return calls, None
+    if sigmas is None or max(s for s, _ in calls) >= len(sigmas):
+        raise EngineError("sigma-late weighting needs the run's sigmas for every recorded step")
+    return calls, step_weights(sigmas, step_policy, alpha)
+
+
 def aggregate_frames(
     frames: Mapping[tuple[int, str], np.ndarray],
     lattices: Mapping[str, tuple[int, int]],
@@ -192,21 +214,7 @@ def aggregate_frames(
     ``target``, ``boundary``, ``time_only``). ``sigmas[step]`` feeds the step policy. Returns the
     map and the ``(step, site)`` calls that contributed.
     """
-    site_set = set(sites) if sites is not None else None
-    step_set = set(steps) if steps is not None else None
-    calls = sorted(
-        key
-        for key in frames
-        if (site_set is None or key[1] in site_set) and (step_set is None or key[0] in step_set)
-    )
-    if not calls:
-        raise EngineError(
-            "no recorded frames match the chosen sites and steps: record them or widen the choice"
-        )
-    if step_policy != "uniform":
-        if sigmas is None or max(s for s, _ in calls) >= len(sigmas):
-            raise EngineError("sigma-late weighting needs the run's sigmas for every recorded step")
-        sw_all = step_weights(sigmas, step_policy, alpha)
+    calls, sw_all = _calls_and_step_weights(frames, sites, steps, sigmas, step_policy, alpha)
     acc = MapAccumulator(method, k)
     used: list[tuple[int, str]] = []
     for step, site in calls:
@@ -357,16 +365,7 @@ def reduce_views(
     one :func:`aggregate_frames` gives for the same selection; a step's map is finished (cast to
     float16) as soon as the next step begins.
     """
-    site_set = set(sites)
-    calls = sorted(key for key in frames if key[1] in site_set)
-    if not calls:
-        raise EngineError(
-            "no recorded frames match the chosen sites and steps: record them or widen the choice"
-        )
-    if step_policy != "uniform":
-        if sigmas is None or max(s for s, _ in calls) >= len(sigmas):
-            raise EngineError("sigma-late weighting needs the run's sigmas for every recorded step")
-        sw_all = step_weights(sigmas, step_policy, alpha)
+    calls, sw_all = _calls_and_step_weights(frames, sites, None, sigmas, step_policy, alpha)
     pool_kw = dict(pool or {"pooling": "mean"})
     total, pooled = MapAccumulator(method, k), MapAccumulator(method, k)
     per_site: dict[str, MapAccumulator] = {}
