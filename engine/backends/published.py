@@ -83,6 +83,7 @@ from typing import Any
 
 import torch
 
+from engine.backends.tiny import save_pipeline
 from engine.types import EngineError
 
 PUBLISHED_FAMILIES = ("audioldm2", "stable_audio")
@@ -250,11 +251,7 @@ def build_published(family: str, seed: int = 0):
 
 def save_published(family: str, folder: str | Path, seed: int = 0) -> Path:
     """Build the published-size pipeline of ``family`` and write it with ``save_pretrained``."""
-    folder = Path(folder)
-    pipe = build_published(family, seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(str(folder))
-    return folder
+    return save_pipeline(build_published(family, seed), folder)
 
 
 def parameter_count(pipe) -> dict[str, int]:

@@ -453,8 +453,12 @@ def build_tiny(family: str, seed: int = 0):
 
 def save_tiny(family: str, folder: str | Path, seed: int = 0) -> Path:
     """Build the tiny pipeline of ``family`` and write it to ``folder`` with ``save_pretrained``."""
+    return save_pipeline(build_tiny(family, seed), folder)
+
+
+def save_pipeline(pipe, folder: str | Path) -> Path:
+    """Write ``pipe`` to ``folder`` (created) with ``save_pretrained``; returns the folder."""
     folder = Path(folder)
-    pipe = build_tiny(family, seed)
     folder.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(str(folder))
     return folder
