@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from engine.backends.base import RunResult
-from engine.backends.diffusers_backend import DiffusersBackend
+from engine.backends.diffusers_backend import DiffusersBackend, to_mono
 from engine.types import CancelToken, EngineError, GenerationRequest, MelSpec, RunObserver, Site
 
 LYRICS_SUFFIX = ":lyrics"
@@ -172,10 +172,7 @@ class AceStepBackend(DiffusersBackend):
                             callback_steps=1, output_type="np")
         audio = np.asarray(out.audios[0], dtype=np.float32)
         notes = ["cross-attention keys packed [lyrics][timbre][text]; frames split into contexts text and lyrics"]
-        if audio.ndim == 2:
-            notes.append(f"{audio.shape[0]}-channel output averaged to mono")
-            audio = audio.mean(axis=0)
-        return audio, notes
+        return to_mono(audio, notes), notes
 
     def generate(self, request: GenerationRequest, observer: RunObserver | None = None,
                  cancel: CancelToken | None = None, run_id: int = 0) -> RunResult:

@@ -46,6 +46,14 @@ from engine.types import (
 _SECTION_ORDER = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
 
 
+def to_mono(audio: np.ndarray, notes: list[str]) -> np.ndarray:
+    """``(channels, samples)`` output averaged to mono, said in ``notes``; mono audio as it is."""
+    if audio.ndim == 2:
+        notes.append(f"{audio.shape[0]}-channel output averaged to mono")
+        return audio.mean(axis=0)
+    return audio
+
+
 def call_order_key(name: str) -> tuple:
     """Sort key that puts module paths in the order a UNet/DiT forward calls them
     (down blocks, mid block, up blocks; numeric indices compared as numbers; attn1 before attn2)."""

@@ -44,7 +44,7 @@ from contextlib import contextmanager
 
 import torch
 
-from engine.backends.diffusers_backend import DiffusersBackend
+from engine.backends.diffusers_backend import DiffusersBackend, to_mono
 from engine.types import EngineError, GenerationRequest, MelSpec
 
 SECONDS_TOKENS = ["seconds_start", "seconds_end"]
@@ -178,7 +178,4 @@ class StableAudioBackend(DiffusersBackend):
         else:
             audio = self._call_pipeline(request, generator, callback, audio_end_in_s=float(request.duration))
         notes = ["frames hold probabilities over the real keys; T5 pads dropped (their mass: aux['sink_mass'])"]
-        if audio.ndim == 2:
-            notes.append(f"{audio.shape[0]}-channel output averaged to mono")
-            audio = audio.mean(axis=0)
-        return audio, notes
+        return to_mono(audio, notes), notes

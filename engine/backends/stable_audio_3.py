@@ -29,7 +29,7 @@ import math
 import numpy as np
 import torch
 
-from engine.backends.diffusers_backend import DiffusersBackend
+from engine.backends.diffusers_backend import DiffusersBackend, to_mono
 from engine.types import GenerationRequest, MelSpec, Site
 
 DURATION_TOKEN = "<duration>"
@@ -125,7 +125,4 @@ class StableAudio3Backend(DiffusersBackend):
                             callback_on_step_end=step_end, output_type="np")
         audio = np.asarray(out.audios[0], dtype=np.float32)
         notes = ["differential attention: frames hold p1 = softmax(q1 k1^T), the positive branch"]
-        if audio.ndim == 2:
-            notes.append(f"{audio.shape[0]}-channel output averaged to mono")
-            audio = audio.mean(axis=0)
-        return audio, notes
+        return to_mono(audio, notes), notes
