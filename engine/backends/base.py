@@ -42,6 +42,23 @@ class RunResult:
     aux: dict[str, Any] = field(default_factory=dict)
 
 
+class PipelineHolder:
+    """What every backend that wraps a diffusers pipeline records about it: the pipeline, where it
+    came from and how it runs. Its own progress bar is switched off (progress goes through the
+    observer)."""
+
+    def __init__(self, pipe: Any, model_id: str, device: str = "cpu", dtype: str = "float32",
+                 revision: str | None = None, warnings: list[str] | None = None) -> None:
+        self.pipe = pipe
+        self.model_id = model_id
+        self.device = device
+        self.dtype = dtype
+        self.revision = revision
+        self.warnings: list[str] = list(warnings or [])
+        if hasattr(pipe, "set_progress_bar_config"):
+            pipe.set_progress_bar_config(disable=True)
+
+
 class Backend(Protocol):
     """A loaded model family. Implementations live in ``engine/backends/<family>.py``."""
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.backends.base import RunResult
+from engine.backends.base import PipelineHolder, RunResult
 from engine.backends.recipe import library_versions, scheduler_info, scheduler_sigmas
 from engine.probe.attach import PROCESSOR_SUFFIX, attached, attention_modules
 from engine.probe.attention_core import kv_heads_of
@@ -62,7 +62,7 @@ def call_order_key(name: str) -> tuple:
     return (section, *[(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts])
 
 
-class DiffusersBackend:
+class DiffusersBackend(PipelineHolder):
     """Base of the diffusers-pipeline families (see the module docstring)."""
 
     family = "diffusers"
@@ -72,16 +72,9 @@ class DiffusersBackend:
 
     def __init__(self, pipe, model_id: str, device: str = "cpu", dtype: str = "float32",
                  revision: str | None = None, warnings: list[str] | None = None) -> None:
-        self.pipe = pipe
-        self.model_id = model_id
-        self.device = device
-        self.dtype = dtype
-        self.revision = revision
-        self.warnings: list[str] = list(warnings or [])
+        super().__init__(pipe, model_id, device, dtype, revision, warnings)
         self._sites: list[Site] | None = None
         self._last_lattices: dict[str, tuple[int, int]] = {}
-        if hasattr(pipe, "set_progress_bar_config"):  # progress is reported through the observer
-            pipe.set_progress_bar_config(disable=True)
         for component in getattr(pipe, "components", {}).values():
             if isinstance(component, torch.nn.Module):
                 component.eval()

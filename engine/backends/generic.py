@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.backends.base import RunResult
+from engine.backends.base import PipelineHolder, RunResult
 from engine.types import CancelToken, EngineError, GenerationRequest, MelSpec, RunObserver, Site
 
 SEPARATE_CFG_COND_FIRST = ("LongCatAudioDiTPipeline",)
@@ -128,7 +128,7 @@ class KernelCapture:
         return hooked
 
 
-class GenericBackend:
+class GenericBackend(PipelineHolder):
     """A diffusers pipeline seen through :mod:`engine.tracing` (see the module docstring)."""
 
     family = "generic"
@@ -137,17 +137,11 @@ class GenericBackend:
 
     def __init__(self, pipe: Any, model_id: str = "generic", device: str = "cpu", dtype: str = "float32",
                  revision: str | None = None, warnings: list[str] | None = None) -> None:
-        self.pipe = pipe
-        self.model_id = model_id
-        self.device = device
-        self.dtype = dtype
-        self.revision = revision
-        self.warnings: list[str] = list(warnings or [])
+        # an engine-owned pipeline: engine.trace restores its progress-bar setting afterwards
+        super().__init__(pipe, model_id, device, dtype, revision, warnings)
         self.separate_cfg_calls = type(pipe).__name__ in SEPARATE_CFG_COND_FIRST
         self.family = FAMILIES.get(type(pipe).__name__, "generic")
         self._lattices: dict[str, tuple[int, int]] = {}
-        if hasattr(pipe, "set_progress_bar_config"):  # an engine-owned pipeline; engine.trace restores it
-            pipe.set_progress_bar_config(disable=True)
         if not walk_attention(self.denoiser):
             raise EngineError(f"{type(pipe).__name__}'s denoiser has no diffusers attention modules to capture")
 
