@@ -2,6 +2,8 @@
 
 The real-time path (:meth:`PlaybackBuffer.fill`) only copies from a buffer prepared before
 playback starts: no allocation, no I/O, no Qt. The GUI polls :meth:`AudioOutput.position`.
+:meth:`AudioOutput.swap` changes the clip while it plays (at the loop boundary or in place),
+without stopping the stream.
 """
 
 from __future__ import annotations
@@ -14,9 +16,23 @@ from collections.abc import Callable
 import numpy as np
 
 
+def as_mono(audio: np.ndarray) -> np.ndarray:
+    """``audio`` as one contiguous float32 channel (channels averaged)."""
+    mono = np.asarray(audio, dtype=np.float32)
+    if mono.ndim == 2:
+        mono = mono.mean(axis=0) if mono.shape[0] < mono.shape[1] else mono.mean(axis=1)
+    return np.ascontiguousarray(mono.reshape(-1))
+
+
 class PlaybackBuffer:
     """A prepared mono float32 buffer with a read head, loop flag and gain (thread-safe enough:
-    the audio thread only reads ints/floats the GUI thread writes atomically)."""
+    the audio thread only reads ints/floats the GUI thread writes atomically).
+
+    :meth:`queue` hands over the next clip without stopping: the real-time side takes it at the
+    end of the current clip (the loop boundary: the next sample played is the new clip's first),
+    or at its next block when ``at_boundary`` is False (the read head keeps its place). The GUI
+    thread only writes ``_queued``; the real-time side only writes what it reads from it.
+    """
 
     def __init__(self) -> None:
         self.data = np.zeros(0, dtype=np.float32)
@@ -24,26 +40,59 @@ class PlaybackBuffer:
         self.loop = False
         self.gain = 1.0
         self.playing = False
+        self.swaps = 0  # clips taken from the queue so far (the GUI redraws when it changes)
+        self._queued: tuple[int, np.ndarray, bool] | None = None  # (number, clip, at_boundary)
+        self._queued_n = 0  # written by the GUI thread
+        self._taken_n = 0  # written by the real-time side
 
     def set_audio(self, audio: np.ndarray) -> None:
-        mono = np.asarray(audio, dtype=np.float32)
-        if mono.ndim == 2:
-            mono = mono.mean(axis=0) if mono.shape[0] < mono.shape[1] else mono.mean(axis=1)
-        self.data = np.ascontiguousarray(mono.reshape(-1))
+        self._queued = None
+        self.data = as_mono(audio)
         self.frame = 0
         self.playing = False
+
+    def queue(self, audio: np.ndarray, at_boundary: bool = True) -> None:
+        """Play ``audio`` next: from the loop boundary, or (``at_boundary`` False) at once, in place."""
+        self._queued_n += 1
+        self._queued = (self._queued_n, as_mono(audio), bool(at_boundary))
+
+    @property
+    def pending(self) -> bool:
+        """A queued clip has not been taken yet."""
+        q = self._queued
+        return q is not None and q[0] != self._taken_n
+
+    def _take(self, boundary: bool) -> bool:
+        q = self._queued
+        if q is None or q[0] == self._taken_n or (q[2] and not boundary):
+            return False
+        self._taken_n = q[0]
+        self.data = q[1]
+        if boundary:
+            self.frame = 0
+        self.swaps += 1
+        return True
+
+    def _wrap(self) -> None:
+        """The read head reached the end: the queued clip, or the loop, starts at 0; else stop."""
+        if self._take(boundary=True) or self.loop:
+            self.frame = 0
+        else:
+            self.playing = False
 
     def fill(self, out: np.ndarray) -> None:
         """Fill ``out`` (frames, channels) from the read head; zero-fill past the end."""
         n = out.shape[0]
         done = 0
-        data = self.data
-        total = data.shape[0]
+        if self.playing:
+            self._take(boundary=False)
         while done < n:
-            if not self.playing or total == 0 or self.frame >= total:
+            if self.playing and self.frame >= self.data.shape[0]:
+                self._wrap()
+            data = self.data
+            total = data.shape[0]
+            if not self.playing or total == 0:
                 out[done:] = 0.0
-                if self.frame >= total and not self.loop:
-                    self.playing = False
                 return
             take = min(n - done, total - self.frame)
             src = data[self.frame : self.frame + take]
@@ -51,22 +100,25 @@ class PlaybackBuffer:
                 np.multiply(src, self.gain, out=out[done : done + take, ch])
             self.frame += take
             done += take
-            if self.frame >= total and self.loop:
-                self.frame = 0
 
     def advance(self, frames: int) -> None:
         """Move the read head as if ``frames`` had been played (for clocked outputs with no device)."""
-        total = self.data.shape[0]
-        if not self.playing or total == 0:
+        if not self.playing:
             return
-        pos = self.frame + frames
-        if pos >= total:
-            if self.loop:
-                pos %= total
-            else:
-                pos = total
-                self.playing = False
-        self.frame = pos
+        self._take(boundary=False)
+        left = int(frames)
+        while self.playing and self.data.shape[0]:
+            total = self.data.shape[0]
+            if self.frame >= total:
+                if left == 0 and (self.loop or self.pending):
+                    break  # exactly at the boundary: the next sample decides
+                self._wrap()
+                continue
+            step = min(left, total - self.frame)
+            if step == 0:
+                break
+            self.frame += step
+            left -= step
 
 
 class AudioOutput(ABC):
@@ -86,6 +138,20 @@ class AudioOutput(ABC):
     @property
     def duration(self) -> float:
         return self.buffer.data.shape[0] / self.sample_rate if self.sample_rate else 0.0
+
+    def swap(self, audio: np.ndarray, sample_rate: int, at_boundary: bool = True) -> bool:
+        """Play ``audio`` next without stopping: from the loop boundary (the end of the clip
+        playing), or at once in place (``at_boundary`` False). True when it was queued on the
+        playing clip; when nothing plays, or the sample rate differs, it is loaded instead (False;
+        playback goes on from its start if it was playing)."""
+        playing = self.is_playing()
+        if not playing or int(sample_rate) != self.sample_rate or self.buffer.data.shape[0] == 0:
+            self.load(audio, sample_rate)
+            if playing:
+                self.play()
+            return False
+        self.buffer.queue(audio, at_boundary)
+        return True
 
     def set_loop(self, loop: bool) -> None:
         self.buffer.loop = bool(loop)
