@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.convergence.lsac import LSAC, freeze_step_at, with_lsac
-from engine.convergence.quality import deviation
+from engine.convergence.quality import RunDigest, deviation, digest
 from engine.types import EngineError, GenerationRequest
+from engine.work_items import Runner, counter, in_process
 
 DEFAULT_FRACTIONS = (0.125, 0.25, 0.5, 0.75)
 METRICS = ("mel_distance", "wave_distance", "iou", "ap", "pearson", "map_l1")
@@ -44,12 +45,54 @@ def default_freeze_steps(steps: int) -> list[int]:
     return sorted({s for s in (freeze_step_at(f, steps) for f in DEFAULT_FRACTIONS) if s <= steps - 2})
 
 
+@dataclass(frozen=True)
+class FreezeRun:
+    """Work item: the request with ``site`` frozen from ``step`` on (row ``row``, column ``column``)."""
+
+    row: int
+    column: int
+    site: str
+    step: int
+
+
+def run_freeze(backend, base: GenerationRequest, reference: RunDigest, item: FreezeRun) -> dict[str, float]:
+    """The deviations of one frozen run from the full run ``reference`` (pure: no files)."""
+    run = backend.generate(with_lsac(base, LSAC({item.site: item.step}, name="freeze")))
+    return deviation(digest(run), reference)
+
+
+@dataclass(frozen=True)
+class FreezeJob:
+    """The worker job of ``convergence --sweep --ray``: loads the backend once per worker and
+    computes :class:`FreezeRun` items against the driver's full run ``reference``."""
+
+    model: str
+    device: str
+    base: GenerationRequest
+    reference: RunDigest
+
+    def setup(self):
+        from engine.backends.registry import load_backend
+
+        return load_backend(self.model, device=self.device)
+
+    def run(self, backend, item: FreezeRun) -> dict[str, float]:
+        return run_freeze(backend, self.base, self.reference, item)
+
+
+def sweep_request(request: GenerationRequest) -> GenerationRequest:
+    """The request of the full and the frozen runs: cross-attention capture for the map metrics."""
+    return dataclasses.replace(request, capture=True, sites=None, per_head=False, capture_steps=None)
+
+
 def freeze_sweep(backend, request: GenerationRequest, sites: list[str] | None = None,
                  freeze_steps: list[int] | None = None, report=None,
-                 progress: Callable[[int, int], None] | None = None) -> FreezeSweep:
+                 progress: Callable[[int, int], None] | None = None,
+                 runner_for: Callable[[RunDigest], Runner] | None = None) -> FreezeSweep:
     """Run the full request once (with cross-attention capture for the map metrics), then once
-    per site × freeze step with that site frozen; ``report`` (a ConvergenceReport) adds the
-    stable / fast class of each site."""
+    per site × freeze step with that site frozen (one :class:`FreezeRun` work item each, here or
+    through ``runner_for(reference)``: ``convergence --sweep --ray``, whose workers call
+    :func:`run_freeze`); ``report`` (a ConvergenceReport) adds the stable / fast class of each site."""
     known = {s.name: s for s in backend.sites()}
     names = [s.name for s in backend.sites()] if sites is None else list(sites)
     unknown = [n for n in names if n not in known]
@@ -61,18 +104,15 @@ def freeze_sweep(backend, request: GenerationRequest, sites: list[str] | None = 
     bad = [s for s in fs if not 0 <= s < request.steps]
     if bad or not fs:
         raise EngineError(f"freeze steps must lie in 0..{request.steps - 1} (got {bad or fs})")
-    base = dataclasses.replace(request, capture=True, sites=None, per_head=False, capture_steps=None)
-    reference = backend.generate(base)
+    base = sweep_request(request)
+    reference = digest(backend.generate(base))
+    runner = runner_for(reference) if runner_for is not None else \
+        in_process(lambda item: run_freeze(backend, base, reference, item))
+    items = [FreezeRun(i, j, site, step) for i, site in enumerate(names) for j, step in enumerate(fs)]
     out = {m: np.full((len(names), len(fs)), np.nan) for m in METRICS}
-    total, done = len(names) * len(fs), 0
-    for i, site in enumerate(names):
-        for j, step in enumerate(fs):
-            run = backend.generate(with_lsac(base, LSAC({site: step}, name="freeze")))
-            for m, v in deviation(run, reference).items():
-                out[m][i, j] = v
-            done += 1
-            if progress is not None:
-                progress(done, total)
+    for item, values in zip(items, runner(items, counter(len(items), progress)), strict=True):
+        for m, v in values.items():
+            out[m][item.row, item.column] = v
     stable = None
     if report is not None:
         cls = dict(zip(report.sites, report.stable, strict=True))

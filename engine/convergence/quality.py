@@ -14,6 +14,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 from engine.analysis.metrics import alignment_report, binarise, normalise_map
@@ -70,10 +73,31 @@ def pooled_map(result, context: str | None = None) -> np.ndarray | None:
     return np.asarray(agg.maps, dtype=np.float64).reshape(MAP_GRID)
 
 
+@dataclass(frozen=True)
+class RunDigest:
+    """What :func:`deviation` reads of a run, small enough to travel between processes: the
+    audio, its mel (and mel definition) and the pooled cross-attention map (``None`` without frames)."""
+
+    audio: np.ndarray
+    sample_rate: int
+    mel: np.ndarray | None
+    mel_spec: Any
+    pooled: np.ndarray | None
+
+
+def digest(result) -> RunDigest:
+    """The :class:`RunDigest` of a run result."""
+    return RunDigest(result.audio, result.sample_rate, result.mel, result.mel_spec, pooled_map(result))
+
+
+def _pooled(run) -> np.ndarray | None:
+    return run.pooled if isinstance(run, RunDigest) else pooled_map(run)
+
+
 def map_alignment(result, reference) -> dict[str, float]:
     """Alignment scores of the run's pooled map against the reference's (nan without frames)."""
     keys = ("iou", "ap", "pearson", "map_l1")
-    g, r = pooled_map(result), pooled_map(reference)
+    g, r = _pooled(result), _pooled(reference)
     if g is None or r is None:
         return dict.fromkeys(keys, float("nan"))
     rep = alignment_report(g, binarise(r, top_q=TOP_Q))
@@ -82,7 +106,7 @@ def map_alignment(result, reference) -> dict[str, float]:
 
 
 def deviation(result, reference) -> dict[str, float]:
-    """Every quality deviation of ``result`` from ``reference``."""
+    """Every quality deviation of ``result`` from ``reference`` (run results or :class:`RunDigest`)."""
     return {"mel_distance": mel_distance(result, reference),
             "wave_distance": waveform_distance(result, reference),
             **map_alignment(result, reference)}

@@ -2,9 +2,9 @@
 
 * :class:`OutputCollector` records, per cross-attention layer and step, the conditional half's
   attention output averaged over queries (the time × mel lattice positions).
-* :func:`compute_caa` runs the positive and negative prompt sets and forms, per layer,
-  ``v = mean_i h̄_c(i) − mean_j h̄_c̃(j)`` normalised to unit length (over steps, or one vector
-  per step with ``per_step=True``).
+* :func:`compute_caa` runs the positive and negative prompt sets (one :class:`MeanRun` work item
+  per prompt × seed) and forms, per layer, ``v = mean_i h̄_c(i) − mean_j h̄_c̃(j)`` normalised
+  to unit length (over steps, or one vector per step with ``per_step=True``).
 * :class:`Steer` adds ``α·v`` to the attention output of chosen layers, optionally followed by
   **ReNorm** (each token's steered output rescaled to that token's original norm; off by
   default, as in TADA's public code, because it hurt AudioLDM2). ``α = 0`` returns the output
@@ -33,6 +33,7 @@ from engine.interventions.processors import intervention_processor_for
 from engine.probe.cfg_layout import check_halves
 from engine.recipe import LIMITS
 from engine.types import EngineError, GenerationRequest
+from engine.work_items import Runner, counter, in_process
 
 ALPHA_MAX = LIMITS.steer_alpha_max  # |α| allowed (engine.recipe.LIMITS)
 FORMAT_VERSION = 1
@@ -193,42 +194,53 @@ def _normalise(v: np.ndarray) -> np.ndarray:
     return v / n
 
 
-def collect_means(backend, prompts: Sequence[str], sites: Sequence[str], steps: int, guidance: float,
-                  duration: float, seeds: Sequence[int],
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """Per site ``(N_runs, S, C)``: query-averaged cond outputs of every prompt × seed run."""
-    out: dict[str, list[np.ndarray]] = {s: [] for s in sites}
-    total, done = len(prompts) * len(seeds), 0
-    for prompt in prompts:
-        for seed in seeds:
-            col = OutputCollector(sites)
-            backend.generate(GenerationRequest(prompt=prompt, seed=int(seed), steps=steps, guidance=guidance,
-                                               duration=duration, capture=False,
-                                               interventions=(col,)))
-            for s in sites:
-                per_step = col.means.get(s, {})
-                out[s].append(np.stack([per_step[k] for k in sorted(per_step)]))
-            done += 1
-            if progress is not None:
-                progress(done, total)
-    return {s: np.stack(v) for s, v in out.items()}
+@dataclass(frozen=True)
+class MeanRun:
+    """Work item: one prompt × seed run whose query-averaged cond outputs at ``sites`` are kept."""
+
+    prompt: str
+    seed: int
+    sites: tuple[str, ...]
+    steps: int
+    guidance: float
+    duration: float
+
+
+def mean_runs(prompts: Sequence[str], seeds: Sequence[int], sites: Sequence[str], steps: int, guidance: float,
+              duration: float) -> list[MeanRun]:
+    """The items of :func:`compute_caa`, prompt-major then seed."""
+    return [MeanRun(p, int(seed), tuple(sites), steps, guidance, duration) for p in prompts for seed in seeds]
+
+
+def run_means(backend, item: MeanRun) -> dict[str, np.ndarray]:
+    """Per site ``(S, C)``: the item's query-averaged cond output at each step (pure: no files)."""
+    col = OutputCollector(item.sites)
+    backend.generate(GenerationRequest(prompt=item.prompt, seed=item.seed, steps=item.steps, guidance=item.guidance,
+                                       duration=item.duration, capture=False, interventions=(col,)))
+    return {s: np.stack([col.means.get(s, {})[k] for k in sorted(col.means.get(s, {}))]) for s in item.sites}
 
 
 def compute_caa(backend, positive: Sequence[str], negative: Sequence[str], layers=None, steps: int = 10,
                 guidance: float = 3.0, duration: float = 4.0, seeds: Sequence[int] = (0,),
                 per_step: bool = False, concept: str = "",
-                progress: Callable[[int, int], None] | None = None) -> SteeringVectors:
-    """CAA steering vectors (Eq. 2) of ``positive`` vs ``negative`` prompts at ``layers``."""
+                progress: Callable[[int, int], None] | None = None,
+                runner: Runner | None = None) -> SteeringVectors:
+    """CAA steering vectors (Eq. 2) of ``positive`` vs ``negative`` prompts at ``layers``; the
+    runs (:class:`MeanRun` items, positive then negative) go through ``runner`` when given
+    (:mod:`engine.work_items`: ``caa --ray``), else run here."""
     pos = check_prompts(positive, "positive")
     neg = check_prompts(negative, "negative")
     sites = resolve_layers(backend, layers)
     if not seeds:
         raise EngineError("give at least one seed")
-    pm = collect_means(backend, pos, sites, steps, guidance, duration, seeds, progress)
-    nm = collect_means(backend, neg, sites, steps, guidance, duration, seeds, progress)
+    items = mean_runs(pos + neg, seeds, sites, steps, guidance, duration)
+    results = (runner or in_process(lambda item: run_means(backend, item)))(items, counter(len(items), progress))
+    n_pos = len(pos) * len(seeds)
     vectors = {}
     for s in sites:
-        diff = pm[s].mean(axis=0) - nm[s].mean(axis=0)  # (S, C)
+        pm = np.stack([r[s] for r in results[:n_pos]])
+        nm = np.stack([r[s] for r in results[n_pos:]])
+        diff = pm.mean(axis=0) - nm.mean(axis=0)  # (S, C)
         vectors[s] = _normalise(diff if per_step else diff.mean(axis=0)).astype(np.float32)
     return SteeringVectors(vectors, backend.model_id, "caa", concept, pos, neg, per_step,
                            {"steps": steps, "guidance": guidance, "duration": duration,

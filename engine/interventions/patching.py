@@ -30,6 +30,7 @@ import torch
 from engine.interventions.layers import RunState
 from engine.interventions.processors import intervention_processor_for
 from engine.types import EngineError
+from engine.work_items import Runner, counter, in_process
 
 PATCH_MODES = ("kv", "k", "v")
 
@@ -40,6 +41,13 @@ class KVEntry:
     key: torch.Tensor
     value: torch.Tensor
     mask: torch.Tensor | None
+
+    def on(self, device: torch.device) -> KVEntry:
+        """This entry on ``device`` (itself when it is there already)."""
+        if self.key.device == device:
+            return self
+        return KVEntry(self.step, self.key.to(device), self.value.to(device),
+                       None if self.mask is None else self.mask.to(device))
 
 
 def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
@@ -76,6 +84,19 @@ class KVCache:
 
     def stored_entries(self) -> int:
         return sum(len(v) for v in self.entries.values())
+
+    def only(self, site: str) -> KVCache:
+        """The entries of ``site`` alone (shared, not copied): what one patched run needs."""
+        entries = {site: self.entries[site]} if site in self.entries else {}
+        return KVCache(entries, self.prompt, self.seed)
+
+    def cpu(self) -> KVCache:
+        """The cache with every tensor on the CPU (to travel between processes)."""
+        def move(t):
+            return None if t is None else t.cpu()
+
+        return KVCache({s: [KVEntry(e.step, move(e.key), move(e.value), move(e.mask)) for e in items]
+                        for s, items in self.entries.items()}, self.prompt, self.seed)
 
 
 class KVRecorder(RunState):
@@ -128,7 +149,7 @@ class KVPatch(RunState):
             return None
 
         def substitute(key, value, mask):
-            entry = self.cache.get(site, self.step)
+            entry = self.cache.get(site, self.step).on(key.device)
             if self.mode == "kv":
                 return entry.key, entry.value, entry.mask
             if entry.key.shape != key.shape:
@@ -203,44 +224,131 @@ class PatchReport:
         }
 
 
-def patch_sweep(backend, pairs: Sequence[tuple[str, str]], query: str, scorer, layers=None,
-                seeds: Sequence[int] = (0,), steps: int = 10, guidance: float = 3.0, duration: float = 4.0,
-                mode: str = "kv", concept: str = "", progress=None) -> PatchReport:
-    """For every pair × seed: the target run (cached), the source run, and one source run per
-    layer with that layer's K/V patched from the target; scored against ``query``."""
-    from engine.interventions.layers import layer_numbers, resolve_layers
-    from engine.types import GenerationRequest
+@dataclass(frozen=True)
+class SweepSettings:
+    """What every run of a patching sweep shares: the scorer's query, patch mode and run settings."""
 
+    query: str
+    mode: str = "kv"
+    steps: int = 10
+    guidance: float = 3.0
+    duration: float = 4.0
+
+    def request(self, prompt: str, seed: int, interventions=()):
+        from engine.types import GenerationRequest
+
+        return GenerationRequest(prompt=prompt, seed=int(seed), steps=self.steps, guidance=self.guidance,
+                                 duration=self.duration, capture=False, interventions=tuple(interventions))
+
+
+@dataclass(frozen=True)
+class PairRun:
+    """Work item: the target run (recording K/V of ``sites``) and the source run of pair ``pair`` × seed."""
+
+    pair: int
+    seed_index: int
+    target: str
+    source: str
+    seed: int
+    sites: tuple[str, ...]
+
+    runs = 2  # generations it makes (progress)
+
+
+@dataclass(frozen=True)
+class PairResult:
+    sim_target: float
+    sim_source: float
+    cache: KVCache  # the target's K/V on the CPU
+
+
+@dataclass(frozen=True)
+class LayerRun:
+    """Work item: the source run with layer ``layer``'s K/V patched from the target's ``cache``."""
+
+    layer: int
+    pair: int
+    seed_index: int
+    source: str
+    seed: int
+    site: str
+    cache: KVCache  # holds ``site`` only
+
+    runs = 1
+
+
+def pair_runs(pairs: Sequence[tuple[str, str]], seeds: Sequence[int], sites: Sequence[str]) -> list[PairRun]:
+    """The sweep's first items, pair-major then seed; an empty prompt is refused here."""
+    for i, (target, source) in enumerate(pairs):
+        if not (isinstance(target, str) and isinstance(source, str) and target.strip() and source.strip()):
+            raise EngineError(f"pair {i} has an empty prompt: every pair needs a target and a source prompt")
+    return [PairRun(i, j, t, s, int(seed), tuple(sites)) for i, (t, s) in enumerate(pairs)
+            for j, seed in enumerate(seeds)]
+
+
+def layer_runs(pairs: Sequence[PairRun], results: Sequence[PairResult]) -> list[LayerRun]:
+    """The sweep's second items, layer-major, each carrying its pair's cached K/V of that layer."""
+    return [LayerRun(k, p.pair, p.seed_index, p.source, p.seed, site, r.cache.only(site))
+            for k, site in enumerate(pairs[0].sites) for p, r in zip(pairs, results, strict=True)]
+
+
+def run_item(backend, scorer, settings: SweepSettings, item: PairRun | LayerRun) -> PairResult | float:
+    """One work item of the sweep (pure: no files; the same numbers in any process)."""
+
+    def score(prompt: str, interventions) -> float:
+        result = backend.generate(settings.request(prompt, item.seed, interventions))
+        return scorer.similarity(result.audio, result.sample_rate, settings.query)
+
+    if isinstance(item, PairRun):
+        rec = KVRecorder(item.sites)
+        sim_target = score(item.target, [rec])
+        return PairResult(sim_target, score(item.source, []), rec.cache.cpu())
+    return score(item.source, [KVPatch(item.cache, [item.site], settings.mode)])
+
+
+def check_sweep(pairs: Sequence, seeds: Sequence[int], mode: str) -> None:
     if not pairs:
         raise EngineError("the prompt-pair set is empty: give at least one (target, source) pair")
     if not seeds:
         raise EngineError("give at least one seed")
     if mode not in PATCH_MODES:
         raise EngineError(f"unknown patch mode {mode!r}: use kv, k or v")
+
+
+def assemble_report(backend, settings: SweepSettings, scorer_name: str, concept: str,
+                    pairs: Sequence[tuple[str, str]], seeds: Sequence[int], sites: Sequence[str],
+                    pair_items: Sequence[PairRun], pair_results: Sequence[PairResult],
+                    layer_items: Sequence[LayerRun], layer_sims: Sequence[float]) -> PatchReport:
+    """The :class:`PatchReport` from every item's result (any completion order: placed by index)."""
+    from engine.interventions.layers import layer_numbers
+
+    n_p, n_s = len(pairs), len(seeds)
+    sim_t, sim_s, sim_p = np.zeros((n_p, n_s)), np.zeros((n_p, n_s)), np.zeros((len(sites), n_p, n_s))
+    for item, r in zip(pair_items, pair_results, strict=True):
+        sim_t[item.pair, item.seed_index], sim_s[item.pair, item.seed_index] = r.sim_target, r.sim_source
+    for item, sim in zip(layer_items, layer_sims, strict=True):
+        sim_p[item.layer, item.pair, item.seed_index] = sim
+    return PatchReport(concept or settings.query, settings.query, scorer_name, settings.mode, list(sites),
+                       layer_numbers(backend, sites), [tuple(p) for p in pairs], [int(s) for s in seeds],
+                       sim_t, sim_s, sim_p)
+
+
+def patch_sweep(backend, pairs: Sequence[tuple[str, str]], query: str, scorer, layers=None,
+                seeds: Sequence[int] = (0,), steps: int = 10, guidance: float = 3.0, duration: float = 4.0,
+                mode: str = "kv", concept: str = "", progress=None, runner: Runner | None = None) -> PatchReport:
+    """For every pair × seed: the target run (cached), the source run, and one source run per
+    layer with that layer's K/V patched from the target; scored against ``query``. The items
+    (:class:`PairRun`, then :class:`LayerRun`) run in process, or through ``runner``
+    (:mod:`engine.work_items`: ``patch --ray``), whose workers call :func:`run_item`."""
+    from engine.interventions.layers import resolve_layers
+
+    check_sweep(pairs, seeds, mode)
     sites = resolve_layers(backend, layers)
-    n_p, n_s, n_l = len(pairs), len(seeds), len(sites)
-    sim_t, sim_s = np.zeros((n_p, n_s)), np.zeros((n_p, n_s))
-    sim_p = np.zeros((n_l, n_p, n_s))
-    total, done = n_p * n_s * (n_l + 2), 0
-
-    def run(prompt, seed, interventions):
-        nonlocal done
-        req = GenerationRequest(prompt=prompt, seed=int(seed), steps=steps, guidance=guidance, duration=duration,
-                                capture=False, interventions=tuple(interventions))
-        result = backend.generate(req)
-        done += 1
-        if progress is not None:
-            progress(done, total)
-        return scorer.similarity(result.audio, result.sample_rate, query)
-
-    for i, (target, source) in enumerate(pairs):
-        if not (isinstance(target, str) and isinstance(source, str) and target.strip() and source.strip()):
-            raise EngineError(f"pair {i} has an empty prompt: every pair needs a target and a source prompt")
-        for j, seed in enumerate(seeds):
-            rec = KVRecorder(sites)
-            sim_t[i, j] = run(target, seed, [rec])
-            sim_s[i, j] = run(source, seed, [])
-            for k, site in enumerate(sites):
-                sim_p[k, i, j] = run(source, seed, [KVPatch(rec.cache, [site], mode)])
-    return PatchReport(concept or query, query, scorer.name, mode, sites, layer_numbers(backend, sites),
-                       [tuple(p) for p in pairs], [int(s) for s in seeds], sim_t, sim_s, sim_p)
+    settings = SweepSettings(query, mode, steps, guidance, duration)
+    runner = runner or in_process(lambda item: run_item(backend, scorer, settings, item))
+    first = pair_runs(pairs, seeds, sites)
+    done = counter(len(first) * (len(sites) + 2), progress)
+    firsts = runner(first, done)
+    second = layer_runs(first, firsts)
+    return assemble_report(backend, settings, scorer.name, concept, pairs, seeds, sites, first, firsts, second,
+                           runner(second, done))

@@ -1,7 +1,8 @@
 """TopK sparse autoencoders on one layer's cross-attention outputs (TADA Eq. 4–8).
 
 * :func:`collect_activations`: every query's conditional attention output at one site, per
-  prompt × seed × step (optionally subsampled per step), with an index for the browser.
+  prompt × seed × step (optionally subsampled per step), with an index for the browser; one
+  :class:`CollectRun` work item per prompt × seed (``sae --ray`` runs them on a cluster).
 * :class:`TopKSAE`: ``f = ReLU(TopK(W_enc (h − b_pre) + b_enc))``, ``ĥ = W_dec f + b_pre``
   (Eq. 4–5; the ReLU after TopK and the encoder bias follow Gao et al. 2024; decoder columns are
   kept at unit norm). :func:`train_sae` trains it with Adam on CPU.
@@ -28,6 +29,7 @@ from engine.analysis.mapping import DEFAULT_TARGET, lattice_to_grid
 from engine.interventions.caa import OutputCollector, SteeringVectors, check_prompts
 from engine.interventions.layers import resolve_layers
 from engine.types import EngineError, GenerationRequest
+from engine.work_items import Runner, counter, in_process
 
 
 @dataclass
@@ -47,37 +49,70 @@ class ActivationSet:
         return np.concatenate(idx)
 
 
+@dataclass(frozen=True)
+class CollectRun:
+    """Work item: one prompt × seed run whose query outputs at ``site`` are kept."""
+
+    prompt: str
+    seed: int
+    site: str
+    steps: int
+    guidance: float
+    duration: float
+    tokens_per_step: int | None = None
+
+
+@dataclass(frozen=True)
+class StepTokens:
+    """What one step of a :class:`CollectRun` kept: the query outputs ``(n, d)`` and which queries."""
+
+    step: int
+    tokens: np.ndarray
+    queries: list[int] | None  # None: every query
+    n_queries: int
+
+
+def run_collect(backend, item: CollectRun) -> tuple[list[StepTokens], list[int] | None]:
+    """The kept tokens of every step and the site's query lattice (pure: no files)."""
+    col = OutputCollector([item.site], keep_tokens=True)
+    # capture one step of this site only: it makes the backend read the site's lattice
+    backend.generate(GenerationRequest(prompt=item.prompt, seed=item.seed, steps=item.steps, guidance=item.guidance,
+                                       duration=item.duration, capture=True, sites=[item.site], capture_steps=[0],
+                                       interventions=(col,)))
+    lattice = next((s.lattice for s in backend.sites() if s.name == item.site), None)
+    kept = []
+    for step in sorted(col.tokens.get(item.site, {})):
+        tok = col.tokens[item.site][step]
+        keep = np.arange(tok.shape[0])
+        if item.tokens_per_step is not None and item.tokens_per_step < tok.shape[0]:
+            keep = np.linspace(0, tok.shape[0] - 1, item.tokens_per_step).round().astype(int)
+        kept.append(StepTokens(int(step), tok[keep].astype(np.float32),
+                               keep.tolist() if keep.size != tok.shape[0] else None, int(tok.shape[0])))
+    return kept, list(lattice) if lattice else None
+
+
 def collect_activations(backend, prompts: Sequence[str], layer, steps: int = 10, guidance: float = 3.0,
                         duration: float = 4.0, seeds: Sequence[int] = (0,), tokens_per_step: int | None = None,
-                        progress: Callable[[int, int], None] | None = None) -> ActivationSet:
-    """Every (or ``tokens_per_step`` evenly spaced) query output of ``layer`` over the runs."""
+                        progress: Callable[[int, int], None] | None = None,
+                        runner: Runner | None = None) -> ActivationSet:
+    """Every (or ``tokens_per_step`` evenly spaced) query output of ``layer`` over the runs, one
+    :class:`CollectRun` work item per prompt × seed, here or through ``runner``
+    (:mod:`engine.work_items`: ``sae --ray``), whose workers call :func:`run_collect`."""
     prompts = check_prompts(prompts, "SAE")
     sites = resolve_layers(backend, [layer] if not isinstance(layer, (list, tuple)) else layer)
     if len(sites) != 1:
         raise EngineError("an SAE is trained on one layer: name exactly one")
     site = sites[0]
-    chunks, runs, n, done = [], [], 0, 0
-    for prompt in prompts:
-        for seed in seeds:
-            col = OutputCollector([site], keep_tokens=True)
-            # capture one step of this site only: it makes the backend read the site's lattice
-            backend.generate(GenerationRequest(prompt=prompt, seed=int(seed), steps=steps, guidance=guidance,
-                                               duration=duration, capture=True, sites=[site], capture_steps=[0],
-                                               interventions=(col,)))
-            lattice = next((s.lattice for s in backend.sites() if s.name == site), None)
-            for step in sorted(col.tokens.get(site, {})):
-                tok = col.tokens[site][step]
-                keep = np.arange(tok.shape[0])
-                if tokens_per_step is not None and tokens_per_step < tok.shape[0]:
-                    keep = np.linspace(0, tok.shape[0] - 1, tokens_per_step).round().astype(int)
-                chunks.append(tok[keep].astype(np.float32))
-                runs.append({"prompt": prompt, "seed": int(seed), "step": int(step), "rows": (n, n + keep.size),
-                             "queries": keep.tolist() if keep.size != tok.shape[0] else None,
-                             "lattice": list(lattice) if lattice else None, "n_queries": int(tok.shape[0])})
-                n += keep.size
-            done += 1
-            if progress is not None:
-                progress(done, len(prompts) * len(seeds))
+    items = [CollectRun(prompt, int(seed), site, steps, guidance, duration, tokens_per_step)
+             for prompt in prompts for seed in seeds]
+    results = (runner or in_process(lambda item: run_collect(backend, item)))(items, counter(len(items), progress))
+    chunks, runs, n = [], [], 0
+    for item, (kept, lattice) in zip(items, results, strict=True):
+        for k in kept:
+            chunks.append(k.tokens)
+            runs.append({"prompt": item.prompt, "seed": item.seed, "step": k.step, "rows": (n, n + len(k.tokens)),
+                         "queries": k.queries, "lattice": lattice, "n_queries": k.n_queries})
+            n += len(k.tokens)
     return ActivationSet(site, np.concatenate(chunks), runs)
 
 

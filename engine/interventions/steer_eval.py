@@ -31,6 +31,7 @@ from engine.analysis.melscale import mel_spectrogram, power_to_db
 from engine.interventions.caa import Steer, SteeringVectors, check_alpha, check_prompts
 from engine.scoring.distances import frechet_distance, perceptual_distance
 from engine.types import EngineError, GenerationRequest, MelSpec
+from engine.work_items import Runner, counter, in_process
 
 
 def mel_distance_db(a: np.ndarray, b: np.ndarray, sample_rate: int, spec: MelSpec) -> float:
@@ -86,36 +87,105 @@ def preservation_features(scorer):
         return None
 
 
+@dataclass(frozen=True)
+class SteerSettings:
+    """What every run of a steering evaluation shares."""
+
+    query: str
+    steps: int = 10
+    guidance: float = 3.0
+    duration: float = 4.0
+    use_renorm: bool = False
+    halves: str = "both"
+
+    def request(self, prompt: str, seed: int, interventions=()) -> GenerationRequest:
+        return GenerationRequest(prompt=prompt, seed=int(seed), steps=self.steps, guidance=self.guidance,
+                                 duration=self.duration, capture=False, interventions=tuple(interventions))
+
+
+@dataclass(frozen=True)
+class BaseRun:
+    """Work item: the unsteered (α = 0) run of one evaluation prompt × seed."""
+
+    prompt: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class BaseResult:
+    audio: np.ndarray
+    sample_rate: int
+    alignment: float
+    embeddings: np.ndarray | None  # the preservation features' frame embeddings (None without them)
+    activations: list[np.ndarray] | None
+
+
+@dataclass(frozen=True)
+class SteeredRun:
+    """Work item: one prompt × seed steered with ``alpha`` ≠ 0 at ``sites``, compared with its base."""
+
+    layer_set: str
+    sites: tuple[str, ...]
+    alpha: float
+    prompt: str
+    seed: int
+    base_audio: np.ndarray
+    base_activations: list[np.ndarray] | None
+
+
+@dataclass(frozen=True)
+class SteeredResult:
+    alignment: float
+    mel_db: float
+    embeddings: np.ndarray | None
+    perceptual: float | None
+
+
+def run_item(backend, scorer, feats, vectors: SteeringVectors, settings: SteerSettings,
+             item: BaseRun | SteeredRun) -> BaseResult | SteeredResult:
+    """One work item of :func:`evaluate_steering` (pure: no files; ``feats``: see
+    :func:`preservation_features`)."""
+    if isinstance(item, BaseRun):
+        r = backend.generate(settings.request(item.prompt, item.seed))
+        return BaseResult(r.audio, r.sample_rate, scorer.similarity(r.audio, r.sample_rate, settings.query),
+                          feats.embeddings(r.audio, r.sample_rate) if feats else None,
+                          feats.activations(r.audio, r.sample_rate) if feats else None)
+    steer = Steer(vectors, item.alpha, list(item.sites), settings.use_renorm, settings.halves)
+    r = backend.generate(settings.request(item.prompt, item.seed, [steer]))
+    return SteeredResult(scorer.similarity(r.audio, r.sample_rate, settings.query),
+                         mel_distance_db(r.audio, item.base_audio, r.sample_rate, backend.mel_spec()),
+                         feats.embeddings(r.audio, r.sample_rate) if feats else None,
+                         perceptual_distance(feats.activations(r.audio, r.sample_rate), item.base_activations)
+                         if feats else None)
+
+
 def evaluate_steering(backend, vectors: SteeringVectors, layer_sets: dict[str, Sequence[str]],
                       prompts: Sequence[str], alphas: Sequence[float], query: str, scorer,
                       seeds: Sequence[int] = (0,), steps: int = 10, guidance: float = 3.0, duration: float = 4.0,
                       use_renorm: bool = False, halves: str = "both",
-                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """ΔAlignment, smoothness and preservation per layer set (see the module docstring)."""
+                      progress: Callable[[int, int], None] | None = None,
+                      runner: Runner | None = None) -> dict[str, Any]:
+    """ΔAlignment, smoothness and preservation per layer set (see the module docstring). The runs
+    are work items (:class:`BaseRun` per prompt × seed, then :class:`SteeredRun` per layer set ×
+    α ≠ 0 × prompt × seed) computed here, or through ``runner`` (:mod:`engine.work_items`:
+    ``steer --ray``), whose workers call :func:`run_item`."""
     prompts = check_prompts(prompts, "evaluation")
     alphas = sorted(check_alpha(a) for a in alphas)
     if len(alphas) < 2:
         raise EngineError("give at least two steering strengths (e.g. -10,0,10)")
     if not layer_sets or any(len(v) == 0 for v in layer_sets.values()):
         raise EngineError("every layer set needs at least one layer")
-    spec = backend.mel_spec()
-    runs = [(p, s) for p in prompts for s in seeds]
-    total, done = len(runs) * (1 + len(layer_sets) * len(alphas)), 0
-
-    def generate(prompt, seed, interventions):
-        nonlocal done
-        r = backend.generate(GenerationRequest(prompt=prompt, seed=int(seed), steps=steps, guidance=guidance,
-                                               duration=duration, capture=False,
-                                               interventions=tuple(interventions)))
-        done += 1
-        if progress is not None:
-            progress(done, total)
-        return r
-
+    runs = [(p, int(s)) for p in prompts for s in seeds]
+    settings = SteerSettings(query, steps, guidance, duration, use_renorm, halves)
     feats = preservation_features(scorer)
-    base = {run: generate(*run, []) for run in runs}
-    base_emb = {run: feats.embeddings(r.audio, r.sample_rate) for run, r in base.items()} if feats else {}
-    base_act = {run: feats.activations(r.audio, r.sample_rate) for run, r in base.items()} if feats else {}
+    runner = runner or in_process(lambda item: run_item(backend, scorer, feats, vectors, settings, item))
+    unique = list(dict.fromkeys(runs))
+    done = counter(len(unique) + len(layer_sets) * sum(a != 0 for a in alphas) * len(runs), progress)
+    base = dict(zip(unique, runner([BaseRun(p, s) for p, s in unique], done), strict=True))
+    steered = [SteeredRun(name, tuple(sites), alpha, p, s, base[(p, s)].audio, base[(p, s)].activations)
+               for name, sites in layer_sets.items() for alpha in alphas if alpha != 0 for p, s in runs]
+    results = iter(runner(steered, done))
+    base_emb = np.concatenate([b.embeddings for b in base.values()]) if feats else None
     rows = []
     for name, sites in layer_sets.items():
         align = np.zeros((len(runs), len(alphas)))
@@ -123,16 +193,17 @@ def evaluate_steering(backend, vectors: SteeringVectors, layer_sets: dict[str, S
         for j, alpha in enumerate(alphas):
             steered_emb = []
             for i, run in enumerate(runs):
-                r = base[run] if alpha == 0 else generate(*run, [Steer(vectors, alpha, list(sites), use_renorm, halves)])
-                align[i, j] = scorer.similarity(r.audio, r.sample_rate, query)
                 if alpha == 0:
+                    align[i, j] = base[run].alignment
                     continue
-                dists.append(mel_distance_db(r.audio, base[run].audio, r.sample_rate, spec))
+                r = next(results)
+                align[i, j] = r.alignment
+                dists.append(r.mel_db)
                 if feats is not None:
-                    steered_emb.append(feats.embeddings(r.audio, r.sample_rate))
-                    percept.append(perceptual_distance(feats.activations(r.audio, r.sample_rate), base_act[run]))
+                    steered_emb.append(r.embeddings)
+                    percept.append(r.perceptual)
             if steered_emb:
-                fds.append(frechet_distance(np.concatenate(steered_emb), np.concatenate(list(base_emb.values()))))
+                fds.append(frechet_distance(np.concatenate(steered_emb), base_emb))
         rows.append(SteerEvalRow(name, list(sites), alphas, align, float(np.mean(dists)) if dists else 0.0,
                                  float(np.mean(fds)) if fds else None, float(np.mean(percept)) if percept else None))
     return {"scorer": scorer.name, "query": query, "renorm": use_renorm, "halves": halves,
