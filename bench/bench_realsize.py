@@ -1,17 +1,25 @@
 """Benchmark at the published size (random weights): capture cost, memory, npz size, budget, LSAC.
 
 ``OMP_NUM_THREADS=1 python bench/bench_realsize.py --model random:audioldm2 --steps 2
---duration 5 [--device cpu|cuda] [--dtype float32|float16] [--lsac balanced] [--out FILE]``
+--duration 5 [--device cpu|cuda] [--dtype float32|float16] [--guidance 3.5] [--lsac balanced]
+[--out FILE]``
+
+``--model`` is anything ``load_backend`` takes, or ``published-denoiser:ace_step`` /
+``published-denoiser:stable_audio_3``: the published DiT inside the tiny pipeline of its family
+(``bench/denoiser_shells.py``: per-step denoiser cost real, text encoder and autoencoder tiny).
 
 One process builds the model once, then runs the same request (same seed) side by side: capture
 off, head-mean capture, per-head capture, and capture off with an attention timer (the share of
 denoising time spent inside attention). Per-step time is the time from the denoiser's call to the
 end of the step (a forward pre-hook and the engine's step callback). It also reports peak RSS (and
 peak CUDA memory), the size of ``attention.npz`` as ``analyze`` writes it (head-mean, per-head),
-the budget's decisions for this request and for 10 s × 200 steps, optionally LSAC's whole-run
-speed-up, and an extrapolation of the stock run to 10 s × 200 steps. ``--part decode`` times the
-Stable Audio VAE decoding all 1024 latent frames against only the frames a 10 s clip needs (run in
-fresh processes so that each peak RSS is its own). Prints one JSON object.
+the budget's decisions for this request and for 10 s × 200 steps, and an extrapolation of the
+stock run to 10 s × 200 steps. ``--lsac SPEC`` adds a full run and an LSAC run of ``--lsac-steps``
+steps (SPEC: a preset, or ``self@F``: every self-attention site frozen from ``⌈F·T⌉``) with their
+per-step CPU times, attention times, speed-ups and mel deviation; ``--part lsac`` runs only that.
+``--part decode`` times the Stable Audio VAE decoding all 1024 latent frames against only the
+frames a 10 s clip needs (run in fresh processes so that each peak RSS is its own). Prints one
+JSON object.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.denoiser_shells import PREFIX, load_shell  # noqa: E402
 
 MB = 2**20
 
@@ -43,10 +52,12 @@ class StepClock:
     wall time and as this process's CPU time (``time.process_time``: on a shared machine the CPU
     time is what the other jobs do not change; on CUDA the wall time is the one to read)."""
 
-    def __init__(self, backend, sync) -> None:
+    def __init__(self, backend, sync, timer=None) -> None:
         self.starts: list[tuple[float, float]] = []
         self.ends: list[tuple[float, float]] = []
+        self.attention: list[float] = []  # the timer's running total at each step's end
         self.sync = sync
+        self.timer = timer
         self._hook = backend.denoiser.register_forward_pre_hook(self._start)
 
     def _start(self, module, args) -> None:
@@ -59,10 +70,16 @@ class StepClock:
     def on_step(self, info) -> None:
         self.sync()
         self.ends.append((time.perf_counter(), time.process_time()))
+        if self.timer is not None:
+            self.attention.append(self.timer.total)
 
     def per_step(self, cpu: bool = False) -> list[float]:
         i = 1 if cpu else 0
         return [e[i] - s[i] for s, e in zip(self.starts, self.ends, strict=False)]
+
+    def attention_per_step(self) -> list[float]:
+        """Seconds inside attention in each step (needs a ``timer``)."""
+        return [b - a for a, b in zip([0.0, *self.attention], self.attention, strict=False)]
 
     def close(self) -> None:
         self._hook.remove()
@@ -138,6 +155,74 @@ def decode_compare(duration: float, dtype: str, device: str) -> dict:
     return runs
 
 
+def lsac_plan(backend, request, spec: str, steps: int, cache_dtype: str | None):
+    """An :class:`LSAC` for ``spec``: ``self@F`` freezes every self-attention site from
+    ``⌈F·steps⌉`` (what every preset does to the sites it calls stable: the most a preset saves at
+    that fraction; no diagnose run); else a preset planned from a diagnose run."""
+    from engine.convergence.diagnostics import diagnose
+    from engine.convergence.lsac import LSAC, freeze_step_at
+
+    budget_mb = 1e6  # the whole cache: the speed-up is the question here, not the budget
+    if spec.startswith("self@"):
+        at = freeze_step_at(float(spec.removeprefix("self@")), steps)
+        plan = {s.name: at for s in backend.sites() if s.kind == "self"}
+        return LSAC(plan, budget_mb, name=spec, cache_dtype=cache_dtype)
+    report, _ = diagnose(backend, dataclasses.replace(request, capture=False))
+    return LSAC.from_preset(report, spec, steps, budget_mb, cache_dtype=cache_dtype)
+
+
+def lsac_compare(backend, request, args, sync) -> dict:
+    """A full run and an LSAC run of the same request (capture off), each timed per step (wall and
+    process CPU) and as a whole, with the attention time of every site; the LSAC run's mel deviation
+    from the full run (:func:`engine.convergence.quality.deviation`)."""
+    from engine.convergence.quality import deviation
+    from engine.convergence.timing import AttentionTimer
+
+    steps = args.lsac_steps or args.steps
+    req = dataclasses.replace(request, capture=False, steps=steps)
+    lsac = lsac_plan(backend, req, args.lsac, steps, args.lsac_cache_dtype)
+    runs: dict[str, dict] = {}
+    results = {}
+    for label in ("full", "lsac"):
+        timer = AttentionTimer()  # after LSAC: it times what LSAC computes
+        clock = StepClock(backend, sync, timer)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        try:
+            ivs = (lsac, timer) if label == "lsac" else (timer,)
+            results[label] = backend.generate(dataclasses.replace(req, interventions=ivs), observer=clock)
+        finally:
+            clock.close()
+        runs[label] = {"run_cpu_s": time.process_time() - cpu0, "run_wall_s": time.perf_counter() - wall0,
+                       "step_cpu_s": clock.per_step(cpu=True), "step_wall_s": clock.per_step(),
+                       "attention_wall_s": timer.total, "step_attention_wall_s": clock.attention_per_step()}
+        runs[label]["loop_cpu_s"] = sum(runs[label]["step_cpu_s"])
+        runs[label]["loop_wall_s"] = sum(runs[label]["step_wall_s"])
+    full, cached = runs["full"], runs["lsac"]
+    freeze = min(lsac.active.values(), default=steps)
+    reused = list(range(freeze + 1, steps))  # steps that skip QKᵀ + softmax at every planned site
+    stock_step = statistics.median(full["step_cpu_s"][freeze + 1:] or full["step_cpu_s"])
+    reused_step = statistics.median([cached["step_cpu_s"][i] for i in reused]) if reused else stock_step
+    # attention LSAC removes: full minus LSAC attention time over the reused steps, as a share of
+    # the full run's wall time in those steps (wall: the attention timer has no CPU clock)
+    att_full = sum(full["step_attention_wall_s"][i] for i in reused)
+    att_lsac = sum(cached["step_attention_wall_s"][i] for i in reused)
+    wall_full = sum(full["step_wall_s"][i] for i in reused)
+    dev = deviation(results["lsac"], results["full"])
+    return {
+        "spec": args.lsac, "steps": steps, "cache_dtype": args.lsac_cache_dtype or "model",
+        "plan_sites": len(lsac.plan), "freeze_step": freeze, "reused_steps": len(reused),
+        "describe": lsac.describe(), "full": full, "lsac": cached,
+        "attention_share_full": full["attention_wall_s"] / full["loop_wall_s"],
+        "loop_cpu_speedup": full["loop_cpu_s"] / cached["loop_cpu_s"],
+        "run_cpu_speedup": full["run_cpu_s"] / cached["run_cpu_s"],
+        "run_wall_speedup": full["run_wall_s"] / cached["run_wall_s"],
+        "step_saving_cpu": 1.0 - reused_step / stock_step,
+        "attention_removed_share": (att_full - att_lsac) / wall_full if wall_full else None,
+        "attention_share_reused_steps": att_full / wall_full if wall_full else None,
+        "mel_deviation": dev["mel_distance"], "wave_deviation": dev["wave_distance"],
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="random:audioldm2")
@@ -147,8 +232,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--lsac", default=None, help="a preset (safe, balanced, aggressive): also LSAC's speed-up")
-    parser.add_argument("--part", default="all", choices=["all", "decode", "decode-compare"])
+    parser.add_argument("--guidance", type=float, default=3.5)
+    parser.add_argument("--lsac", default=None,
+                        help="also LSAC's speed-up: a preset (safe, balanced, aggressive; planned from a "
+                             "diagnose run) or self@F (every self-attention site frozen from step ⌈F·T⌉)")
+    parser.add_argument("--lsac-steps", type=int, default=None, help="steps of the LSAC runs (default --steps)")
+    parser.add_argument("--lsac-cache-dtype", default=None, help="model, float32 or bfloat16")
+    parser.add_argument("--part", default="all", choices=["all", "lsac", "decode", "decode-compare"])
     parser.add_argument("--frames", type=int, default=1024)
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -177,13 +267,23 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.synchronize()
 
     start = time.perf_counter()
-    backend = load_backend(args.model, device=args.device, dtype=args.dtype)
+    if args.model.startswith(PREFIX):
+        backend = load_shell(args.model, device=args.device, dtype=args.dtype)
+    else:
+        backend = load_backend(args.model, device=args.device, dtype=args.dtype)
     build_s = time.perf_counter() - start
     params = parameter_count(backend.pipe)
     rss_loaded = peak_rss_mb()
     request = GenerationRequest(prompt="a warm bass line with soft drums and piano", seed=0,
-                                steps=args.steps, guidance=3.5, duration=args.duration,
+                                steps=args.steps, guidance=args.guidance, duration=args.duration,
                                 memory_budget_mb=1_000_000.0)
+    if args.part == "lsac":
+        out = {"model": args.model, "device": args.device, "dtype": args.dtype, "threads": args.threads,
+               "duration": args.duration, "guidance": args.guidance, "build_s": build_s,
+               "parameters_total_m": sum(params.values()) / 1e6, "rss_after_build_mb": rss_loaded,
+               "lsac": lsac_compare(backend, request, args, sync), "peak_rss_mb": peak_rss_mb(),
+               "load_average": os.getloadavg()}
+        return emit(out, args.out)
     modes = {"off": {"capture": False}, "head_mean": {"per_head": False}, "per_head": {"per_head": True}}
     step_times: dict[str, list[float]] = {m: [] for m in modes}
     step_cpu: dict[str, list[float]] = {m: [] for m in modes}
@@ -212,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="bench-realsize-"))
     out: dict = {
         "model": args.model, "device": args.device, "dtype": args.dtype, "threads": args.threads,
-        "steps": args.steps, "duration": args.duration, "repeats": args.repeats,
+        "steps": args.steps, "duration": args.duration, "repeats": args.repeats, "guidance": args.guidance,
         "load_average": os.getloadavg(), "build_s": build_s,
         "parameters_m": {k: v / 1e6 for k, v in params.items()}, "parameters_total_m": sum(params.values()) / 1e6,
         "sites": len(backend.sites()), "cross_sites": sum(s.kind == "cross" for s in backend.sites()),
@@ -247,20 +347,16 @@ def main(argv: list[str] | None = None) -> dict:
         "per_head": 200 * step["per_head"] * scale + fixed * scale,
     }
     if args.lsac:
-        from engine.convergence.diagnostics import diagnose
-        from engine.convergence.lsac import LSAC
+        out["lsac"] = lsac_compare(backend, request, args, sync)
+    return emit(out, args.out)
 
-        report, _ = diagnose(backend, dataclasses.replace(request, capture=False))
-        lsac = LSAC.from_preset(report, args.lsac, args.steps)
-        full = backend.generate(dataclasses.replace(request, capture=False))
-        cached = backend.generate(dataclasses.replace(request, capture=False, interventions=(lsac,)))
-        out["lsac"] = {"preset": args.lsac, "cached_sites": len(lsac.plan),
-                       "full_s": full.elapsed_s, "lsac_s": cached.elapsed_s,
-                       "whole_run_speedup": full.elapsed_s / cached.elapsed_s}
+
+def emit(out: dict, path: str | None) -> dict:
+    """Print ``out`` as JSON (and write it to ``path``)."""
     text = json.dumps(out, indent=1, default=float)
     print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    if path:
+        Path(path).write_text(text)
     return out
 
 
