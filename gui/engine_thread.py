@@ -63,7 +63,8 @@ class TaskJob:
 
     ``fn(backend, progress)`` returns the job's result; ``progress(done, total)`` raises
     :class:`RunCancelled` once the job is cancelled. With ``model`` ``None`` no backend is loaded
-    and ``fn`` gets ``None``.
+    and ``fn`` gets ``None``. A ``background`` job (a preview, a prefetch) gives way to any later
+    request (:meth:`EngineBridge.submit`).
     """
 
     job_id: int
@@ -72,6 +73,7 @@ class TaskJob:
     device: str
     fn: Callable[[Any, Callable[[int, int], None]], Any]
     cancel: CancelToken = field(default_factory=CancelToken)
+    background: bool = False
 
 
 class _CancellableBackend:
@@ -274,6 +276,9 @@ class EngineBridge(QObject):
     jobFinished = Signal(int, object)  # job id, result
     jobFailed = Signal(int, str)
     jobCancelled = Signal(int)
+    backgroundFinished = Signal(int, object)  # job id, result of a background job
+    backgroundFailed = Signal(int, str)
+    backgroundCancelled = Signal(int)  # emitted when it is cancelled (by a later request too)
 
     _requestLoad = Signal(str, str)
     _requestRun = Signal(object)
@@ -319,7 +324,18 @@ class EngineBridge(QObject):
     # ---- requests -------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        return self._job is not None or self._task is not None
+        """A run or a foreground job goes on (background jobs give way, so they do not count)."""
+        return self._job is not None or (self._task is not None and not self._task.background)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing goes on in the engine thread, not even a background job."""
+        return self._job is None and self._task is None
+
+    @property
+    def background_job_id(self) -> int | None:
+        task = self._task
+        return task.job_id if task is not None and task.background else None
 
     @property
     def current_task(self) -> TaskJob | None:
@@ -349,6 +365,7 @@ class EngineBridge(QObject):
         :meth:`shutdown`, or when the request breaks the engine's limits."""
         self._check_running()
         request.validate()
+        self._preempt_background()
         if self._job is not None:
             raise EngineError("a run is already going on: cancel it (Esc) or wait for it to finish")
         if self._task is not None:
@@ -364,25 +381,46 @@ class EngineBridge(QObject):
         return job.run_id
 
     def submit(self, name: str, model: str | None, device: str,
-               fn: Callable[[Any, Callable[[int, int], None]], Any]) -> int:
+               fn: Callable[[Any, Callable[[int, int], None]], Any], background: bool = False) -> int:
         """Queue an analysis job ``fn(backend, progress)`` in the engine thread; returns its id.
-        One run or job at a time: raises EngineError while busy or after :meth:`shutdown`."""
+        One run or job at a time: raises EngineError while busy or after :meth:`shutdown`.
+
+        A ``background`` job gives way: a later run or job (background too) cancels it at its next
+        step and starts after it, without waiting for its end to be relayed. It does not make the
+        engine :attr:`busy` and reports only through the ``background*`` signals."""
         self._check_running()
+        self._preempt_background()
         if self._job is not None or self._task is not None:
             what = "a run" if self._job is not None else f"the job “{self._task.name}”"
             raise EngineError(f"{what} is going on: cancel it (Esc) or wait for it to finish")
-        job = TaskJob(self._next_id, name, model, device, fn)
+        job = TaskJob(self._next_id, name, model, device, fn, background=background)
         self._next_id += 1
         self._task = job
-        self.busyChanged.emit(True)
-        self.jobStarted.emit(job.job_id, name)
+        if not background:
+            self.busyChanged.emit(True)
+            self.jobStarted.emit(job.job_id, name)
         self._requestTask.emit(job)
         return job.job_id
+
+    def cancel_background(self) -> bool:
+        """Cancel the background job at its next step; False when none goes on."""
+        had = self.background_job_id is not None
+        self._preempt_background()
+        return had
+
+    def _preempt_background(self) -> None:
+        """Cancel the background job, if one goes on; its late end is dropped as stale."""
+        task = self._task
+        if task is not None and task.background:
+            task.cancel.cancel()
+            self._task = None
+            self.backgroundCancelled.emit(task.job_id)
 
     def cancel(self) -> bool:
         """Ask the current run or job to stop at its next step; False when nothing runs."""
         if self._job is None and self._task is None:
             return False
+        self._preempt_background()
         for job in (self._job, self._task):
             if job is not None:
                 job.cancel.cancel()
@@ -470,29 +508,30 @@ class EngineBridge(QObject):
             return False
         return True
 
-    def _end_task(self) -> None:
+    def _end_task(self) -> bool:
+        """The task ended; True when it was a background job."""
+        background = self._task is not None and self._task.background
         self._task = None
-        self.busyChanged.emit(False)
+        if not background:
+            self.busyChanged.emit(False)
+        return background
 
     @Slot(int, int, int)
     def _on_task_progress(self, job_id: int, done: int, total: int) -> None:
-        if self._task_is(job_id):
+        if self._task_is(job_id) and not self._task.background:
             self.jobProgress.emit(job_id, done, total)
 
     @Slot(int, object)
     def _on_task_finished(self, job_id: int, result: object) -> None:
         if self._task_is(job_id):
-            self._end_task()
-            self.jobFinished.emit(job_id, result)
+            (self.backgroundFinished if self._end_task() else self.jobFinished).emit(job_id, result)
 
     @Slot(int, str)
     def _on_task_failed(self, job_id: int, message: str) -> None:
         if self._task_is(job_id):
-            self._end_task()
-            self.jobFailed.emit(job_id, message)
+            (self.backgroundFailed if self._end_task() else self.jobFailed).emit(job_id, message)
 
     @Slot(int)
     def _on_task_cancelled(self, job_id: int) -> None:
         if self._task_is(job_id):
-            self._end_task()
-            self.jobCancelled.emit(job_id)
+            (self.backgroundCancelled if self._end_task() else self.jobCancelled).emit(job_id)

@@ -1,0 +1,449 @@
+"""Steer and listen: hear the steering sliders and the head masks while changing them.
+
+:class:`SteerListenController` owns what the window used to keep in a dict with string keys:
+
+* the **A/B in the making** (:class:`PendingAB`): the reference run (unsteered, or with every head)
+  is generated first when the history has none, then the changed run; the player then plays B
+  against A (:class:`ABPair`, :meth:`SteerListenController.show_ab`);
+* **preview then refine**: while an α slider moves, a background render with fewer steps (same
+  seed, capture off) plays; on release the full, captured run refines it;
+* the **α prefetch**: while the user listens and the engine is idle, full renders of the α grid
+  around the moved slider's α (same seed) fill a bounded :class:`ClipCache`; a slider moved onto a
+  rendered α plays it at once, without a generation.
+
+A newer request cancels an older one: background renders give way inside the bridge
+(``EngineBridge.submit(background=True)``), and a steered B still running is cancelled. New audio
+reaches the player without stopping it (``PlayerDock.play_clip``): at the loop boundary when
+looping, else in place; a cache hit always in place.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal, Slot
+
+from engine.backends.base import RunResult
+from engine.interventions.caa import ALPHA_MAX, Steer
+from engine.types import EngineError, GenerationRequest
+
+ABKind = Literal["steer", "mask"]
+ClipKind = Literal["preview", "prefetch", "run"]
+PREVIEW_FRACTION = 0.25  # a preview runs this share of the recipe's steps…
+PREVIEW_MIN_STEPS = 2  # …but at least this many (never more than the recipe)
+PREFETCH_STEP = 1.0  # α between grid points: one arrow-key step of the sliders
+PREFETCH_RADIUS = 2  # grid points on each side of the current α
+CACHE_CLIPS = 24  # clips the cache keeps (least recently used go first)
+Recipe = Callable[[], tuple[str, str, GenerationRequest | None]]
+Generate = Callable[[str, str, GenerationRequest], int | None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One generation as the window starts it: model, device and request."""
+
+    model: str
+    device: str
+    request: GenerationRequest
+
+    def changed(self, **changes: Any) -> RunSpec:
+        return RunSpec(self.model, self.device, replace(self.request, **changes))
+
+
+@dataclass
+class PendingAB:
+    """An A/B in the making: ``a`` (the reference) and ``b`` (the change); the run ids once started."""
+
+    kind: ABKind
+    a: RunSpec
+    b: RunSpec
+    a_id: int | None = None
+    b_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ABPair:
+    """An A/B the player was switched to."""
+
+    kind: ABKind
+    a_id: int
+    b_id: int
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Audio of one recipe: a slider preview (fewer steps), a prefetched α or a finished run."""
+
+    audio: np.ndarray
+    sample_rate: int
+    steps: int
+    alphas: tuple[float, ...]
+    kind: ClipKind
+
+
+@dataclass(frozen=True)
+class Render:
+    """The background render going on: what it is for, and when it was asked for."""
+
+    job_id: int
+    kind: Literal["preview", "prefetch"]
+    key: Hashable
+    steps: int
+    alphas: tuple[float, ...]
+    asked_at: float
+
+
+class ClipCache:
+    """At most ``capacity`` clips by :func:`audio_key`, least recently used dropped first."""
+
+    def __init__(self, capacity: int = CACHE_CLIPS) -> None:
+        self.capacity = int(capacity)
+        self._clips: OrderedDict[Hashable, Clip] = OrderedDict()
+
+    def get(self, key: Hashable) -> Clip | None:
+        clip = self._clips.get(key)
+        if clip is not None:
+            self._clips.move_to_end(key)
+        return clip
+
+    def put(self, key: Hashable, clip: Clip) -> None:
+        self._clips[key] = clip
+        self._clips.move_to_end(key)
+        while len(self._clips) > self.capacity:
+            self._clips.popitem(last=False)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._clips
+
+    def __len__(self) -> int:
+        return len(self._clips)
+
+
+def is_steer(iv: Any) -> bool:
+    return isinstance(iv, Steer)
+
+
+def alphas_of(request: GenerationRequest) -> tuple[float, ...]:
+    return tuple(iv.alpha for iv in request.interventions if is_steer(iv))
+
+
+def masks_some_head(request: GenerationRequest) -> bool:
+    """The request's head mask switches at least one head off (an all-on mask changes nothing)."""
+    return any(not all(flags) for flags in (request.head_mask or {}).values())
+
+
+def _intervention_key(iv: Any) -> tuple:
+    if is_steer(iv):
+        return ("steer", id(iv.vectors), tuple(iv.sites), iv.use_renorm, iv.halves, float(iv.alpha))
+    return (type(iv).__name__, json.dumps(iv.describe(), sort_keys=True, default=str))
+
+
+def audio_key(spec: RunSpec) -> tuple:
+    """What decides a run's audio (not what it captures): equal keys, equal audio. An all-on
+    head mask counts as none."""
+    r = spec.request
+    masks = tuple(sorted((s, tuple(f)) for s, f in (r.head_mask or {}).items())) if masks_some_head(r) else ()
+    lsac = None if r.lsac is None or r.lsac.preset == "off" else (
+        r.lsac.preset, r.lsac.dtype, tuple(r.lsac.kinds), r.lsac.profile, id(r.lsac.report), id(r.lsac.sweep))
+    return (spec.model, spec.device, r.prompt, r.negative_prompt, int(r.seed), int(r.steps), float(r.guidance),
+            float(r.duration), masks, lsac, tuple(_intervention_key(iv) for iv in r.interventions))
+
+
+def preview_steps(request: GenerationRequest) -> int:
+    """Steps of a slider preview: a quarter of the recipe's (at least 2); all of them for per-step
+    steering vectors, which only fit the step count they were computed for."""
+    if any(is_steer(iv) and iv.vectors.per_step for iv in request.interventions):
+        return request.steps
+    return min(request.steps, max(PREVIEW_MIN_STEPS, round(request.steps * PREVIEW_FRACTION)))
+
+
+def prefetch_grid(alpha: float, step: float = PREFETCH_STEP, radius: int = PREFETCH_RADIUS) -> list[float]:
+    """The α values around ``alpha``, nearest first (+1, −1, +2, −2 steps), within ±ALPHA_MAX."""
+    out = []
+    for k in range(1, radius + 1):
+        for sign in (1, -1):
+            a = round(alpha + sign * k * step, 6)
+            if abs(a) <= ALPHA_MAX:
+                out.append(a)
+    return out
+
+
+class SteerListenController(QObject):
+    """Steer-and-listen and the masked A/B for the window: the engine bridge, the workspace's
+    history, the player and the steering dock, with the window's ``recipe`` and ``generate``."""
+
+    message = Signal(str)
+    clipPlayed = Signal(object)  # Clip sent to the player (preview, prefetch hit)
+    abShown = Signal(object)  # ABPair
+
+    def __init__(self, bridge, workspace, player, steering, recipe: Recipe, generate: Generate,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.bridge, self.workspace, self.player, self.steering = bridge, workspace, player, steering
+        self.recipe, self.generate = recipe, generate
+        self.cache = ClipCache()
+        self.pending: PendingAB | None = None
+        self.render: Render | None = None
+        self.last_pair: ABPair | None = None
+        self.last_clip: Clip | None = None
+        self.preview_latency_s: float | None = None  # slider move -> preview clip at the player
+        self._again = False  # a release came while the engine was busy: refine once it is free
+        self._preview_waits = False  # a move cancelled the steered B: preview once it stopped
+        bridge.runFinished.connect(self._on_run_finished)
+        bridge.runFailed.connect(self._on_run_stopped)
+        bridge.runCancelled.connect(self._on_run_stopped)
+        bridge.backgroundFinished.connect(self._on_render_finished)
+        bridge.backgroundFailed.connect(self._on_render_failed)
+        bridge.backgroundCancelled.connect(self._on_render_cancelled)
+        steering.steerRequested.connect(self.refine)
+        steering.alphaMoved.connect(self.preview)
+
+    # ---- recipes --------------------------------------------------------------------------
+    def _panel_spec(self) -> RunSpec | None:
+        model, device, request = self.recipe()
+        return None if request is None else RunSpec(model, device, request)
+
+    def _with_alpha(self, spec: RunSpec, row: int, alpha: float) -> RunSpec:
+        """``spec`` with row ``row``'s α set to ``alpha`` (the other rows as they are)."""
+        others = tuple(iv for iv in spec.request.interventions if not is_steer(iv))
+        return spec.changed(interventions=(*self.steering.steers({row: alpha}), *others))
+
+    def _reference_run(self, spec: RunSpec):
+        """The latest finished run whose audio is ``spec``'s (A of an A/B), or None."""
+        key = audio_key(spec)
+        for run in reversed(self.workspace.history):
+            if run.result is not None and run.status == "done" and \
+                    audio_key(RunSpec(run.model, run.device, run.request)) == key:
+                return run
+        return None
+
+    def _b_running(self) -> bool:
+        p = self.pending
+        return p is not None and p.b_id is not None and self.bridge.current_run_id == p.b_id
+
+    # ---- A/B: steering (slider released) and head masks (Generate) -------------------------------
+    @Slot()
+    def refine(self) -> int | None:
+        """The full, captured run of the panel's recipe (same seed) as B against its unsteered run A,
+        generated first when the history has none. A newer release cancels a steered B still
+        running; other work (A included) is waited for. Returns the id of the run started."""
+        p = self.pending
+        if self._b_running():
+            self._again = True
+            self.bridge.cancel()
+            return None
+        if self.bridge.busy:
+            spec = self._panel_spec() if p is not None and p.b_id is None else None
+            if spec is not None and p.kind == "steer" and audio_key(self._unsteered(spec)) == audio_key(p.a):
+                p.b = spec  # A is being made: B follows it with the newest α
+            else:
+                self._again = True
+            return None
+        self._again = False
+        spec = self._panel_spec()
+        if spec is None:
+            return None
+        return self._start_ab("steer", self._unsteered(spec), spec)
+
+    @Slot(str, str, object)
+    def generate_requested(self, model: str, device: str, request: GenerationRequest) -> int | None:
+        """Generate from the Run panel. With head masks that switch heads off, the masked run is
+        B against the unmasked one (same seed) as A, generated first when the history has none."""
+        spec = RunSpec(model, device, request)
+        if not masks_some_head(request) or self.bridge.busy:
+            return self.generate(model, device, request)
+        return self._start_ab("mask", spec.changed(head_mask=None), spec)
+
+    @staticmethod
+    def _unsteered(spec: RunSpec) -> RunSpec:
+        return spec.changed(interventions=tuple(iv for iv in spec.request.interventions if not is_steer(iv)))
+
+    def _start_ab(self, kind: ABKind, a: RunSpec, b: RunSpec) -> int | None:
+        base = self._reference_run(a)
+        self.pending = PendingAB(kind, a, b, a_id=None if base is None else base.run_id)
+        if base is None:
+            self.pending.a_id = self.generate(a.model, a.device, a.request)
+            started = self.pending.a_id
+        else:
+            self.pending.b_id = self.generate(b.model, b.device, b.request)
+            started = self.pending.b_id
+        if started is None:
+            self.pending = None
+        return started
+
+    def show_ab(self, pair: ABPair) -> None:
+        """Player: A and B of ``pair``, switched to B and playing (B comes in without a stop)."""
+        self.player.show_pair(pair.a_id, pair.b_id, at_boundary=self.player.loop.isChecked())
+        self.last_pair = pair
+        what = ("unsteered", "steered") if pair.kind == "steer" else ("every head", "heads masked")
+        self.message.emit(f"A/B: run #{pair.a_id} ({what[0]}) vs #{pair.b_id} ({what[1]}); playing B")
+        self.abShown.emit(pair)
+
+    def _remember(self, spec: RunSpec, result: RunResult) -> None:
+        clip = Clip(np.asarray(result.audio), int(result.sample_rate), spec.request.steps,
+                    alphas_of(spec.request), "run")
+        self.cache.put(audio_key(spec), clip)
+
+    @Slot(object)
+    def _on_run_finished(self, result: RunResult) -> None:
+        p = self.pending
+        if p is not None and p.b_id is None and result.run_id == p.a_id:
+            self._remember(p.a, result)
+            p.b_id = self.generate(p.b.model, p.b.device, p.b.request)
+            if p.b_id is None:
+                self.pending = None
+            return
+        if p is not None and result.run_id == p.b_id:
+            self.pending = None
+            self._remember(p.b, result)
+            self.show_ab(ABPair(p.kind, p.a_id, p.b_id))
+        self._next_after_run()
+
+    @Slot(int)
+    def _on_run_stopped(self, run_id: int, *_) -> None:
+        p = self.pending
+        if p is not None and run_id in (p.a_id, p.b_id):
+            self.pending = None
+        self._next_after_run()
+
+    def _next_after_run(self) -> None:
+        if self.bridge.busy:
+            return
+        if self._again:
+            self.refine()
+        elif self._preview_waits:
+            self._preview_waits = False
+            self.preview()
+        else:
+            self.prefetch()
+
+    # ---- previews ----------------------------------------------------------------------------
+    @Slot()
+    def preview(self) -> int | None:
+        """An α slider moved: play the cached render of the new α at once, or render a preview
+        (fewer steps, same seed) in the background. A newer move cancels an older preview and a
+        steered B still running. Returns the preview's job id when one started."""
+        asked = time.perf_counter()
+        if not self.steering.preview.isChecked():
+            return None
+        spec = self._panel_spec()
+        if spec is None:
+            return None
+        quick = spec.changed(steps=preview_steps(spec.request), capture=False, per_head=False)
+        full, clip = self.cache.get(audio_key(spec)), self.cache.get(audio_key(quick))
+        if full is not None or clip is not None:
+            if self.render is not None and self.render.kind == "preview":
+                self.bridge.cancel_background()  # an older α's preview would play after this one
+            at_boundary = full is None and self.player.loop.isChecked()  # a full render: at once
+            self._play(full or clip, at_boundary=at_boundary, asked=asked)
+            return None
+        if self._b_running():
+            self._preview_waits = True
+            self.bridge.cancel()
+            return None
+        if self.bridge.busy:
+            self._status("the engine is busy: no preview (release to queue the full run)")
+            return None
+        return self._submit("preview", quick, asked)
+
+    def _submit(self, kind: Literal["preview", "prefetch"], spec: RunSpec, asked: float) -> int | None:
+        request = spec.request
+
+        def render(backend, progress):
+            return backend.generate(request)
+
+        alphas = alphas_of(request)
+        name = f"{kind} α {', '.join(f'{a:g}' for a in alphas) or '0'}"
+        try:
+            job_id = self.bridge.submit(name, spec.model, spec.device, render, background=True)
+        except EngineError as exc:
+            self._status(str(exc))
+            return None
+        self.render = Render(job_id, kind, audio_key(spec), request.steps, alphas, asked)
+        self._status(f"{name}: rendering {request.steps} steps…")
+        return job_id
+
+    def _play(self, clip: Clip, at_boundary: bool, asked: float) -> None:
+        self.player.play_clip(clip.audio, clip.sample_rate, at_boundary)
+        self.last_clip = clip
+        self.preview_latency_s = time.perf_counter() - asked
+        alphas = ", ".join(f"{a:g}" for a in clip.alphas) or "0"
+        source = {"preview": f"preview ({clip.steps} steps)", "prefetch": "prefetched", "run": "from a run"}[clip.kind]
+        self._status(f"playing α {alphas}: {source}" + (", at the loop boundary" if at_boundary else ""))
+        self.clipPlayed.emit(clip)
+
+    @Slot(int, object)
+    def _on_render_finished(self, job_id: int, result: RunResult) -> None:
+        r = self.render
+        if r is None or job_id != r.job_id:
+            return
+        self.render = None
+        clip = Clip(np.asarray(result.audio), int(result.sample_rate), r.steps, r.alphas, r.kind)
+        self.cache.put(r.key, clip)
+        if r.kind == "preview":
+            self._play(clip, at_boundary=self.player.loop.isChecked(), asked=r.asked_at)
+        else:
+            self.prefetch()
+
+    @Slot(int, str)
+    def _on_render_failed(self, job_id: int, message: str) -> None:
+        if self.render is not None and job_id == self.render.job_id:
+            self.render = None
+            self._status(message)
+
+    @Slot(int)
+    def _on_render_cancelled(self, job_id: int) -> None:
+        if self.render is not None and job_id == self.render.job_id:
+            self.render = None
+
+    # ---- prefetch ----------------------------------------------------------------------------
+    @Slot()
+    def prefetch(self) -> int | None:
+        """While the user listens and the engine is idle: render the next α of the grid around
+        the moved slider's α that the cache lacks (full steps, same seed, capture off)."""
+        st = self.steering
+        if not st.prefetch.isChecked() or not st.rows or st.dragging() or self.pending is not None:
+            return None
+        if not self.bridge.idle or not self.player.output.is_playing():
+            return None
+        spec = self._panel_spec()
+        if spec is None:
+            return None
+        row = st.active_row
+        centre = st.rows[row].alpha
+        for alpha in prefetch_grid(centre):
+            try:
+                candidate = self._with_alpha(spec, row, alpha)
+            except EngineError:
+                return None  # the row cannot steer the chosen layers: nothing to prefetch
+            if audio_key(candidate) not in self.cache:
+                return self._submit("prefetch", candidate.changed(capture=False, per_head=False), time.perf_counter())
+        done = ", ".join(f"{a:g}" for a in sorted(prefetch_grid(centre)))
+        self._status(f"α {done} prefetched around {centre:g}: move the slider there to hear them at once")
+        return None
+
+    def cached_alphas(self, row: int | None = None) -> list[float]:
+        """The α values of row ``row`` (default: the moved one) whose full render is cached for the
+        panel's recipe as it is now."""
+        spec = self._panel_spec()
+        st = self.steering
+        if spec is None or not st.rows:
+            return []
+        row = st.active_row if row is None else row
+        out = []
+        for alpha in sorted({st.rows[row].alpha, *prefetch_grid(st.rows[row].alpha)}):
+            try:
+                if audio_key(self._with_alpha(spec, row, alpha)) in self.cache:
+                    out.append(alpha)
+            except EngineError:
+                return []
+        return out
+
+    def _status(self, text: str) -> None:
+        self.steering.listen_status.setText(text)
