@@ -120,3 +120,29 @@ def fields_of(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
     names = {f.name for f in fields(cls)}
     values = {k: v for k, v in vars(args).items() if k in names}
     return cls(**{**values, **overrides})
+
+
+def add_cluster(p: argparse.ArgumentParser) -> None:
+    """``--ray local|auto|ADDRESS``, ``--workers N``, ``--gpus-per-worker G`` (docs/CLUSTER.md)."""
+    p.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
+                   help="run the work items on Ray: local (start a cluster here), auto (join the running "
+                        "one) or host:port / ray://host:port; default: in this process")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray workers, each loads the model once (default 1; needs --ray)")
+    p.add_argument("--gpus-per-worker", type=float, default=None,
+                   help="GPUs per Ray worker, fractions share one, e.g. 0.5 (default 0; needs --ray)")
+
+
+def cluster_spec(args: argparse.Namespace) -> Any:
+    """The :class:`~engine.cluster.ClusterSpec` of the ``add_cluster`` flags, validated (one line)."""
+    from engine.cluster import ClusterSpec
+
+    address = getattr(args, "ray", None)
+    workers = getattr(args, "workers", None)
+    gpus = getattr(args, "gpus_per_worker", None)
+    if address is None and (workers is not None or gpus is not None):
+        raise EngineError("--workers and --gpus-per-worker need --ray local|auto|ADDRESS")
+    spec = ClusterSpec(address=address, workers=1 if workers is None else workers,
+                       gpus_per_worker=0.0 if gpus is None else gpus)
+    spec.validate()
+    return spec

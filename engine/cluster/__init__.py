@@ -1,0 +1,12 @@
+"""Scale-out of a command's work items: in this process, or on Ray actors (the optional
+``cluster`` extra) that load the model once and stream results back to the driver, which alone
+writes files. See ``docs/CLUSTER.md``.
+
+:class:`ClusterSpec` says where; a :class:`WorkerJob` says what one worker does; :func:`map_items`
+runs the items and yields one :class:`ItemOutcome` per item.
+"""
+
+from engine.cluster.mapping import ItemOutcome, WorkerJob, map_items
+from engine.cluster.spec import RAY_MISSING, ClusterSpec, ray_available
+
+__all__ = ["RAY_MISSING", "ClusterSpec", "ItemOutcome", "WorkerJob", "map_items", "ray_available"]

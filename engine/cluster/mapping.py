@@ -1,0 +1,97 @@
+"""``map_items``: run a :class:`WorkerJob` over work items, here or on Ray actors.
+
+The job's ``run`` computes and returns; it never writes. The caller (the driver) writes what comes
+back, in item order (:func:`in_item_order`), so the order in which workers finish changes no number
+and no file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.cluster.spec import ClusterSpec
+from engine.errors import RunCancelled
+
+Progress = Callable[[int, int], None] | None
+
+
+class WorkerJob(Protocol):
+    """What one worker does: a picklable object (a frozen dataclass of the command's options)."""
+
+    def setup(self) -> Any:
+        """Once per worker: load the backend or model, build scorers; returns the worker's state."""
+
+    def run(self, state: Any, item: Any) -> Any:
+        """One work item → a picklable result. Must not write files (the driver writes)."""
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """The result of one item; ``index`` is its position in the list given to :func:`map_items`."""
+
+    index: int
+    item: Any
+    result: Any | None
+    error: str | None  # one line when run() raised (not retried); None on success
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def one_line(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"``, the form errors.jsonl records failures in."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+
+
+def run_item(job: WorkerJob, state: Any, index: int, item: Any) -> ItemOutcome:
+    """One item through ``job.run``; an exception (not a cancel) becomes the outcome's error line."""
+    try:
+        return ItemOutcome(index, item, job.run(state, item), None)
+    except (RunCancelled, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
+        return ItemOutcome(index, item, None, one_line(exc))
+
+
+def map_items(job: WorkerJob, items: Sequence[Any], spec: ClusterSpec, *,
+              progress: Progress = None, cancel=None) -> Iterator[ItemOutcome]:
+    """One :class:`ItemOutcome` per item.
+
+    ``spec.address is None``: ``job.setup()`` once here, then the items in order (Ray is not
+    imported). Otherwise on ``spec.workers`` Ray actors (:mod:`engine.cluster.ray_pool`), yielded as
+    they finish. ``progress(done, len(items))`` after each item; ``cancel`` (a
+    :class:`~engine.types.CancelToken`) stops the run with :class:`RunCancelled`.
+    """
+    spec.validate()
+    if spec.distributed:
+        from engine.cluster.ray_pool import ray_map
+
+        yield from ray_map(job, items, spec, progress=progress, cancel=cancel)
+        return
+    if not items:
+        return
+    state = job.setup()
+    for index, item in enumerate(items):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        outcome = run_item(job, state, index, item)
+        if progress is not None:
+            progress(index + 1, len(items))
+        yield outcome
+
+
+def in_item_order(outcomes: Iterable[ItemOutcome]) -> Iterator[ItemOutcome]:
+    """``outcomes`` (indices 0..n-1 in any order) re-yielded by index: each as soon as all before it
+    are out. A driver that appends records through this writes the same file as a local run."""
+    waiting: dict[int, ItemOutcome] = {}
+    next_index = 0
+    for outcome in outcomes:
+        waiting[outcome.index] = outcome
+        while next_index in waiting:
+            yield waiting.pop(next_index)
+            next_index += 1
+    yield from (waiting[i] for i in sorted(waiting))
