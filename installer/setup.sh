@@ -24,7 +24,10 @@ PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # pyproject.toml holds compatible ranges; installer/constraints.txt the exact tested set, with
 # torch pinned to the CPU build 2.13.0+cpu (an unconstrained torch pulls a multi-GB CUDA build).
-.venv/bin/python -m pip install -q --disable-pip-version-check -c installer/constraints.txt -e ".[test]"
+# --test adds the cluster extra (Ray) so the Ray tests run too; the tool itself works without it.
+extras="test"
+[ "$mode" = "--test" ] && extras="test,cluster"
+.venv/bin/python -m pip install -q --disable-pip-version-check -c installer/constraints.txt -e ".[$extras]"
 
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 case "$mode" in

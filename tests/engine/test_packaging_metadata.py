@@ -29,7 +29,8 @@ def _pins() -> dict[str, Version]:
 
 def _requirements() -> list[Requirement]:
     reqs = [Requirement(r) for r in PROJECT["dependencies"]]
-    return reqs + [Requirement(r) for r in PROJECT["optional-dependencies"]["test"]]
+    extras = PROJECT["optional-dependencies"]
+    return reqs + [Requirement(r) for extra in ("test", "cluster") for r in extras[extra]]
 
 
 def test_every_dependency_is_pinned_inside_its_range() -> None:
