@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.site_labels import site_label
 from engine.types import MelSpec
 
 SPECIAL_TOKENS = {"<s>", "</s>", "<pad>", "<bos>", "<eos>", "<unk>", "[BOS]", "[PAD]"}
@@ -85,7 +86,7 @@ def write_figures(folder: Path, result, spec: MelSpec, arrays: dict[str, np.ndar
     rows = math.ceil(len(sites) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
     for ax, site, maps in zip(axes.flat, sites, site_maps, strict=False):
-        tf_image(ax, pooled(maps, tokens, pooling), hz, duration, _short_site(site))
+        tf_image(ax, pooled(maps, tokens, pooling), hz, duration, site_label(site))
     for ax in list(axes.flat)[len(sites):]:
         ax.axis("off")
     fig.suptitle("per-layer cross-attention (pooled over tokens, mean over steps)")
@@ -106,9 +107,6 @@ def write_figures(folder: Path, result, spec: MelSpec, arrays: dict[str, np.ndar
     written.append(_save(fig, folder / "profiles.png", plt))
     return written
 
-
-def _short_site(name: str) -> str:
-    return name.replace(".transformer_blocks.0", "").replace("attentions.", "a").replace("_blocks", "")
 
 
 def _save(fig, path: Path, plt) -> Path:

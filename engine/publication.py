@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.site_labels import site_label
 from engine.types import EngineError
 
 VIEWS = ("heatmap", "layers", "overview", "profiles", "steps")
@@ -280,9 +281,9 @@ def _pyplot():
 
 
 def short_site(name: str) -> str:
-    """A compact label of a site name (``up_blocks.0.attentions.1...attn2`` → ``up0.a1.attn2``)."""
-    return (name.replace(".transformer_blocks.0", "").replace("attentions.", "a").replace("_blocks.", "")
-            .replace("_block", ""))
+    """A compact label of a site name (``up_blocks.0.attentions.1...attn2`` → ``up0.a1.attn2``):
+    :func:`engine.site_labels.site_label`, as the GUI shows it."""
+    return site_label(name)
 
 
 def hz_ticks(hz: np.ndarray, mel_scale: str = "slaney", min_gap: float = 0.06) -> list[tuple[float, str]]:

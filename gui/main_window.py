@@ -287,6 +287,12 @@ class MainWindow(QMainWindow):
         reset.triggered.connect(self.reset_layout)
         view.addAction(reset)
         self.actions_by_id["reset_layout"] = reset
+        reset_view = QAction("Reset &zoom (heatmap, overview, player)", self)
+        reset_view.setShortcut(QKeySequence("Ctrl+0"))
+        reset_view.triggered.connect(self.workspace.time.reset_view)
+        view.addAction(reset_view)
+        self.addAction(reset_view)
+        self.actions_by_id["reset_view"] = reset_view
         self.menuBar().insertMenu(menus["Help"].menuAction(), view)
 
     def _build_status(self) -> None:

@@ -15,6 +15,7 @@ from PySide6.QtCore import QObject, Signal
 
 from engine.backends.base import RunResult
 from engine.types import AttentionFrame, GenerationRequest, MelSpec, Site
+from gui.time_view import TimeView
 
 MAX_HISTORY = 12
 
@@ -132,7 +133,7 @@ class Selection:
 
 
 class Workspace(QObject):
-    """Runs in memory, the current run, the selection and the head masks."""
+    """Runs in memory, the current run, the selection, the head masks and the shared time view."""
 
     currentChanged = Signal()  # another run became current (new, reopened, loaded)
     framesAdded = Signal(object)  # list[(step, site)] added to the current run
@@ -147,6 +148,7 @@ class Workspace(QObject):
         self.current: RunData | None = None
         self.selection = Selection()
         self.head_masks: dict[str, list[bool]] = {}
+        self.time = TimeView(self)  # the time window and cursor of every time plot
 
     # ---- runs ------------------------------------------------------------------------------
     def add_run(self, run: RunData, make_current: bool = True) -> None:
@@ -165,6 +167,7 @@ class Workspace(QObject):
         names = run.site_names or [s.name for s in run.sites if s.kind == "cross"]
         site = self.selection.site if self.selection.site in names else (names[0] if names else None)
         self.selection = replace(self.selection, site=site, step=max(run.steps, default=0), head=None, tokens=None)
+        self.time.set_duration(run.duration())
         self.currentChanged.emit()
         self.selectionChanged.emit()
 
@@ -188,6 +191,7 @@ class Workspace(QObject):
     def update_run(self, run: RunData) -> None:
         self.historyChanged.emit()
         if run is self.current:
+            self.time.set_duration(run.duration())
             self.runUpdated.emit()
 
     # ---- selection -------------------------------------------------------------------------

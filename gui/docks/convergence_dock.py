@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 from engine.convergence.diagnostics import ConvergenceReport, diagnose, report_from_frames
 from engine.convergence.freeze import METRICS, FreezeSweep, freeze_sweep
 from engine.recipe import LSAC_CHOICES, LsacSpec
+from engine.site_labels import site_labels
 from engine.types import EngineError, GenerationRequest
 from gui.docks.job_controls import JobControls
 
@@ -193,6 +194,7 @@ class ConvergenceDock(QDockWidget):
         counts = {(k, bool(st)): 0 for k in report.kinds for st in (True, False)}
         for k, st in zip(report.kinds, report.stable, strict=True):
             counts[(k, bool(st))] += 1
+        labels = site_labels(report.sites)
         for i, site in enumerate(report.sites):
             plot = self.plots.get(report.kinds[i])
             if plot is None:
@@ -205,7 +207,7 @@ class ConvergenceDock(QDockWidget):
                 label = legend_label(stable, counts[(report.kinds[i], stable)])
                 shown.add((report.kinds[i], stable))
             curve = plot.plot(steps, np.array(report.entropy[:, i], dtype=np.float64), pen=pen, name=label)
-            curve.setToolTip(f"{site} ({'stable' if stable else 'fast'}: entropy change)")
+            curve.setToolTip(f"{labels[site]}: {site} ({'stable' if stable else 'fast'}: entropy change)")
             self.curves[site] = curve
         first = "cross" if "cross" in report.kinds else (report.kinds[0] if report.kinds else "cross")
         if first in self.plots:
@@ -254,6 +256,9 @@ class ConvergenceDock(QDockWidget):
         self.sweep_plot.setYRange(0.0, float(n_sites), padding=0)
         self.sweep_plot.getAxis("bottom").setTicks([[(j + 0.5, str(s)) for j, s in enumerate(self.sweep.freeze_steps)]])
         marks = self.sweep.stable or [None] * n_sites
+        labels = site_labels(self.sweep.sites)
         self.sweep_plot.getAxis("left").setTicks([[
-            (i + 0.5, f"{i}{'' if m is None else (' S' if m else ' F')}") for i, m in enumerate(marks)]])
+            (i + 0.5, f"{labels[s]}{'' if m is None else (' S' if m else ' F')}")
+            for i, (s, m) in enumerate(zip(self.sweep.sites, marks, strict=True))]])
+        self.sweep_plot.setToolTip("sites (S stable, F fast), top to bottom:\n" + "\n".join(reversed(self.sweep.sites)))
         self.sweep_plot.setTitle(f"{self.sweep_metric.currentText()} to the full run ({lo:.3g}…{hi:.3g})", size="9pt")

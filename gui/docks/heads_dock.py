@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.site_labels import site_labels
 from engine.types import EngineError
 from gui.analysis_adapter import head_relevance, top_heads
 from gui.workspace import Workspace
@@ -87,11 +88,13 @@ class HeadsDock(QDockWidget):
             frames = {k: v for k, v in run.frames.items() if run.context_of(k[1]) == context}
             self.scores = head_relevance(frames, n_tokens, sel.tokens)
             head_mean = not self.scores and bool(run.frames) and run.result is not None
+            labels = site_labels(run.site_names)
             for name in run.site_names:
                 score = self.scores.get(name)
                 if score is None:
                     continue
-                top = QTreeWidgetItem([name, f"{len(score)} heads"])
+                top = QTreeWidgetItem([labels[name], f"{len(score)} heads"])
+                top.setToolTip(0, name)
                 top.setData(0, Qt.ItemDataRole.UserRole, (name, None))
                 self.tree.addTopLevelItem(top)
                 mask = self.ws.head_masks.get(name, [True] * len(score))

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.site_labels import site_labels
 from gui.analysis_adapter import (
     AGGREGATORS,
     POOLINGS,
@@ -25,6 +26,7 @@ from gui.analysis_adapter import (
     mel_centres_hz,
     selected_map,
 )
+from gui.time_view import bind_time_plot, cursor_line
 from gui.workspace import Workspace
 
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis")
@@ -63,14 +65,14 @@ def set_placeholder(plot: pg.PlotWidget, text: pg.TextItem, empty: bool) -> None
         plot.enableAutoRange()
 
 
-def time_mel_plot() -> tuple[pg.PlotWidget, pg.ImageItem]:
-    """A fixed (non-zoomable) plot with a time axis in seconds and a mel-spaced Hz axis, holding one
-    ``(T, F)`` image (time along x, low frequency at the bottom)."""
+def time_mel_plot(zoomable: bool = False) -> tuple[pg.PlotWidget, pg.ImageItem]:
+    """A plot with a time axis in seconds and a mel-spaced Hz axis, holding one ``(T, F)`` image
+    (time along x, low frequency at the bottom); fixed unless ``zoomable`` (wheel / drag)."""
     plot = pg.PlotWidget()
     plot.setBackground("w")
     plot.setLabel("bottom", "time", units="s")
     plot.setLabel("left", "frequency (Hz, mel-spaced)")
-    plot.setMouseEnabled(x=False, y=False)
+    plot.setMouseEnabled(x=zoomable, y=zoomable)
     plot.hideButtons()
     plain_axes(plot)
     item = pg.ImageItem(axisOrder="col-major")
@@ -95,6 +97,15 @@ def hz_axis_ticks(centres_hz: np.ndarray, n_rows: int, min_gap: float = 0.04) ->
                 continue
             ticks.append((y, f"{hz // 1000}k" if hz >= 1000 else str(hz)))
     return ticks[::-1]
+
+
+def fill_site_combo(combo: QComboBox, names: list[str], prefix_layers: bool = False) -> None:
+    """Fill ``combo`` with sites: the short label shown (``L<i>`` first when ``prefix_layers``),
+    the full name as item data and tooltip."""
+    combo.clear()
+    for i, (name, label) in enumerate(site_labels(names).items()):
+        combo.addItem(f"L{i}  {label}" if prefix_layers else label, name)
+        combo.setItemData(i, name, Qt.ItemDataRole.ToolTipRole)
 
 
 class HeatmapDock(QDockWidget):
@@ -156,13 +167,14 @@ class HeatmapDock(QDockWidget):
         controls.addWidget(self.step_label, 2, 6)
         controls.addWidget(self.step, 2, 7)
         lay.addLayout(controls)
-        self.plot, self.item = time_mel_plot()
+        self.plot, self.item = time_mel_plot(zoomable=True)
+        self.plot.setMenuEnabled(False)
         self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get("viridis"), interactive=False, width=12)
         self.colorbar.setImageItem(self.item, insert_in=self.plot.getPlotItem())
-        self.play_line = pg.InfiniteLine(pos=0.0, angle=90, pen=pg.mkPen("r", width=1))
-        self.plot.addItem(self.play_line)
-        self.play_line.setZValue(10)
+        self.play_line = cursor_line()  # the shared time cursor (playback position, click, drag)
         self.placeholder = no_run_placeholder(self.plot)
+        bind_time_plot(workspace.time, self.plot, self.play_line)
+        workspace.time.reset.connect(self._reset_frequency)
         lay.addWidget(self.plot, 1)
         self.readout = QLabel("–")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -170,7 +182,7 @@ class HeatmapDock(QDockWidget):
         self.setWidget(body)
         self._mouse_proxy = pg.SignalProxy(self.plot.scene().sigMouseMoved, rateLimit=60, slot=self._on_mouse)
         self.mode.currentTextChanged.connect(self._on_controls)
-        self.site.currentTextChanged.connect(self._on_site)
+        self.site.currentIndexChanged.connect(self._on_site)
         self.head.currentIndexChanged.connect(self._on_controls)
         self.token.currentIndexChanged.connect(self._on_controls)
         for combo in (self.pooling, self.aggregator, self.weighting):
@@ -202,11 +214,11 @@ class HeatmapDock(QDockWidget):
         self._updating = True
         try:
             names = run.site_names if run else []
-            if [self.site.itemText(i) for i in range(self.site.count())] != names:
-                self.site.clear()
-                self.site.addItems(names)
+            if [self.site.itemData(i) for i in range(self.site.count())] != names:
+                fill_site_combo(self.site, names)
             if sel.site:
-                self.site.setCurrentText(sel.site)
+                self.site.setCurrentIndex(self.site.findData(sel.site))
+                self.site.setToolTip(sel.site)
             steps = run.steps if run else []
             self.step.setRange(min(steps, default=0), max(steps, default=0))
             self.step.setValue(sel.step)
@@ -250,9 +262,11 @@ class HeatmapDock(QDockWidget):
             follow_live=self.follow.isChecked(),
         )
 
-    @Slot(str)
-    def _on_site(self, name: str) -> None:
+    @Slot(int)
+    def _on_site(self, index: int) -> None:
+        name = self.site.itemData(index)
         if not self._updating and name:
+            self.site.setToolTip(name)
             self.ws.select(site=name, head=None, tokens=None)
 
     @Slot(int)
@@ -283,9 +297,12 @@ class HeatmapDock(QDockWidget):
         self.item.setImage(self.image_array, autoLevels=False, levels=self.levels())
         self.shown_key = (run.run_id, sel)
         n_rows = run.mel_spec.n_mels if run.mel_spec else self.grid[1]
-        self.item.setRect(QRectF(0.0, 0.0, run.duration(), float(n_rows)))
-        self.plot.setXRange(0.0, run.duration(), padding=0)
-        self.plot.setYRange(0.0, float(n_rows), padding=0)
+        rect = QRectF(0.0, 0.0, run.duration(), float(n_rows))
+        if rect != self.item.mapRectToParent(self.item.boundingRect()):  # a new run's extent
+            self.item.setRect(rect)
+            self.plot.getViewBox().setLimits(xMin=0.0, xMax=rect.width(), yMin=0.0, yMax=rect.height())
+            self._reset_frequency()
+        self.plot.setXRange(self.ws.time.start, self.ws.time.end, padding=0)
         if run.mel_spec is not None:
             ticks = hz_axis_ticks(mel_centres_hz(run.mel_spec), n_rows)
             self.plot.getAxis("left").setTicks([ticks, []])
@@ -318,7 +335,14 @@ class HeatmapDock(QDockWidget):
             self.item.setLevels((lo, hi))
 
     def set_play_position(self, seconds: float) -> None:
-        self.play_line.setPos(seconds)
+        self.ws.time.set_cursor(seconds)
+
+    @Slot()
+    def _reset_frequency(self) -> None:
+        """Show every mel band (the frequency half of "reset view")."""
+        rect = self.item.mapRectToParent(self.item.boundingRect())
+        if self.image_array is not None and rect.height() > 0:
+            self.plot.setYRange(0.0, rect.height(), padding=0)
 
     @Slot(object)
     def _on_mouse(self, event) -> None:

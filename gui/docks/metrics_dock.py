@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QComboBox, QDockWidget, QHBoxLayout, QLabel, QVBox
 from engine.analysis.melscale import grid_hz
 from engine.analysis.metrics import frequency_profile_of, profile_correlation
 from engine.analysis.templates import INSTRUMENT_BANDS, band_mask, band_template
+from engine.site_labels import site_label
 from engine.types import EngineError
 from gui.docks.heatmap_dock import hz_axis_ticks
 from gui.workspace import Workspace
@@ -72,7 +73,10 @@ class MetricsDock(QDockWidget):
         r, rho = profile_correlation(g, mask.astype(np.float64))
         share = float(profile[mask].sum() / profile.sum()) if profile.sum() > 0 else float("nan")
         self.scores = {"pearson": r, "spearman": rho, "in_band_share": share, "band_fraction": float(mask.mean())}
+        sel = self.ws.selection
+        shown = "aggregate" if sel.mode == "aggregate" else site_label(sel.site or "?")
+        self.label.setToolTip(f"map: {sel.site} · step {sel.step + 1}" if sel.mode == "site" else "map: aggregate")
         self.label.setText(
-            f"{name}: band {t.band[0]:.0f}–{t.band[1]:.0f} Hz · Pearson r = {r:.3f} · Spearman ρ = {rho:.3f} · "
+            f"{shown} · step {sel.step + 1} · {name}: band {t.band[0]:.0f}–{t.band[1]:.0f} Hz · Pearson r = {r:.3f} · Spearman ρ = {rho:.3f} · "
             f"attention in band {share:.1%} (band covers {mask.mean():.1%} of bins)"
         )

@@ -2,15 +2,18 @@
 
 All cells live in one mosaic image (each cell min–max normalised on its own), so adding a
 frame costs one small map and one image upload, whatever the number of sites and steps.
+Each cell shows the shared time window (:class:`gui.time_view.TimeView`) and the shared time
+cursor; the mosaic itself zooms and pans (wheel / drag) to look at a few cells closely.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Slot
+from PySide6.QtCore import QTimer, Slot
 from PySide6.QtWidgets import QDockWidget
 
+from engine.site_labels import site_labels
 from gui.analysis_adapter import site_map
 from gui.docks.heatmap_dock import no_run_placeholder, plain_axes, set_placeholder
 from gui.workspace import Workspace
@@ -18,6 +21,7 @@ from gui.workspace import Workspace
 THUMB_GRID = (24, 16)  # (time, frequency) of one cell
 GAP = 2
 MAX_COLUMNS = 12
+MAX_ZOOM = 32  # a zoomed cell is cut from a map at most this many times the cell's time resolution
 
 
 def overview_columns(total: int, max_columns: int = MAX_COLUMNS) -> list[int]:
@@ -36,7 +40,7 @@ class OverviewDock(QDockWidget):
         self.ws = workspace
         self.plot = pg.PlotWidget()
         self.plot.setBackground("w")
-        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.setMouseEnabled(x=True, y=True)
         self.plot.hideButtons()
         self.plot.setMenuEnabled(False)
         self.plot.getViewBox().invertY(True)
@@ -46,16 +50,27 @@ class OverviewDock(QDockWidget):
         self.item.setLookupTable(pg.colormap.get("viridis").getLookupTable(nPts=256))
         self.plot.addItem(self.item)
         self.placeholder = no_run_placeholder(self.plot)
+        self.cursor = pg.PlotDataItem(pen=pg.mkPen("r", width=1), connect="pairs")
+        self.cursor.setZValue(10)
+        self.plot.addItem(self.cursor, ignoreBounds=True)
         self.setWidget(self.plot)
+        self.window_s = (0.0, 1.0)  # the time window every cell shows (s)
         self.sites: list[str] = []
         self.columns: list[int] = []
         self.mosaic = np.zeros((1, 1), dtype=np.float32)
         self._key: tuple = ()
         self.item.mouseClickEvent = self._on_click
+        self.item.setAcceptHoverEvents(True)
+        self.item.hoverEvent = self._on_hover
         workspace.currentChanged.connect(self.rebuild)
         workspace.runUpdated.connect(self._on_selection)  # cells are already filled live
         workspace.framesAdded.connect(self._on_frames)
         workspace.selectionChanged.connect(self._on_selection)
+        self._refill = QTimer(self, singleShot=True, interval=40)  # one refill per burst of zoom events
+        self._refill.timeout.connect(self._on_time_window)
+        workspace.time.rangeChanged.connect(lambda *_: self._refill.start())
+        workspace.time.cursorChanged.connect(self._draw_cursor)
+        workspace.time.reset.connect(self._reset_zoom)
 
     def _layout_key(self) -> tuple:
         run = self.ws.current
@@ -79,11 +94,17 @@ class OverviewDock(QDockWidget):
         h = max(1, len(self.sites)) * (f + GAP)
         w = max(1, len(self.columns)) * (t + GAP)
         self.mosaic = np.full((h, w), np.nan, dtype=np.float32)
-        left = [((r + 0.5) * (f + GAP), _short(n)) for r, n in enumerate(self.sites)]
+        self.window_s = (self.ws.time.start, self.ws.time.end)
+        self.plot.getViewBox().setLimits(xMin=0.0, xMax=float(w), yMin=0.0, yMax=float(h))
+        self.item.setImage(self.mosaic.copy(), autoLevels=False, levels=(0.0, 1.0))
+        self._reset_zoom()
+        labels = site_labels(self.sites)
+        left = [((r + 0.5) * (f + GAP), labels[n]) for r, n in enumerate(self.sites)]
         bottom = [((c + 0.5) * (t + GAP), str(s + 1)) for c, s in enumerate(self.columns)]
         self.plot.getAxis("left").setTicks([left, []])
         self.plot.getAxis("bottom").setTicks([bottom, []])
         self._fill(list(run.frames))
+        self._draw_cursor()
 
     @Slot(object)
     def _on_frames(self, keys) -> None:
@@ -114,7 +135,7 @@ class OverviewDock(QDockWidget):
             probs = run.frames.get((step, site))
             if origin is None or probs is None:
                 continue
-            m = site_map(probs, run.lattices[site], THUMB_GRID, self.ws.selection.tokens)
+            m = self._cell_map(probs, run.lattices[site], run.duration())
             if m is None:
                 continue
             lo, hi = float(m.min()), float(m.max())
@@ -125,19 +146,78 @@ class OverviewDock(QDockWidget):
         if changed:  # NaN (cells not recorded yet, gaps) is drawn transparent
             self.item.setImage(self.mosaic.copy(), autoLevels=False, levels=(0.0, 1.0))
 
+    def _cell_map(self, probs: np.ndarray, lattice: tuple[int, int], duration: float) -> np.ndarray | None:
+        """The cell's ``THUMB_GRID`` map of the shown time window: the whole run, or the window cut
+        from a map of finer time resolution and sampled back to the cell's width."""
+        t, f = THUMB_GRID
+        start, end = self.window_s
+        frac = (end - start) / max(duration, 1e-9)
+        if frac >= 1.0 - 1e-6:
+            return site_map(probs, lattice, THUMB_GRID, self.ws.selection.tokens)
+        n = int(min(np.ceil(t / max(frac, 1e-9)), t * MAX_ZOOM))
+        m = site_map(probs, lattice, (n, f), self.ws.selection.tokens)
+        if m is None:
+            return None
+        i0 = int(np.clip(np.floor(start / duration * n), 0, n - 1))
+        i1 = int(np.clip(np.ceil(end / duration * n), i0 + 1, n))
+        return m[np.linspace(i0, i1 - 1, t).round().astype(int)]
+
+    @Slot()
+    def _on_time_window(self) -> None:
+        """The shared time window changed: every recorded cell shows the new window."""
+        window = (self.ws.time.start, self.ws.time.end)
+        run = self.ws.current
+        if window == self.window_s or run is None:
+            return
+        self.window_s = window
+        self._fill(list(run.frames))
+        self._draw_cursor()
+
+    @Slot()
+    def _draw_cursor(self, *_) -> None:
+        """The time cursor as one vertical segment per column, where it falls in the window."""
+        start, end = self.window_s
+        x = (self.ws.time.cursor - start) / max(end - start, 1e-9)
+        if not self.sites or not 0.0 <= x <= 1.0:
+            self.cursor.setData([], [])
+            return
+        t, f = THUMB_GRID
+        xs = np.repeat([c * (t + GAP) + x * t for c in range(len(self.columns))], 2)
+        ys = np.tile([0.0, len(self.sites) * (f + GAP) - GAP], len(self.columns))
+        self.cursor.setData(xs, ys)
+
+    @Slot()
+    def _reset_zoom(self) -> None:
+        t, f = THUMB_GRID
+        self.plot.setXRange(0.0, max(1, len(self.columns)) * (t + GAP), padding=0)
+        self.plot.setYRange(0.0, max(1, len(self.sites)) * (f + GAP), padding=0)
+
+    def cell_at(self, x: float, y: float) -> tuple[int, int] | None:
+        """(row, column) of the cell under mosaic pixel (x, y), or None."""
+        t, f = THUMB_GRID
+        r, c = int(y // (f + GAP)), int(x // (t + GAP))
+        return (r, c) if 0 <= r < len(self.sites) and 0 <= c < len(self.columns) else None
+
+    def _on_hover(self, event) -> None:
+        """Tooltip: the full site name and the step of the cell under the mouse."""
+        cell = None if event.isExit() else self.cell_at(event.pos().x(), event.pos().y())
+        text = "" if cell is None else f"{self.sites[cell[0]]} · step {self.columns[cell[1]] + 1}"
+        self.item.setToolTip(text)
+
     def _on_click(self, event) -> None:
+        """Focus the clicked cell's site and step, and put the time cursor where it was clicked."""
         pos = event.pos()
         t, f = THUMB_GRID
-        r, c = int(pos.y() // (f + GAP)), int(pos.x() // (t + GAP))
-        if 0 <= r < len(self.sites) and 0 <= c < len(self.columns):
+        cell = self.cell_at(pos.x(), pos.y())
+        if cell is not None:
+            r, c = cell
             self.focus(self.sites[r], self.columns[c])
+            x = (pos.x() - c * (t + GAP)) / t
+            if 0.0 <= x <= 1.0:
+                start, end = self.window_s
+                self.ws.time.set_cursor(start + x * (end - start))
             event.accept()
 
     def focus(self, site: str, step: int) -> None:
         self.ws.select(mode="site", site=site, step=step, follow_live=False, head=None)
 
-
-def _short(name: str) -> str:
-    """``down_blocks.1.attentions.2.transformer_blocks.0.attn2`` → ``down1.a2.attn2``."""
-    short = name.replace(".transformer_blocks.0", "").replace("_blocks.", "").replace("attentions.", "a")
-    return short.replace("transformer_blocks.", "tb")[-24:]

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 from engine.interventions.patching import PATCH_MODES, PatchReport, patch_sweep
 from engine.interventions.prompt_sets import counterfactual_sets
 from engine.interventions.scorers import load_scorer
+from engine.site_labels import site_labels
 from engine.types import EngineError, GenerationRequest
 from gui.docks.job_controls import JobControls
 from gui.docks.steering_dock import parse_seeds
@@ -135,11 +136,15 @@ class PatchingDock(QDockWidget):
         self.plot.setYRange(lo - pad, hi + pad, padding=0)
         self.plot.setXRange(x.min() - 0.6, x.max() + 0.6, padding=0)
         self.plot.getAxis("bottom").setTicks([[(float(n), str(n)) for n in report.layer_numbers]])
+        labels = site_labels(report.sites)
+        self.plot.setToolTip("\n".join(f"L{n}  {labels[s]}  ({s})" for n, s in
+                                        zip(report.layer_numbers, report.sites, strict=True)))
         self.plot.setTitle(f"{report.concept}: sim target {report.sim_target.mean():.3f}, "
                            f"source {report.sim_source.mean():.3f} ({report.scorer})", size="9pt")
         functional = report.functional_layers(self.top.value())
         self.job.message.setText("functional layers: " + ", ".join(
-            f"L{report.layer_numbers[report.sites.index(s)]}" for s in functional))
+            f"L{report.layer_numbers[report.sites.index(s)]} {labels[s]}" for s in functional))
+        self.job.message.setToolTip("\n".join(functional))
         self.functionalLayers.emit(functional)
 
     def bar_heights(self) -> np.ndarray:

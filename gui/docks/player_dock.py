@@ -24,6 +24,7 @@ from engine.types import EngineError
 from gui.analysis_adapter import mel_centres_hz
 from gui.audio_output import AudioOutput, NullOutput
 from gui.docks.heatmap_dock import hz_axis_ticks, plain_axes
+from gui.time_view import bind_time_plot, cursor_line
 from gui.workspace import RunData, Workspace
 
 POLL_MS = 30
@@ -80,13 +81,15 @@ class PlayerDock(QDockWidget):
         self.wave = pg.PlotWidget()
         self.wave.setBackground("w")
         self.wave.setLabel("bottom", "time", units="s")
-        self.wave.setMouseEnabled(x=False, y=False)
+        self.wave.setMouseEnabled(x=True, y=False)
+        self.wave.setMenuEnabled(False)
         self.wave.hideButtons()
         self.wave.setMaximumHeight(140)
         self.curve = self.wave.plot(pen=pg.mkPen("#246", width=1))
         self.mel_plot = pg.PlotWidget()
         self.mel_plot.setBackground("w")
-        self.mel_plot.setMouseEnabled(x=False, y=False)
+        self.mel_plot.setMouseEnabled(x=True, y=True)
+        self.mel_plot.setMenuEnabled(False)
         self.mel_plot.hideButtons()
         self.mel_plot.setLabel("bottom", "time", units="s")
         self.mel_plot.setLabel("left", "frequency (Hz, mel-spaced)")
@@ -95,13 +98,15 @@ class PlayerDock(QDockWidget):
         self.mel_item = pg.ImageItem(axisOrder="col-major")
         self.mel_item.setLookupTable(pg.colormap.get("magma").getLookupTable(nPts=256))
         self.mel_plot.addItem(self.mel_item)
-        self.mel_plot.setXLink(self.wave)
         self.wave.setXRange(0.0, 1.0, padding=0)
         self.wave.setYRange(-1.0, 1.0, padding=0)
         self.mel_plot.setYRange(0.0, 1.0, padding=0)
-        self.cursors = [pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen("r")) for _ in range(2)]
-        self.wave.addItem(self.cursors[0])
-        self.mel_plot.addItem(self.cursors[1])
+        self.cursors = [cursor_line() for _ in range(2)]  # the shared time cursor in both plots
+        bind_time_plot(workspace.time, self.wave, self.cursors[0])
+        bind_time_plot(workspace.time, self.mel_plot, self.cursors[1])
+        self._showing_position = False
+        workspace.time.cursorChanged.connect(self._on_cursor)
+        workspace.time.reset.connect(self._reset_frequency)
         lay.addWidget(self.wave)
         lay.addWidget(self.mel_plot, 1)
         self.setWidget(body)
@@ -116,7 +121,6 @@ class PlayerDock(QDockWidget):
         self.b_run.currentIndexChanged.connect(self._on_source)
         self.solo.toggled.connect(self._on_source)
         self.threshold.valueChanged.connect(self._on_threshold)
-        self.wave.scene().sigMouseClicked.connect(self._on_click)
         self._filling = False
         workspace.historyChanged.connect(self._fill_runs)
         workspace.currentChanged.connect(self._on_current)
@@ -219,10 +223,12 @@ class PlayerDock(QDockWidget):
             mel = np.asarray(run.result.mel, dtype=np.float32)
             self.mel_item.setImage(mel, autoLevels=False, levels=(float(mel.min()), float(mel.max()) + 1e-9))
             self.mel_item.setRect(QRectF(0.0, 0.0, duration, float(mel.shape[1])))
+            self.mel_plot.getViewBox().setLimits(yMin=0.0, yMax=float(mel.shape[1]))
             self.mel_plot.setYRange(0.0, float(mel.shape[1]), padding=0)
             ticks = hz_axis_ticks(mel_centres_hz(run.mel_spec), mel.shape[1]) if run.mel_spec is not None else None
             self.mel_plot.getAxis("left").setTicks(None if ticks is None else [ticks, []])
-        self.wave.setXRange(0.0, duration, padding=0)
+        self.ws.time.set_duration(duration)
+        self.wave.setXRange(self.ws.time.start, self.ws.time.end, padding=0)
         peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
         self.wave.setYRange(-peak if peak > 0 else -1.0, peak if peak > 0 else 1.0, padding=0.05)
         self._show_position(self.output.position())
@@ -267,16 +273,27 @@ class PlayerDock(QDockWidget):
             self._sync_button()
 
     def _show_position(self, seconds: float) -> None:
-        for line in self.cursors:
-            line.setPos(seconds)
+        self._showing_position = True
+        try:
+            self.ws.time.set_cursor(seconds)  # moves the cursor of every time plot
+        finally:
+            self._showing_position = False
         self.time_label.setText(f"{seconds:.2f} / {self.output.duration:.2f} s")
         self.positionChanged.emit(seconds)
 
-    @Slot(object)
-    def _on_click(self, event) -> None:
-        vb = self.wave.getPlotItem().vb
-        if self.output.duration and self.wave.sceneBoundingRect().contains(event.scenePos()):
-            self.seek(float(np.clip(vb.mapSceneToView(event.scenePos()).x(), 0.0, self.output.duration)))
+    @Slot(float)
+    def _on_cursor(self, seconds: float) -> None:
+        """The cursor was set by a click or a drag in any time plot: play from there."""
+        if not self._showing_position and self.output.duration:
+            self.output.seek(min(seconds, self.output.duration))
+            self.time_label.setText(f"{self.output.position():.2f} / {self.output.duration:.2f} s")
+            self.positionChanged.emit(self.output.position())
+
+    @Slot()
+    def _reset_frequency(self) -> None:
+        rect = self.mel_item.mapRectToParent(self.mel_item.boundingRect())
+        if rect.height() > 0:
+            self.mel_plot.setYRange(0.0, rect.height(), padding=0)
 
     def close_output(self) -> None:
         self.timer.stop()

@@ -39,9 +39,10 @@ from engine.interventions.sae import (
     tfidf_scores,
     train_sae,
 )
+from engine.site_labels import site_label
 from engine.types import EngineError, GenerationRequest, MelSpec
 from gui.analysis_adapter import grid_centres_hz
-from gui.docks.heatmap_dock import hz_axis_ticks, time_mel_plot
+from gui.docks.heatmap_dock import fill_site_combo, hz_axis_ticks, time_mel_plot
 from gui.docks.job_controls import JobControls
 from gui.docks.steering_dock import parse_seeds
 
@@ -161,9 +162,7 @@ class SAEDock(QDockWidget):
         sites = getattr(sites, "sites", sites)  # a ModelInfo from the bridge, or the sites
         names = [s.name for s in sites if s.kind == "cross"]
         current = self.layer.currentData()
-        self.layer.clear()
-        for i, name in enumerate(names):
-            self.layer.addItem(f"L{i}  {name}", name)
+        fill_site_combo(self.layer, names, prefix_layers=True)
         if current in names:
             self.layer.setCurrentIndex(names.index(current))
 
@@ -214,7 +213,8 @@ class SAEDock(QDockWidget):
             self.feature_table.setItem(r, 1, QTableWidgetItem(f"{result.scores[j]:.4g}"))
         self.feature_table.resizeColumnsToContents()
         st = result.stats
-        self.info.setText(f"{result.browser.acts.site}: {st['n_features']} features, k={st['k']}, "
+        self.info.setToolTip(result.browser.acts.site)
+        self.info.setText(f"{site_label(result.browser.acts.site)}: {st['n_features']} features, k={st['k']}, "
                           f"{st['tokens']} tokens; NMSE {st['nmse']:.3f}, dead {st['dead_fraction']:.0%}, "
                           f"loss {result.losses[0]:.3g} → {result.losses[-1]:.3g}")
         self.tau.setMaximum(st["n_features"])

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from engine.interventions.caa import ALPHA_MAX, Steer, SteeringVectors, check_alpha, compute_caa
 from engine.interventions.prompt_sets import counterfactual_sets
+from engine.site_labels import site_label, site_labels
 from engine.types import EngineError, GenerationRequest
 from gui.docks.job_controls import JobControls
 from gui.file_dialogs import open_file_dialog
@@ -188,8 +189,10 @@ class SteeringDock(QDockWidget):
         keep = set(self.checked_layers())
         self.cross_sites = list(names)
         self.layers.clear()
+        labels = site_labels(self.cross_sites)
         for i, name in enumerate(self.cross_sites):
-            item = QListWidgetItem(f"L{i}  {name}")
+            item = QListWidgetItem(f"L{i}  {labels[name]}")
+            item.setToolTip(name)
             item.setData(Qt.ItemDataRole.UserRole, name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if (name in keep or not keep) else Qt.CheckState.Unchecked)
@@ -215,13 +218,15 @@ class SteeringDock(QDockWidget):
         row = self.cross_sites.index(site)
         self.layers.setCurrentRow(row)
         self.layers.scrollToItem(self.layers.item(row))
-        self.status.setText(f"steering layer L{row} ({site})")
+        self.status.setText(f"steering layer L{row} ({site_label(site)})")
+        self.status.setToolTip(site)
 
     @Slot(object)
     def set_functional_layers(self, sites: list[str]) -> None:
         """Pre-fill the layer choice with the patching sweep's functional layers."""
         self.check_layers(list(sites))
-        self.status.setText("layers set to the functional layers: " + ", ".join(sites))
+        self.status.setText("layers set to the functional layers: " + ", ".join(site_label(s) for s in sites))
+        self.status.setToolTip("\n".join(sites))
 
     # ---- concept vectors ---------------------------------------------------------------------
     def add_vectors(self, vectors: SteeringVectors, name: str | None = None) -> ConceptRow:

@@ -156,7 +156,7 @@ def test_head_toggles_change_the_aggregated_map(engine_window, first_run):
 
     heads = window.heads
     top = next(heads.tree.topLevelItem(i) for i in range(heads.tree.topLevelItemCount())
-               if heads.tree.topLevelItem(i).text(0) == site)
+               if heads.tree.topLevelItem(i).toolTip(0) == site)
     top.child(0).setCheckState(0, top.child(0).checkState(0).__class__.Unchecked)  # a user click
     n_heads = result.frames[(0, site)].shape[0]
     assert ws.head_masks[site] == [False] + [True] * (n_heads - 1)

@@ -16,6 +16,7 @@ from engine.interventions.sae import (
     tfidf_scores,
     train_sae,
 )
+from engine.site_labels import site_label
 from tests.gui.conftest import TEST_MODEL
 
 FIELDS = {"prompt": "guitar and drums", "seed": 1, "steps": 2, "guidance": 3.0, "duration": 0.25}
@@ -79,7 +80,7 @@ def test_layer_list_is_the_models_cross_attention_sites(window, reference):
     dock = window.sae
     assert len(cross) == 8
     assert [dock.layer.itemData(i) for i in range(dock.layer.count())] == cross
-    assert dock.layer.itemText(LAYER_INDEX) == f"L{LAYER_INDEX}  {cross[LAYER_INDEX]}"
+    assert dock.layer.itemText(LAYER_INDEX) == f"L{LAYER_INDEX}  {site_label(cross[LAYER_INDEX])}"
 
 
 def test_training_matches_a_direct_engine_run(window, trained, reference):
@@ -101,7 +102,8 @@ def test_training_matches_a_direct_engine_run(window, trained, reference):
     assert len(trained.losses) == EPOCHS and trained.losses[-1] < trained.losses[0]
     st = trained.stats
     assert (st["n_features"], st["k"], st["tokens"]) == (sae.n_features, K, acts.data.shape[0])
-    assert window.sae.info.text().startswith(f"{site}: {sae.n_features} features, k={K}")
+    assert window.sae.info.text().startswith(f"{site_label(site)}: {sae.n_features} features, k={K}")
+    assert window.sae.info.toolTip() == site
 
 
 def test_tfidf_ranking_equals_the_engines_scores_and_the_table_is_sorted(window, trained):
