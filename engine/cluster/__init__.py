@@ -3,10 +3,12 @@
 writes files. See ``docs/CLUSTER.md``.
 
 :class:`ClusterSpec` says where; a :class:`WorkerJob` says what one worker does; :func:`map_items`
-runs the items and yields one :class:`ItemOutcome` per item.
+runs the items and yields one :class:`ItemOutcome` per item; :func:`in_item_order` re-yields
+them by index, for drivers that append results to files.
 """
 
-from engine.cluster.mapping import ItemOutcome, WorkerJob, map_items
+from engine.cluster.mapping import ItemOutcome, WorkerJob, in_item_order, map_items, one_line
 from engine.cluster.spec import RAY_MISSING, ClusterSpec, ray_available
 
-__all__ = ["RAY_MISSING", "ClusterSpec", "ItemOutcome", "WorkerJob", "map_items", "ray_available"]
+__all__ = ["RAY_MISSING", "ClusterSpec", "ItemOutcome", "WorkerJob", "in_item_order", "map_items", "one_line",
+           "ray_available"]
