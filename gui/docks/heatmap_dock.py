@@ -10,7 +10,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
     QDoubleSpinBox,
-    QGridLayout,
     QLabel,
     QSlider,
     QVBoxLayout,
@@ -26,6 +25,7 @@ from gui.analysis_adapter import (
     mel_centres_hz,
     selected_map,
 )
+from gui.flow_layout import FlowLayout, labelled
 from gui.time_view import bind_time_plot, cursor_line
 from gui.workspace import Workspace
 
@@ -126,7 +126,7 @@ class HeatmapDock(QDockWidget):
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.setContentsMargins(2, 2, 2, 2)
-        controls = QGridLayout()
+        controls = FlowLayout(spacing=8)  # wraps onto more rows in a narrow dock
         self.mode = QComboBox()
         self.mode.addItems(["site", "aggregate"])
         self.site = QComboBox()
@@ -150,22 +150,14 @@ class HeatmapDock(QDockWidget):
         self.hi = QDoubleSpinBox(decimals=4, minimum=-1e6, maximum=1e6, value=1.0, singleStep=0.01)
         self.follow = QCheckBox("follow live")
         self.follow.setChecked(True)
-        row = [("view", self.mode), ("site", self.site), ("head", self.head), ("token", self.token)]
-        for i, (name, w) in enumerate(row):
-            controls.addWidget(QLabel(name), 0, 2 * i)
-            controls.addWidget(w, 0, 2 * i + 1)
-        row2 = [("pool", self.pooling), ("aggr.", self.aggregator), ("weight", self.weighting), ("cmap", self.cmap)]
-        for i, (name, w) in enumerate(row2):
-            controls.addWidget(QLabel(name), 1, 2 * i)
-            controls.addWidget(w, 1, 2 * i + 1)
-        controls.addWidget(QLabel("levels"), 2, 0)
-        controls.addWidget(self.levels_mode, 2, 1)
-        controls.addWidget(self.percentile, 2, 2)
-        controls.addWidget(self.lo, 2, 3)
-        controls.addWidget(self.hi, 2, 4)
-        controls.addWidget(self.follow, 2, 5)
-        controls.addWidget(self.step_label, 2, 6)
-        controls.addWidget(self.step, 2, 7)
+        self.step.setMinimumWidth(120)
+        for group in (labelled("view", self.mode), labelled("site", self.site), labelled("head", self.head),
+                      labelled("token", self.token), labelled("pool", self.pooling),
+                      labelled("aggr.", self.aggregator), labelled("weight", self.weighting),
+                      labelled("cmap", self.cmap), labelled("levels", self.levels_mode, self.percentile),
+                      labelled("", self.lo, self.hi), self.follow,
+                      labelled("", self.step_label, self.step, grow=True)):
+            controls.addWidget(group)
         lay.addLayout(controls)
         self.plot, self.item = time_mel_plot(zoomable=True)
         self.plot.setMenuEnabled(False)

@@ -12,7 +12,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
     QDoubleSpinBox,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QVBoxLayout,
@@ -24,6 +23,7 @@ from engine.types import EngineError
 from gui.analysis_adapter import mel_centres_hz
 from gui.audio_output import AudioOutput, NullOutput
 from gui.docks.heatmap_dock import hz_axis_ticks, plain_axes
+from gui.flow_layout import FlowLayout, labelled
 from gui.time_view import bind_time_plot, cursor_line
 from gui.workspace import RunData, Workspace
 
@@ -60,7 +60,7 @@ class PlayerDock(QDockWidget):
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.setContentsMargins(2, 2, 2, 2)
-        row = QHBoxLayout()
+        row = FlowLayout(spacing=8)  # wraps onto more rows in a narrow dock
         self.play_button = QPushButton("Play")
         self.stop_button = QPushButton("Stop")
         self.loop = QCheckBox("loop")
@@ -73,10 +73,10 @@ class PlayerDock(QDockWidget):
         self.threshold = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, value=0.5, singleStep=0.05)
         self.threshold.setToolTip("keep cells whose normalised attention is at least this")
         self.time_label = QLabel("0.00 / 0.00 s")
-        for w in (self.play_button, self.stop_button, self.loop, QLabel("A"), self.a_run, QLabel("B"),
-                  self.b_run, self.ab, self.solo, self.threshold, self.time_label):
-            row.addWidget(w)
-        row.addStretch(1)
+        for group in (labelled("", self.play_button, self.stop_button, self.loop),
+                      labelled("A", self.a_run), labelled("B", self.b_run, self.ab),
+                      labelled("", self.solo, self.threshold), self.time_label):
+            row.addWidget(group)
         lay.addLayout(row)
         self.wave = pg.PlotWidget()
         self.wave.setBackground("w")
