@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from gui.settings import (
     save_layout,
     save_preferences,
 )
+from gui.steer_listen import SteerListenController
 from gui.workspace import RunData, Selection, Workspace
 
 log = logging.getLogger(__name__)
@@ -83,20 +84,6 @@ ACTIONS = (
     ActionSpec("Help", "shortcuts", "&Keyboard shortcuts", "F1", "show_shortcuts"),
     ActionSpec("Help", "about", "&About", "", "show_about"),
 )
-
-
-def _is_steer(iv) -> bool:
-    from engine.interventions.caa import Steer
-
-    return isinstance(iv, Steer)
-
-
-def _steers_of(request: GenerationRequest) -> list:
-    return [iv for iv in request.interventions if _is_steer(iv)]
-
-
-def _lsac_preset(request: GenerationRequest) -> str:
-    return request.lsac.preset if request.lsac is not None else "off"
 
 
 def _session_view(view: Any, name: str) -> tuple[Selection | None, dict[str, Any]]:
@@ -189,7 +176,6 @@ class MainWindow(QMainWindow):
         self.convergence.current_result = lambda: self.workspace.current.result if self.workspace.current else None
         self.run_dock.request_providers += [self.steering.request_fields, self.convergence.request_fields,
                                             self.heads.request_fields]
-        self._steer: dict = {"baseline": None, "steered": None, "next": None, "again": False}
         self.docks: list[QDockWidget] = [
             self.run_dock, self.heatmap, self.overview, self.heads, self.player, self.metrics, self.log_dock,
             self.steering, self.patching, self.sae, self.convergence, self.commands,
@@ -314,7 +300,6 @@ class MainWindow(QMainWindow):
         b.runFailed.connect(self._on_failed)
         b.runCancelled.connect(self._on_cancelled)
         b.busyChanged.connect(self.run_dock.set_busy)
-        self.run_dock.generateRequested.connect(self.generate)
         self.run_dock.cancelRequested.connect(self.cancel_run)
         self.log_dock.reopenRequested.connect(self.reopen_run)
         self.heatmap.mapChanged.connect(self.metrics.refresh)
@@ -340,12 +325,13 @@ class MainWindow(QMainWindow):
         self.patching.layerClicked.connect(self.steering.select_layer)
         self.patching.functionalLayers.connect(self.steering.set_functional_layers)
         self.sae.vectorsReady.connect(self.steering.add_vectors)
-        self.steering.steerRequested.connect(self.steer_regenerate)
         self.steering.message.connect(self.log)
         self.convergence.message.connect(self.log)
-        b.runFinished.connect(self._on_steer_finished)
-        b.runFailed.connect(self._on_steer_stopped)
-        b.runCancelled.connect(self._on_steer_stopped)
+        # steer and listen, and the masked-vs-unmasked A/B of Generate (after the run handlers above)
+        self.listen = SteerListenController(b, self.workspace, self.player, self.steering, self.panel_recipe,
+                                            self.generate, self)
+        self.listen.message.connect(self.log)
+        self.run_dock.generateRequested.connect(self.listen.generate_requested)
 
     # ---- messages ------------------------------------------------------------------------------
     @Slot(str)
@@ -400,69 +386,6 @@ class MainWindow(QMainWindow):
     def _on_job_ended(self, *_) -> None:
         self.run_dock.progress.setRange(0, 1)
         self.run_dock.message.setText("ready")
-
-    # ---- steer and listen ----------------------------------------------------------------------
-    def _baseline_for(self, model: str, device: str, plain: GenerationRequest) -> RunData | None:
-        """The latest finished run of the same recipe without steering (A of the A/B)."""
-        keys = ("prompt", "negative_prompt", "seed", "steps", "guidance", "duration")
-        for run in reversed(self.workspace.history):
-            if run.result is None or run.status != "done" or (run.model, run.device) != (model, device):
-                continue
-            same = all(getattr(run.request, k) == getattr(plain, k) for k in keys)
-            if same and not _steers_of(run.request) and _lsac_preset(run.request) == _lsac_preset(plain):
-                return run
-        return None
-
-    @Slot()
-    def steer_regenerate(self) -> int | None:
-        """Regenerate the Run panel's recipe (same seed) with the steering panel's sliders; the
-        unsteered run of that recipe (generated first when missing) becomes A, the new run B."""
-        if self.bridge.busy:
-            self._steer["again"] = True  # after the current run or job
-            return None
-        self._steer["again"] = False
-        model, device, request = self.panel_recipe()
-        if request is None:
-            return None
-        plain = replace(request, interventions=tuple(iv for iv in request.interventions if not _is_steer(iv)))
-        base = self._baseline_for(model, device, plain)
-        if base is None:
-            self._steer.update(next=(model, device, request), steered=None)
-            self._steer["baseline"] = self.generate(model, device, plain)
-            return self._steer["baseline"]
-        self._steer.update(baseline=base.run_id, next=None)
-        self._steer["steered"] = self.generate(model, device, request)
-        return self._steer["steered"]
-
-    @Slot(object)
-    def _on_steer_finished(self, result: RunResult) -> None:
-        st = self._steer
-        if st["next"] is not None and result.run_id == st["baseline"]:
-            model, device, request = st["next"]
-            st["next"] = None
-            st["steered"] = self.generate(model, device, request)
-            return
-        if st["steered"] is not None and result.run_id == st["steered"]:
-            st["steered"] = None
-            self.show_ab(st["baseline"], result.run_id)
-        if st["again"] and not self.bridge.busy:
-            self.steer_regenerate()
-
-    @Slot()
-    def _on_steer_stopped(self, *_) -> None:
-        self._steer.update(next=None, steered=None, again=False)
-
-    def show_ab(self, a_id: int, b_id: int) -> None:
-        """Player: A = ``a_id``, B = ``b_id``, switched to B and playing."""
-        p = self.player
-        for combo, run_id in ((p.a_run, a_id), (p.b_run, b_id)):
-            i = combo.findData(run_id)
-            if i >= 0:
-                combo.setCurrentIndex(i)
-        p.ab.setChecked(True)
-        p.stop()
-        p.toggle_play()
-        self.log(f"A/B: run #{a_id} (unsteered) vs #{b_id} (steered); playing B")
 
     @Slot()
     def cancel_run(self) -> None:

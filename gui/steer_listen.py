@@ -191,6 +191,7 @@ class SteerListenController(QObject):
         self.pending: PendingAB | None = None
         self.render: Render | None = None
         self.last_pair: ABPair | None = None
+        self.listening: RunSpec | None = None  # B of the last A/B: the prefetch grid is around it
         self.last_clip: Clip | None = None
         self.preview_latency_s: float | None = None  # slider move -> preview clip at the player
         self._again = False  # a release came while the engine was busy: refine once it is free
@@ -302,7 +303,10 @@ class SteerListenController(QObject):
         if p is not None and result.run_id == p.b_id:
             self.pending = None
             self._remember(p.b, result)
+            self.listening = p.b
             self.show_ab(ABPair(p.kind, p.a_id, p.b_id))
+        else:
+            self.listening = None  # another run plays now: nothing to prefetch around
         self._next_after_run()
 
     @Slot(int)
@@ -405,15 +409,13 @@ class SteerListenController(QObject):
     # ---- prefetch ----------------------------------------------------------------------------
     @Slot()
     def prefetch(self) -> int | None:
-        """While the user listens and the engine is idle: render the next α of the grid around
-        the moved slider's α that the cache lacks (full steps, same seed, capture off)."""
-        st = self.steering
-        if not st.prefetch.isChecked() or not st.rows or st.dragging() or self.pending is not None:
+        """While the user listens to the last A/B's B and the engine is idle: render the next α of
+        the grid around the moved slider's α that the cache lacks (full steps, same seed, capture
+        off). B's recipe is used as it is (the Run panel is not read again, nor its messages touched)."""
+        st, spec = self.steering, self.listening
+        if spec is None or not st.prefetch.isChecked() or not st.rows or st.dragging() or self.pending is not None:
             return None
         if not self.bridge.idle or not self.player.output.is_playing():
-            return None
-        spec = self._panel_spec()
-        if spec is None:
             return None
         row = st.active_row
         centre = st.rows[row].alpha
@@ -430,9 +432,8 @@ class SteerListenController(QObject):
 
     def cached_alphas(self, row: int | None = None) -> list[float]:
         """The α values of row ``row`` (default: the moved one) whose full render is cached for the
-        panel's recipe as it is now."""
-        spec = self._panel_spec()
-        st = self.steering
+        recipe listened to (the last A/B's B)."""
+        spec, st = self.listening, self.steering
         if spec is None or not st.rows:
             return []
         row = st.active_row if row is None else row

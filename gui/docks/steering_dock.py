@@ -78,9 +78,11 @@ class ConceptRow:
 
 class SteeringDock(QDockWidget):
     """Holds the concept vectors; ``request_fields()`` (a Run request provider) turns the sliders into
-    ``Steer`` interventions; ``steerRequested`` asks the window to regenerate with the same seed."""
+    ``Steer`` interventions; ``alphaMoved`` (every change, dragging too) asks for a preview,
+    ``steerRequested`` (release, or a pause after keys / wheel) for the full run with the same seed."""
 
     steerRequested = Signal()
+    alphaMoved = Signal()
     message = Signal(str)
 
     def __init__(self, parent=None) -> None:
@@ -88,6 +90,7 @@ class SteeringDock(QDockWidget):
         self.setObjectName("dock_steering")
         self.recipe: Recipe = lambda: ("", "cpu", None)
         self.rows: list[ConceptRow] = []
+        self.active_row = 0  # the row moved last (the prefetch grid is around its α)
         self.cross_sites: list[str] = []
         body = QWidget()
         outer = QVBoxLayout(body)
@@ -109,6 +112,23 @@ class SteeringDock(QDockWidget):
         self.empty_label = QLabel("no vectors yet: compute CAA below, load a file or use the SAE panel")
         self.sliders.addWidget(self.empty_label, 0, 0, 1, 4)
         outer.addWidget(self.sliders_box)
+        listen = QHBoxLayout()
+        self.preview = QCheckBox("preview while dragging")
+        self.preview.setChecked(True)
+        self.preview.setToolTip("play a fast preview (fewer steps, same seed) while a slider moves; "
+                                "the full run follows on release")
+        self.prefetch = QCheckBox("prefetch neighbouring α")
+        self.prefetch.setChecked(True)
+        self.prefetch.setToolTip("while you listen, render the α values around the current one in the "
+                                 "background, so that moving there plays at once")
+        listen.addWidget(self.preview)
+        listen.addWidget(self.prefetch)
+        listen.addStretch(1)
+        outer.addLayout(listen)
+        self.listen_status = QLabel("")
+        self.listen_status.setWordWrap(True)
+        self.listen_status.setStyleSheet("color: #246;")
+        outer.addWidget(self.listen_status)
         opts = QHBoxLayout()
         self.renorm = QCheckBox("ReNorm")
         self.renorm.setToolTip("rescale each steered token to its original norm (TADA Eq. 3)")
@@ -266,12 +286,19 @@ class SteeringDock(QDockWidget):
         """Set row ``index``'s α (validated by the engine's ``check_alpha``)."""
         self.rows[index].slider.setValue(round(check_alpha(alpha) * ALPHA_SCALE))
 
+    def dragging(self) -> bool:
+        return any(r.slider.isSliderDown() for r in self.rows)
+
     @Slot()
     def _on_value(self, *_) -> None:
-        for row in self.rows:
+        moved = self.sender()
+        for i, row in enumerate(self.rows):
             row.value.setText(f"α = {row.alpha:.1f}")
-        if any(r.slider.isSliderDown() for r in self.rows):
-            return  # dragging: wait for the release
+            if moved is row.slider or moved is row.enabled:
+                self.active_row = i
+        self.alphaMoved.emit()
+        if self.dragging():
+            return  # the full run waits for the release
         if self.auto.isChecked():
             self._debounce.start()
 
@@ -287,20 +314,22 @@ class SteeringDock(QDockWidget):
     def _request(self) -> None:
         self.steerRequested.emit()
 
-    def steers(self) -> list[Steer]:
-        """The ``Steer`` interventions the sliders describe (rows at α = 0 or switched off are left
-        out, so an all-zero panel gives the unsteered run); raises EngineError when a row cannot steer."""
+    def steers(self, alphas: dict[int, float] | None = None) -> list[Steer]:
+        """The ``Steer`` interventions the sliders describe, with row ``i`` at ``alphas[i]`` instead
+        when given (rows at α = 0 or switched off are left out, so an all-zero panel gives the
+        unsteered run); raises EngineError when a row cannot steer."""
         if not self.on.isChecked():
             return []
         chosen = self.checked_layers()
         out = []
-        for row in self.rows:
-            if not row.enabled.isChecked() or row.alpha == 0.0:
+        for i, row in enumerate(self.rows):
+            alpha = (alphas or {}).get(i, row.alpha)
+            if not row.enabled.isChecked() or alpha == 0.0:
                 continue
             sites = [s for s in chosen if s in row.vectors.vectors]
             if not sites:
                 raise EngineError(f"“{row.name}” covers none of the chosen layers: check one of its layers")
-            out.append(Steer(row.vectors, row.alpha, sites, self.renorm.isChecked(), self.halves.currentText()))
+            out.append(Steer(row.vectors, alpha, sites, self.renorm.isChecked(), self.halves.currentText()))
         return out
 
     def request_fields(self) -> dict[str, Any]:
