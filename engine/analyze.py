@@ -18,6 +18,7 @@ import numpy as np
 from engine.backends.base import RunResult
 from engine.convergence.command import resolve_lsac
 from engine.output_dir import Output
+from engine.probe.kept_maps import KeptMaps
 from engine.recipe import LIMITS, LsacSpec, Recipe, check_float, check_int
 from engine.site_choice import resolve_sites
 from engine.types import (
@@ -94,12 +95,10 @@ def analyze(
             memory_budget_mb=options.memory_budget_mb,
             stream_dir=options.stream_dir,
             lsac=options.lsac,
+            maps=kept_maps(options),
         )
         request = resolve_lsac(backend, request)
-        request, note = budget_for_frames(backend, request, options)
         result = backend.generate(request, _ProgressObserver(progress), cancel)
-        if note:
-            result.warnings.append(note)
         bad = [w for w in result.warnings if "NaN" in w or "inf" in w]
         if bad:
             raise EngineError(f"{bad[0]}; try float32, fewer steps or another seed")
@@ -107,44 +106,9 @@ def analyze(
     return claim.final
 
 
-def maps_bytes(backend, request: GenerationRequest, options: AnalyzeOptions) -> int:
-    """Bytes the maps of ``request`` will hold while they are built (:func:`views_bytes` per
-    context: accumulators and the finished per-step maps), from the architecture and prompt."""
-    from engine.analysis.aggregate import views_bytes
-    from engine.probe.budget import selected_sites, selected_steps
-
-    if not request.capture:
-        return 0
-    sites = [s for s in selected_sites(backend.sites(), request) if s.kind == "cross"]
-    tokens = backend.tokens(request.prompt)
-    n_steps = len(selected_steps(request))
-    return sum(
-        views_bytes(sum(s.context == c for s in sites), n_steps, len(tokens.get(c, [])) or 1,
-                    tuple(options.grid), options.aggregator)
-        for c in sorted({s.context for s in sites})
-    )
-
-
-def budget_for_frames(backend, request: GenerationRequest,
-                      options: AnalyzeOptions) -> tuple[GenerationRequest, str | None]:
-    """The request with the maps' share taken off the memory budget, so that the budget counts
-    everything the analysis keeps (frames and maps); and a note saying so when it matters."""
-    from dataclasses import replace
-
-    from engine.probe.recorder import human_bytes
-
-    maps = maps_bytes(backend, request, options)
-    budget = request.memory_budget_mb * 2**20
-    if maps >= budget:
-        raise EngineError(f"the maps alone need {human_bytes(maps)}, over the memory budget of "
-                          f"{human_bytes(budget)}: raise --memory-budget-mb, or use a smaller --grid or fewer steps")
-    if maps == 0:
-        return request, None
-    note = None
-    if maps > 0.05 * budget:
-        note = (f"the maps take {human_bytes(maps)} of the memory budget of {human_bytes(budget)}; "
-                f"frames get the remaining {human_bytes(budget - maps)}")
-    return replace(request, memory_budget_mb=(budget - maps) / 2**20), note
+def kept_maps(options: AnalyzeOptions) -> KeptMaps:
+    """The maps ``analyze`` builds (:func:`build_maps`), for the memory budget to count."""
+    return KeptMaps(grid=tuple(options.grid), method=options.aggregator, views=True)
 
 
 def _check_keywords(words: list[str], tokens: dict[str, list[str]]) -> None:

@@ -30,6 +30,7 @@ from engine.loaders import (
     read_zip_array,
     read_zip_member,
 )
+from engine.probe.kept_maps import KeptMaps
 from engine.recipe import LIMITS
 from engine.types import SITE_KINDS, EngineError, GenerationRequest, MelSpec, Site
 
@@ -93,6 +94,10 @@ def request_from_dict(data: dict[str, Any]) -> GenerationRequest:
     for name in ("capture", "per_head"):
         if name in data and not isinstance(data[name], bool):
             raise EngineError(f"the session's {name} is not true/false: the file is damaged")
+    if data.get("maps") is not None:
+        if not isinstance(data["maps"], dict):
+            raise EngineError("the session's maps are not a table of fields: the file is damaged")
+        data["maps"] = KeptMaps.from_dict(data["maps"])
     try:
         request = GenerationRequest(**data)
         return request.validate()

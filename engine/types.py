@@ -73,7 +73,9 @@ class GenerationRequest(RunSettings):
     ``interventions`` are objects with a ``wrap`` method (:mod:`engine.probe.intervention`), applied
     in order; ``lsac`` asks for layer-selective attention caching (resolved into an intervention
     before generating); ``head_mask`` ablates the heads marked ``False`` in the cross-attention
-    output of their site; ``nan_policy`` says whether NaN/inf attention stops the run.
+    output of their site; ``nan_policy`` says whether NaN/inf attention stops the run; ``maps``
+    (:class:`~engine.probe.kept_maps.KeptMaps`) says what the caller builds from the frames, so
+    that ``memory_budget_mb`` counts it too.
     """
 
     capture: bool = True
@@ -86,6 +88,7 @@ class GenerationRequest(RunSettings):
     interventions: tuple[Any, ...] = ()
     lsac: LsacSpec | None = None
     nan_policy: NanPolicy = "warn"
+    maps: Any = None  # engine.probe.kept_maps.KeptMaps: the maps the caller keeps; the budget counts them
 
     def __post_init__(self) -> None:
         # normalise list arguments to tuples so that requests compare and copy as values
@@ -110,6 +113,8 @@ class GenerationRequest(RunSettings):
         check_head_mask(self.head_mask)
         if self.lsac is not None:
             self.lsac.validate()
+        if self.maps is not None:
+            self.maps.validate()
         for item in self.interventions:
             if not callable(getattr(item, "wrap", None)):
                 raise EngineError(f"{type(item).__name__} is not an intervention (it has no wrap method)")
@@ -124,6 +129,7 @@ class GenerationRequest(RunSettings):
         data["interventions"] = [iv.describe() if hasattr(iv, "describe") else {"type": type(iv).__name__}
                                  for iv in self.interventions]
         data["lsac"] = self.lsac.describe() if self.lsac is not None else None
+        data["maps"] = self.maps.to_dict() if self.maps is not None else None
         return data
 
 

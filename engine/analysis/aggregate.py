@@ -333,13 +333,17 @@ class RunViews:
     peak_bytes: int  # the most bytes the reduction held at once (accumulators + finished maps)
 
 
+def accumulator_bytes(cells: int, method: str = "mean", k: int = 3) -> int:
+    """Bytes a :class:`MapAccumulator` of maps with ``cells`` values holds (float64; ``k`` rows for top-k)."""
+    return 8 * (k if method == "topk" else 1) * int(cells)
+
+
 def views_bytes(n_sites: int, n_steps: int, n_keys: int, target: tuple[int, int],
                 method: str = "mean", k: int = 3) -> int:
-    """Bytes :func:`reduce_views` holds at its peak: float64 accumulators (aggregate, pooled, one
-    per site, the current step; ``k`` rows each for top-k) plus the finished float16 step maps."""
+    """Bytes :func:`reduce_views` holds at its peak: the accumulators (aggregate, pooled, one per
+    site, the current step) plus the finished float16 step maps."""
     cell = int(target[0]) * int(target[1])
-    rows = k if method == "topk" else 1
-    acc = 8 * rows * cell * (n_keys * (n_sites + 2) + 1)  # sites + aggregate + current step, pooled
+    acc = accumulator_bytes(cell * (n_keys * (n_sites + 2) + 1), method, k)  # sites + aggregate + step, pooled
     return acc + 2 * n_steps * n_keys * cell
 
 

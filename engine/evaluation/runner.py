@@ -40,6 +40,8 @@ from engine.analysis.aggregate import fit_layer_weights
 from engine.analysis.melscale import grid_hz, power_to_db
 from engine.analysis.templates import TEMPLATE_RANGES, stem_mel_grid
 from engine.atomic_io import atomic_write
+from engine.cluster import ClusterSpec, in_item_order, map_items
+from engine.cluster.mapping import one_line
 from engine.data.classes import MAIN_CLASSES
 from engine.data.slakh import SlakhDataset, Track
 from engine.evaluation.ground_truth import GT_KINDS, class_audio, item_ground_truth
@@ -47,9 +49,16 @@ from engine.evaluation.head_selection import run_head_selection
 from engine.evaluation.maps import MapSettings, concept_map, head_data, site_maps, time_only
 from engine.evaluation.prompts import class_prompts, load_templates
 from engine.evaluation.scoring import attention_profile, score_map
-from engine.evaluation.tables import check_item_record, read_jsonl, safe_name, write_tables
+from engine.evaluation.tables import (
+    check_item_record,
+    in_order,
+    read_jsonl,
+    safe_name,
+    write_tables,
+)
 from engine.evaluation.windows import Window, choose_window, class_track_audio
-from engine.output_dir import Output, OutputWriteError, guarded
+from engine.output_dir import Output, guarded
+from engine.probe.kept_maps import KeptMaps
 from engine.recipe import Recipe
 from engine.types import CancelToken, EngineError, GenerationRequest, RunCancelled
 
@@ -57,7 +66,8 @@ Progress = Callable[[int, int], None]
 SEED_MODES = ("per_track", "fixed")
 WINDOW_MODES = ("active", "fixed")
 # settings that do not change any number (left out of the resume check)
-_NOT_IN_CONFIG = ("out", "resume", "figures", "device", "memory_budget_mb", "prompt", "negative_prompt")
+_NOT_IN_CONFIG = ("out", "resume", "figures", "device", "memory_budget_mb", "prompt", "negative_prompt",
+                  "cluster")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +105,7 @@ class EvalOptions(Recipe):
     min_share: float = 0.1
     memory_budget_mb: float = 4096.0
     figures: bool = True
+    cluster: ClusterSpec = ClusterSpec()  # where items run (docs/CLUSTER.md); changes no number
     extra: dict[str, Any] = field(default_factory=dict)
 
     def map_settings(self) -> MapSettings:
@@ -115,6 +126,7 @@ def validate(o: EvalOptions) -> None:
     """Reject bad options before anything is loaded; each message says what to do."""
     o.map_settings().check()
     o.validate(require_prompt=False)
+    o.cluster.validate()
     if o.offset < 0:
         raise EngineError(f"--offset must be >= 0 seconds (got {o.offset})")
     if not 0 < o.tau < 1:
@@ -195,9 +207,14 @@ def repair_jsonl(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
+@dataclass(frozen=True)
+class ItemResult:
+    """What one item's computation returns (in a worker or here); the driver writes it."""
+
+    record: dict[str, Any]  # the items.jsonl line
+    maps: dict[str, np.ndarray]  # maps/<item>.npz
+    heads: dict[str, np.ndarray] | None  # heads/<item>.npz (per-head capture)
+    generated: int  # backend generations this item needed (0: reused the previous item's)
 
 
 class Evaluator:
@@ -224,17 +241,23 @@ class Evaluator:
             chosen += [s.name for s in sites if s.kind == "self"]
         return chosen or None
 
+    def request(self, item: Item) -> GenerationRequest:
+        """The generation of the item's prompt and seed, with the maps an item keeps (its concept map
+        and, per-head, each site's head maps) for the memory budget to count."""
+        maps = KeptMaps(grid=tuple(self.o.grid), method=self.o.aggregator, k=self.o.topk, pooled=True,
+                        head_maps=self.o.per_head)
+        return GenerationRequest(
+            prompt=item.prompt, seed=item.seed, steps=self.o.steps, guidance=self.o.guidance,
+            duration=self.o.duration, sites=self.sites, per_head=self.o.per_head,
+            memory_budget_mb=self.o.memory_budget_mb, maps=maps)
+
     def run(self, item: Item, cancel: CancelToken | None = None):
         """The backend's run of the item's prompt and seed (one cached result is reused)."""
         key = (item.prompt, item.seed)
         if key not in self._cache:
             self._cache.clear()
-            request = GenerationRequest(
-                prompt=item.prompt, seed=item.seed, steps=self.o.steps, guidance=self.o.guidance,
-                duration=self.o.duration, sites=self.sites, per_head=self.o.per_head,
-                memory_budget_mb=self.o.memory_budget_mb)
             self.generate_calls += 1
-            result = self.backend.generate(request, None, cancel)
+            result = self.backend.generate(self.request(item), None, cancel)
             bad = [w for w in result.warnings if "NaN" in w or " inf" in w]
             if bad:
                 raise EngineError(f"{bad[0]}; try fewer steps or another seed")
@@ -275,7 +298,12 @@ class Evaluator:
 
     def score(self, item: Item, folder: Path, cancel: CancelToken | None = None) -> dict[str, Any]:
         """Generate (or reuse), map, score; writes the item's npz files; returns its record."""
+        return write_item(folder, item, self.compute(item, cancel))
+
+    def compute(self, item: Item, cancel: CancelToken | None = None) -> ItemResult:
+        """Generate (or reuse), map and score one item; writes nothing (see :func:`write_item`)."""
         start = time.perf_counter()
+        calls = self.generate_calls
         window = self.window(item)
         stem = self.stem(item)
         result = self.run(item, cancel)
@@ -283,19 +311,17 @@ class Evaluator:
         gt = self.ground_truth(item, stem, result)
         scores = score_map(g, gt, self.o.tau, time_only=time_only(result))
         grid = tuple(self.o.grid)
-        name = safe_name(item.id)
         mel_db = power_to_db(stem_mel_grid(result.audio, result.sample_rate, self.spec, grid))
         stem_db = power_to_db(stem_mel_grid(stem, self.spec.sample_rate, self.spec, grid))
-        _save_npz(folder / "maps" / f"{name}.npz", map=g.astype(np.float32),
-                  mel_db=mel_db.astype(np.float32), stem_mel_db=stem_db.astype(np.float32),
-                  **{f"gt_{k}": m for k, m in gt.masks.items()})
+        maps = {"map": g.astype(np.float32), "mel_db": mel_db.astype(np.float32),
+                "stem_mel_db": stem_db.astype(np.float32), **{f"gt_{k}": m for k, m in gt.masks.items()}}
         notes = [w for w in result.warnings if w not in self.backend.warnings]
+        heads = None
         if self.o.per_head:
             hd = head_data(result, item.word, grid)
-            arrays = {f"map/{s}": m.astype(np.float16) for s, m in hd.maps.items()}
-            arrays.update({f"ratio/{s}": r for s, r in hd.log_ratio.items()})
-            _save_npz(folder / "heads" / f"{name}.npz", **arrays)
-        return {
+            heads = {f"map/{s}": m.astype(np.float16) for s, m in hd.maps.items()}
+            heads.update({f"ratio/{s}": r for s, r in hd.log_ratio.items()})
+        record = {
             "id": item.id, "track": item.track.id, "split": item.track.split,
             "class": item.inst_class, "word": item.word, "template": item.template,
             "prompt": item.prompt, "seed": item.seed, "scores": scores,
@@ -305,6 +331,42 @@ class Evaluator:
             "warnings": notes,
             "elapsed_s": round(time.perf_counter() - start, 4),
         }
+        return ItemResult(record, maps, heads, self.generate_calls - calls)
+
+
+def write_item(folder: Path, item: Item, result: ItemResult) -> dict[str, Any]:
+    """The driver's side of an item: its npz files (atomic); returns the record to append."""
+    name = safe_name(item.id)
+    _save_npz(folder / "maps" / f"{name}.npz", **result.maps)
+    if result.heads is not None:
+        _save_npz(folder / "heads" / f"{name}.npz", **result.heads)
+    return result.record
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """The eval's :class:`~engine.cluster.WorkerJob`: a worker builds one :class:`Evaluator` (loads
+    ``options.model``, or uses ``backend`` when one is given) and computes items with it.
+    ``evaluator`` (this process only, never pickled) is the driver's own, with its ``cancel``."""
+
+    options: EvalOptions
+    layer_weights: dict[str, float] | None = None
+    backend: Any = None
+    evaluator: Any = field(default=None, compare=False, repr=False)
+    cancel: Any = field(default=None, compare=False, repr=False)
+
+    def setup(self) -> Evaluator:
+        if self.evaluator is not None:
+            return self.evaluator
+        backend = self.backend
+        if backend is None:
+            from engine.backends.registry import load_backend
+
+            backend = load_backend(self.options.model, device=self.options.device)
+        return Evaluator(backend, self.options, self.layer_weights)
+
+    def run(self, ev: Evaluator, item: Item) -> ItemResult:
+        return ev.compute(item, self.cancel)
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -384,7 +446,7 @@ def fit_weights(ev: Evaluator, items: list[Item], out: Path, options: EvalOption
         except (RunCancelled, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - collected, the fit goes on without the item
-            errors.append({"id": item.id, "phase": "fit", "error": _one_line(exc)})
+            errors.append({"id": item.id, "phase": "fit", "error": one_line(exc)})
             continue
         sites = sites or sorted(maps)
         layer_maps.append(np.stack([maps[s] for s in sites]))
@@ -421,10 +483,12 @@ def run_eval(options: EvalOptions, progress: Progress | None = None, backend=Non
         for name in ("items.jsonl", "errors.jsonl"):
             with guarded(out / name):
                 repair_jsonl(out / name)
-        if backend is None:
+        given = backend
+        if backend is None:  # on Ray the driver's copy only fits layer weights and names the model
             from engine.backends.registry import load_backend
 
-            backend = load_backend(options.model, device=options.device)
+            device = "cpu" if options.cluster.distributed else options.device
+            backend = load_backend(options.model, device=device)
         claim.keep = True  # from here on errors.jsonl / items.jsonl are worth resuming from
         errors = _Writer(out / "errors.jsonl")
         known_errors = {(e.get("id"), str(e.get("error"))) for e in read_jsonl(out / "errors.jsonl")}
@@ -437,27 +501,48 @@ def run_eval(options: EvalOptions, progress: Progress | None = None, backend=Non
             ev.layer_weights = fit_weights(ev, build_items(fit_tracks, options, templates), out, options,
                                            cancel)
         done = {r["id"] for r in read_jsonl(out / "items.jsonl")}
-        writer = _Writer(out / "items.jsonl")
+        todo = [item for item in items if item.id not in done]
+        if options.cluster.distributed:
+            job = EvalJob(options, ev.layer_weights, backend=given)
+        else:
+            job = EvalJob(options, ev.layer_weights, evaluator=ev, cancel=cancel)
+        skipped = len(items) - len(todo)
+        if progress is not None and skipped:
+            progress(skipped, len(items))
         started = time.perf_counter()
-        new_items = 0
-        failed: list[str] = []
-        for n, item in enumerate(items):
-            if item.id not in done:
-                try:
-                    writer.append(ev.score(item, out, cancel))
-                    new_items += 1
-                except (RunCancelled, KeyboardInterrupt, OutputWriteError):
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one bad item must not stop the run
-                    failed.append(_one_line(exc))
-                    errors.append({"id": item.id, "phase": "item", "error": failed[-1]})
-            if progress is not None:
-                progress(n + 1, len(items))
-        if not done and not new_items:
+        new_items, failed = _score_items(job, todo, out, errors, options.cluster, cancel,
+                                         None if progress is None
+                                         else lambda n, _: progress(skipped + n, len(items)))
+        if options.cluster.distributed:
+            ev.generate_calls += new_items.generated
+        if not done and not new_items.count:
             raise EngineError(nothing_scored(failed, claim.final / "errors.jsonl"))
         elapsed = time.perf_counter() - started
-        finish(out, options, backend, ev, new_items, elapsed)
+        finish(out, options, backend, ev, new_items.count, elapsed, order=[item.id for item in items])
     return claim.final
+
+
+@dataclass
+class _Tally:
+    count: int = 0  # items scored this session
+    generated: int = 0  # their generations
+
+
+def _score_items(job: EvalJob, todo: list[Item], out: Path, errors: _Writer, cluster: ClusterSpec,
+                 cancel: CancelToken | None, progress: Progress | None) -> tuple[_Tally, list[str]]:
+    """Compute ``todo`` (here or on Ray) and write each item as it comes, in item order, so the
+    files are those of a local run; returns the tally and the items' error lines."""
+    writer = _Writer(out / "items.jsonl")
+    tally, failed = _Tally(), []
+    for outcome in in_item_order(map_items(job, todo, cluster, progress=progress, cancel=cancel)):
+        if outcome.error is not None:
+            failed.append(outcome.error)
+            errors.append({"id": outcome.item.id, "phase": "item", "error": outcome.error})
+            continue
+        writer.append(write_item(out, outcome.item, outcome.result))
+        tally.count += 1
+        tally.generated += outcome.result.generated
+    return tally, failed
 
 
 def nothing_scored(reasons: list[str], errors_path: Path) -> str:
@@ -474,9 +559,11 @@ def nothing_scored(reasons: list[str], errors_path: Path) -> str:
 
 
 def finish(out: Path, options: EvalOptions, backend, ev: Evaluator, new_items: int,
-           elapsed: float) -> dict[str, Any]:
-    """Tables, figures, head selection and report.json from what is on disk."""
-    records = [check_item_record(r, out / "items.jsonl") for r in read_jsonl(out / "items.jsonl")]
+           elapsed: float, order: list[str] | None = None) -> dict[str, Any]:
+    """Tables, figures, head selection and report.json from what is on disk; records are taken in
+    ``order`` (item ids; others after, as in the file), so no number depends on the file's order."""
+    records = in_order([check_item_record(r, out / "items.jsonl") for r in read_jsonl(out / "items.jsonl")],
+                       order)
     scored = {r["id"] for r in records}
     open_errors = {(e["id"], str(e.get("error"))): e for e in read_jsonl(out / "errors.jsonl")
                    if e["id"] not in scored}  # resolved by a later retry: not counted
@@ -519,7 +606,7 @@ def finish(out: Path, options: EvalOptions, backend, ev: Evaluator, new_items: i
             try:
                 report["head_selection"] = run_head_selection(
                     out, k=options.head_k, metric=options.head_metric, gt=options.gt_range,
-                    tau=options.tau, figures=options.figures)
+                    tau=options.tau, figures=options.figures, order=order, cluster=options.cluster)
             except EngineError as exc:
                 report["head_selection"] = {"skipped": str(exc)}
     _write_json(out / "report.json", _json_safe(report))

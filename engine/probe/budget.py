@@ -7,7 +7,10 @@ Where the family drops padded keys before storage (``backend.drop_pad_keys``, St
 counts only the kept keys; where a context has padded keys the per-query sink mass (``Q × 4``
 bytes, float32) is counted too: the estimate is what the recorder holds.
 
-When the estimate is over ``request.memory_budget_mb``:
+The maps the caller builds from the frames (``request.maps``, :mod:`engine.probe.kept_maps`:
+analyze's per-step maps, eval's concept and per-head maps, the GUI's thumbnails, with their
+accumulators) are taken off the budget first; a budget smaller than the maps alone is an error.
+When the frames' estimate is over what is left:
 
 * with ``request.stream_dir`` set, every frame is written to disk and only what fits is kept in
   memory;
@@ -93,6 +96,34 @@ def estimate_capture_bytes(backend, request: GenerationRequest) -> int:
     return _bytes(shapes, sites, len(selected_steps(request)), request.per_head)
 
 
+def maps_bytes(backend, request: GenerationRequest) -> int:
+    """Bytes the maps of ``request.maps`` will hold (:meth:`~engine.probe.kept_maps.KeptMaps.nbytes`),
+    from the architecture and prompt; 0 without capture or maps."""
+    if not request.capture or request.maps is None:
+        return 0
+    sites = selected_sites(backend.sites(), request)
+    shapes = stored_shapes(backend, request)
+    cross: dict[str, list[tuple[int, int]]] = {}
+    for site in sites:
+        if site.kind == "cross" and site.name in shapes:
+            heads, _, keys, _ = shapes[site.name]
+            cross.setdefault(site.context, []).append((heads if request.per_head else 1, keys))
+    return request.maps.nbytes(cross, len(sites), len(selected_steps(request)), request.steps)
+
+
+def _frames_budget(backend, request: GenerationRequest, budget: int) -> tuple[int, int, str | None]:
+    """``(maps' bytes, the frames' share of budget, a note when the maps take more than 5 %)``."""
+    maps = maps_bytes(backend, request)
+    if maps >= budget:
+        raise EngineError(f"the maps alone need {human_bytes(maps)}, over the memory budget of "
+                          f"{human_bytes(budget)}: raise the memory budget, or use a smaller grid or fewer steps")
+    note = None
+    if maps > 0.05 * budget:
+        note = (f"the maps take {human_bytes(maps)} of the memory budget of {human_bytes(budget)}; "
+                f"frames get the remaining {human_bytes(budget - maps)}")
+    return maps, budget - maps, note
+
+
 def _evenly(items: list, n: int) -> list:
     if n >= len(items):
         return list(items)
@@ -101,19 +132,21 @@ def _evenly(items: list, n: int) -> list:
 
 
 def plan_capture(backend, request: GenerationRequest) -> CapturePlan:
-    """Sites, steps and reduction for the request, fitted to its memory budget."""
+    """Sites, steps and reduction for the request, fitted to its memory budget: the maps the caller
+    keeps (``request.maps``) first, the frames in what is left."""
     budget = int(request.memory_budget_mb * 2**20)
     if budget <= 0:
         raise EngineError(f"memory_budget_mb must be positive, got {request.memory_budget_mb}")
     if not request.capture:
         return CapturePlan(sites=[], steps=[], per_head=request.per_head, budget_bytes=budget)
+    maps, budget, note = _frames_budget(backend, request, budget)
     sites = selected_sites(backend.sites(), request)
     steps = selected_steps(request)
     shapes = stored_shapes(backend, request)
     per_head = request.per_head
     estimate = _bytes(shapes, sites, len(steps), per_head)
     plan = CapturePlan(sites=sites, steps=steps, per_head=per_head, budget_bytes=budget,
-                       estimate_bytes=estimate)
+                       estimate_bytes=estimate, maps_bytes=maps, warnings=[note] if note else [])
     if estimate <= budget:
         return plan
     if request.stream_dir:

@@ -26,14 +26,16 @@ from engine.types import AttentionFrame, EngineError, RunObserver, Site
 
 @dataclass
 class CapturePlan:
-    """What one run records: sites, steps, head reduction, and where frames go."""
+    """What one run records: sites, steps, head reduction, and where frames go. ``budget_bytes`` is
+    the frames' share of the memory budget (the maps' share taken off)."""
 
     sites: list[Site]
     steps: list[int]
     per_head: bool
     budget_bytes: int
     stream: bool = False
-    estimate_bytes: int = 0
+    estimate_bytes: int = 0  # the frames (and sink mass) recorded
+    maps_bytes: int = 0  # the maps the caller keeps (``request.maps``), already taken off budget_bytes
     warnings: list[str] = field(default_factory=list)
 
     @property

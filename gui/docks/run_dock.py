@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.probe.kept_maps import KeptMaps
 from engine.recipe import recipe_from_text
 from engine.types import EngineError, GenerationRequest
 
@@ -39,6 +40,16 @@ def available_devices() -> list[str]:
     except Exception:  # torch missing or broken CUDA: CPU only
         pass
     return devices
+
+
+def kept_maps(grid: tuple[int, int] = (128, 64)) -> KeptMaps:
+    """What the views keep beside a run's frames, for the memory budget to count: the layer × step
+    overview's thumbnails and the heatmap's aggregate on ``grid`` (the heatmap's default; top-k, the
+    largest accumulator a selection can ask for)."""
+    from gui.docks.overview_dock import GAP, MAX_COLUMNS, THUMB_GRID
+
+    return KeptMaps(grid=grid, method="topk", pooled=True,
+                    thumbnails=(THUMB_GRID[0] + GAP, THUMB_GRID[1] + GAP, MAX_COLUMNS))
 
 
 def parse_fields(fields: dict[str, str], extra: dict | None = None) -> tuple[GenerationRequest | None, dict[str, str]]:
@@ -138,7 +149,8 @@ class RunDock(QDockWidget):
 
     def build_request(self) -> GenerationRequest | None:
         """The request the fields describe, or None after showing what is wrong."""
-        extra: dict[str, Any] = {"per_head": self.per_head.isChecked(), "memory_budget_mb": self.memory_budget_mb}
+        extra: dict[str, Any] = {"per_head": self.per_head.isChecked(), "memory_budget_mb": self.memory_budget_mb,
+                                 "maps": kept_maps()}
         for provide in self.request_providers:
             try:
                 provided = dict(provide())

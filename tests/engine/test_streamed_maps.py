@@ -101,18 +101,21 @@ def test_human_bytes_never_rounds_to_zero():
 def test_budget_counts_the_maps(ldm, tmp_path):
     from dataclasses import replace
 
-    from engine.analyze import budget_for_frames, maps_bytes
+    from engine.analyze import kept_maps
+    from engine.probe.budget import maps_bytes
 
     opts = options(tmp_path)
-    req = request(stream_dir=str(tmp_path / "s"))
-    frames, maps = estimate_capture_bytes(ldm, req), maps_bytes(ldm, req, opts)
+    req = request(stream_dir=str(tmp_path / "s"), maps=kept_maps(opts))
+    frames, maps = estimate_capture_bytes(ldm, req), maps_bytes(ldm, req)
     assert maps > frames > 0  # a 32 x 16 grid per token and step outweighs 16-query frames
     # the frames alone fit this budget, frames and maps together do not: the frames are streamed
     req = replace(req, memory_budget_mb=(maps + frames / 2) / MB)
-    fitted, note = budget_for_frames(ldm, req, opts)
-    assert note is not None and "maps take" in note
-    result = ldm.generate(fitted)
+    plan = plan_capture(ldm, req)
+    assert plan.stream and plan.maps_bytes == maps and plan.budget_bytes == int(req.memory_budget_mb * MB) - maps
+    assert any("maps take" in w for w in plan.warnings)
+    result = ldm.generate(req)
     assert result.frames_dir is not None and len(StoredFrames(result.frames_dir)) == 32
+    assert any("maps take" in w for w in result.warnings)
     peak = 0
     for context in ("t5", "loa"):
         sites = [s.name for s in result.sites if s.kind == "cross" and s.context == context]
@@ -121,5 +124,5 @@ def test_budget_counts_the_maps(ldm, tmp_path):
     assert abs(peak - maps) <= 0.05 * maps  # the maps' estimate is what they hold
     kept = sum(a.nbytes for a in result.frames.values())
     assert kept + peak <= req.memory_budget_mb * MB
-    with pytest.raises(Exception, match="the maps alone need"):
-        budget_for_frames(ldm, replace(req, memory_budget_mb=maps / 2 / MB), opts)
+    # without the maps on the request the same budget keeps every frame in memory
+    assert not plan_capture(ldm, replace(req, maps=None)).stream
