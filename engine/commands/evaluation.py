@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from engine.commands.flags import add_recipe, parse_grid, recipe_kwargs, words
+from engine.commands.flags import (
+    add_cluster,
+    add_recipe,
+    cluster_spec,
+    parse_grid,
+    recipe_kwargs,
+    words,
+)
 from engine.commands.registry import Command, lazy, register
 
 
@@ -49,6 +56,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming --out")
     p.add_argument("--memory-budget-mb", type=float, default=4096.0, help="memory for captured attention per item")
     p.add_argument("--no-figures", action="store_true", help="skip Figures 2 and 3")
+    add_cluster(p)
 
 
 def _eval_build(args: argparse.Namespace):
@@ -63,7 +71,7 @@ def _eval_build(args: argparse.Namespace):
         tau=args.tau, per_head=not args.no_per_head, resume=not args.no_resume, fit_split=args.fit_split,
         fit_tracks=args.fit_tracks, fit_target=args.fit_target, head_k=args.head_k, head_metric=args.head_metric,
         threshold_db=args.threshold_db, min_share=args.min_share, memory_budget_mb=args.memory_budget_mb,
-        figures=not args.no_figures,
+        figures=not args.no_figures, cluster=cluster_spec(args),
     )
     options.validate(require_prompt=False)
     return options
@@ -87,6 +95,7 @@ def _heads_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau", type=float, default=0.5, help="binarisation threshold, 0..1")
     p.add_argument("--lam", type=float, default=1.0, help="consistency penalty of the label-free score")
     p.add_argument("--no-figures", action="store_true", help="skip the weakening-curve figure")
+    add_cluster(p)
 
 
 def _heads_build(args: argparse.Namespace) -> argparse.Namespace:
@@ -96,6 +105,7 @@ def _heads_build(args: argparse.Namespace) -> argparse.Namespace:
         check_int("--k", args.k, 1, LIMITS.steps_max * 100)
     check_float("--tau", args.tau, 0.0, 1.0, low_open=True)
     check_float("--lam", args.lam, 0.0, 1e6)
+    args.cluster = cluster_spec(args)
     return args
 
 
@@ -103,7 +113,8 @@ def _heads_run(args: argparse.Namespace, progress) -> str:
     from engine.evaluation import run_head_selection
 
     summary = run_head_selection(args.out, k=args.k, metric=args.metric, gt=args.gt, tau=args.tau,
-                                 lam=args.lam, figures=not args.no_figures)
+                                 lam=args.lam, figures=not args.no_figures, cluster=args.cluster,
+                                 progress=progress)
     return f"{args.out} (head masks and comparison, {len(summary)} entries)"
 
 
@@ -112,5 +123,5 @@ register(Command(
     summary="rank heads per concept on an eval folder; compare all / top-k / bottom-k",
     example="python main.py head-select --out eval/v2 --k 7",
     outputs="OUT/heads/: head masks per class (JSON), comparison table, weakening curve",
-    add_arguments=_heads_args, build=_heads_build, execute=_heads_run,
+    add_arguments=_heads_args, build=_heads_build, execute=_heads_run, unit="item",
 ))

@@ -16,6 +16,10 @@ Compared on the evaluation items: all heads (DAAM-style mean of every head map),
 label-free bottom-k and oracle top-k, by IoU@τ, AP and Pearson correlation of the frequency
 profile with the stem profile. The ordered-weakening curves remove heads most-relevant first.
 Head masks are saved as ``{site: [bool, ...]}`` (``GenerationRequest.head_mask``'s format).
+
+The per-item work (reading an item's head maps, oracle scores, variant scores, weakening curves)
+is a :class:`HeadJob` run through :func:`engine.cluster.map_items`, here or on Ray workers that
+read the eval folder (a path every node sees); the driver combines the results in item order.
 Outputs carry the ground truth in their names, so runs with different ``gt`` sit side by side:
 ``heads_comparison_<gt>``, ``weakening_<gt>`` and ``heads/masks/<class>_ORACLE_<gt>_top<k>.json``
 (label-free masks use no ground truth: ``heads/masks/<class>_labelfree_{top,bottom}<k>.json``).
@@ -24,6 +28,8 @@ Outputs carry the ground truth in their names, so runs with different ``gt`` sit
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +43,8 @@ from engine.analysis.heads import (
     selective_map,
 )
 from engine.analysis.metrics import average_precision, profile_correlation, tf_iou
-from engine.evaluation.tables import check_item_record, read_jsonl, safe_name, write_table
+from engine.cluster import ClusterSpec, map_items
+from engine.evaluation.tables import check_item_record, in_order, read_jsonl, safe_name, write_table
 from engine.types import EngineError
 
 VARIANTS = ("all heads (DAAM-style)", "label-free top-k", "label-free bottom-k", "ORACLE top-k")
@@ -106,29 +113,76 @@ def _item_scores(m: np.ndarray, gt: np.ndarray, stem_profile: np.ndarray, tau: f
     return [tf_iou(m, gt, tau), average_precision(m, gt), profile_correlation(m, stem_profile)[0]]
 
 
+@dataclass(frozen=True)
+class HeadJob:
+    """Per-item head-selection work on the eval folder ``folder`` (reads, never writes).
+
+    Items: ``("rank", record)`` → ``(log-ratios, oracle scores or None)``;
+    ``("score", record, masks, orders)`` → ``(variant scores, weakening curves, base rate)``.
+    """
+
+    folder: str
+    gt: str
+    metric: str
+    tau: float
+
+    def setup(self) -> None:
+        return None
+
+    def run(self, state: None, item: tuple) -> tuple:
+        folder = Path(self.folder)
+        r = item[1]
+        maps, ratios = load_head_data(folder / "heads" / f"{safe_name(r['id'])}.npz")
+        mask = _gt_mask(folder / "maps" / f"{safe_name(r['id'])}.npz", self.gt, folder)
+        if item[0] == "rank":
+            oracle = oracle_head_scores(maps, mask, self.metric, self.tau) if mask.any() else None
+            return ratios, oracle
+        _, _, masks, orders = item
+        stem = np.asarray(r["profiles"]["stem"])
+        scores = {v: _item_scores(selective_map(maps, m), mask, stem, self.tau) for v, m in masks.items()}
+        curves = ({name: ordered_weakening(maps, order, mask, self.metric, self.tau)[1]
+                   for name, order in orders.items()} if mask.any() else {})
+        return scores, curves, float(mask.mean())
+
+
+def _fan_out(job: HeadJob, items: list[tuple], cluster: ClusterSpec,
+             progress: Callable[[int, int], None] | None) -> list[Any]:
+    """The results of ``items`` in item order; an item's error ends the run (one line)."""
+    results: list[Any] = [None] * len(items)
+    for outcome in map_items(job, items, cluster, progress=progress):
+        if outcome.error is not None:
+            raise EngineError(outcome.error.removeprefix("EngineError: "))
+        results[outcome.index] = outcome.result
+    return results
+
+
 def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap", gt: str = "region",
-                       tau: float = 0.5, lam: float = 1.0, figures: bool = True) -> dict[str, Any]:
+                       tau: float = 0.5, lam: float = 1.0, figures: bool = True,
+                       order: list[str] | None = None, cluster: ClusterSpec | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Rank heads per class, save top/bottom-k masks, compare variants, write weakening curves.
 
     Reads ``out/items.jsonl``, ``out/heads/*.npz`` and ``out/maps/*.npz`` (written by ``run_eval``
     with ``per_head=True``); writes ``out/heads/masks/*.json``, ``heads_comparison_<gt>.{csv,md}``,
     ``weakening_<gt>.{csv,md}`` and ``weakening_<gt>.png``. Returns a summary. A failed write
-    (disk full, read-only folder) is one :class:`EngineError` line.
+    (disk full, read-only folder) is one :class:`EngineError` line. ``order`` (item ids) fixes the
+    order records are combined in (default: ``items.jsonl``'s); ``cluster`` where items are scored.
     """
     from engine.output_dir import os_error
 
     try:
-        return _head_selection(out, k, metric, gt, tau, lam, figures)
+        return _head_selection(out, k, metric, gt, tau, lam, figures, order, cluster or ClusterSpec(),
+                               progress)
     except OSError as exc:
         raise os_error(out, exc) from exc
 
 
 def _head_selection(out: str | Path, k: int | None, metric: str, gt: str, tau: float, lam: float,
-                    figures: bool) -> dict[str, Any]:
-
+                    figures: bool, order: list[str] | None, cluster: ClusterSpec,
+                    progress: Callable[[int, int], None] | None) -> dict[str, Any]:
     folder = Path(out)
-    records = [_item_record(r, folder) for r in read_jsonl(folder / "items.jsonl")
-               if (folder / "heads" / f"{safe_name(r['id'])}.npz").is_file()]
+    records = in_order([_item_record(r, folder) for r in read_jsonl(folder / "items.jsonl")
+                        if (folder / "heads" / f"{safe_name(r['id'])}.npz").is_file()], order)
     if not records:
         raise EngineError(f"no per-head data in {folder / 'heads'}: run eval with per-head capture")
     mask_dir = folder / "heads" / "masks"
@@ -138,18 +192,20 @@ def _head_selection(out: str | Path, k: int | None, metric: str, gt: str, tau: f
                                            "reverse label-free order": []}
     weak_rows: list[list[Any]] = []
     summary: dict[str, Any] = {"classes": {}}
-    for c in dict.fromkeys(r["class"] for r in records):
-        recs = [r for r in records if r["class"] == c]
-        sel, evl, in_sample = split_tracks([r["track"] for r in recs])
-        data = []
-        for r in recs:
-            maps, ratios = load_head_data(folder / "heads" / f"{safe_name(r['id'])}.npz")
-            mask = _gt_mask(folder / "maps" / f"{safe_name(r['id'])}.npz", gt, folder)
-            data.append((r, maps, ratios, mask, np.asarray(r["profiles"]["stem"])))
-        sel_data = [d for d in data if d[0]["track"] in sel]
-        eval_data = [d for d in data if d[0]["track"] in evl]
-        lf = label_free_scores([d[2] for d in sel_data], lam)
-        per_item = [oracle_head_scores(d[1], d[3], metric, tau) for d in sel_data if d[3].any()]
+    job = HeadJob(str(folder), gt, metric, tau)
+    classes = {c: [r for r in records if r["class"] == c] for c in dict.fromkeys(r["class"] for r in records)}
+    splits = {c: split_tracks([r["track"] for r in recs]) for c, recs in classes.items()}
+    rank_items = [("rank", r) for c, recs in classes.items() for r in recs if r["track"] in splits[c][0]]
+    score_recs = [r for c, recs in classes.items() for r in recs if r["track"] in splits[c][1]]
+    total = len(rank_items) + len(score_recs)
+    ranked = iter(_fan_out(job, rank_items, cluster,
+                           None if progress is None else lambda n, _: progress(n, total)))
+    plans: dict[str, tuple[int, dict[str, Any], dict[str, list]]] = {}
+    for c, recs in classes.items():
+        sel, evl, in_sample = splits[c]
+        sel_results = [next(ranked) for r in recs if r["track"] in sel]
+        lf = label_free_scores([ratios for ratios, _ in sel_results], lam)
+        per_item = [oracle for _, oracle in sel_results if oracle is not None]
         oracle = ({s: np.nanmean([o[s] for o in per_item], axis=0) for s in per_item[0]}
                   if per_item else None)
         n_heads = sum(v.size for v in lf.values())
@@ -167,29 +223,34 @@ def _head_selection(out: str | Path, k: int | None, metric: str, gt: str, tau: f
         if "ORACLE top-k" in masks:
             files["ORACLE top-k"] = save_mask(masks["ORACLE top-k"],
                                               mask_dir / f"{c}_ORACLE_{gt}_top{kk}.json")
-        for variant in VARIANTS:
-            if variant != VARIANTS[0] and variant not in masks:
-                continue
-            vals = [_item_scores(selective_map(d[1], masks.get(variant)), d[3], d[4], tau)
-                    for d in eval_data]
-            mean = [float(np.nanmean(col)) if np.any(np.isfinite(col)) else float("nan")
-                    for col in np.array(vals, dtype=float).T]
-            base = float(np.mean([d[3].mean() for d in eval_data])) if eval_data else float("nan")
-            rows.append([c, variant, kk, len(eval_data), *mean, base])
+        variants = {v: masks.get(v) for v in VARIANTS if v == VARIANTS[0] or v in masks}
         orders = {"label-free order": rank_heads(lf)}
         orders["reverse label-free order"] = orders["label-free order"][::-1]
         if "ORACLE top-k" in masks:
             orders["ORACLE order"] = rank_heads(oracle)
-        for name, order in orders.items():
-            ys = [ordered_weakening(d[1], order, d[3], metric, tau)[1] for d in eval_data if d[3].any()]
+        plans[c] = (kk, variants, orders)
+        summary["classes"][c] = {"k": kk, "heads": n_heads, "selection_tracks": sorted(sel),
+                                 "evaluation_tracks": sorted(evl), "in_sample": in_sample,
+                                 "masks": {v: str(p) for v, p in files.items()}}
+    score_items = [("score", r, plans[r["class"]][1], plans[r["class"]][2]) for r in score_recs]
+    scored = iter(_fan_out(job, score_items, cluster, None if progress is None
+                           else lambda n, _: progress(len(rank_items) + n, total)))
+    for c, recs in classes.items():
+        kk, variants, orders = plans[c]
+        results = [next(scored) for r in recs if r["track"] in splits[c][1]]
+        base = float(np.mean([b for _, _, b in results])) if results else float("nan")
+        for variant in variants:
+            vals = [scores[variant] for scores, _, _ in results]
+            mean = [float(np.nanmean(col)) if np.any(np.isfinite(col)) else float("nan")
+                    for col in np.array(vals, dtype=float).T]
+            rows.append([c, variant, kk, len(results), *mean, base])
+        for name in orders:
+            ys = [curves_of[name] for _, curves_of, _ in results if curves_of]
             if not ys:
                 continue
             curve = np.nanmean(np.stack(ys), axis=0)
             curves[name].append(curve)
             weak_rows += [[c, name, i, float(v)] for i, v in enumerate(curve)]
-        summary["classes"][c] = {"k": kk, "heads": n_heads, "selection_tracks": sorted(sel),
-                                 "evaluation_tracks": sorted(evl), "in_sample": in_sample,
-                                 "masks": {v: str(p) for v, p in files.items()}}
     write_table(folder, f"heads_comparison_{gt}",
                 ["Instrument", "Heads kept", "k", "items", "IoU@tau", "AP", "Pearson (stem profile)",
                  "Base rate"],

@@ -44,6 +44,15 @@ AVERAGES = ("micro", "macro", "posweighted")
 CHANCE = ("base_rate", "precision_lift")
 
 
+def in_order(records: list[dict[str, Any]], order: Sequence[str] | None) -> list[dict[str, Any]]:
+    """``records`` sorted by the position of their id in ``order`` (stable; unknown ids last), so
+    tables do not depend on the order items were appended in (resumed or distributed runs)."""
+    if order is None:
+        return records
+    position = {item_id: n for n, item_id in enumerate(order)}
+    return sorted(records, key=lambda r: position.get(r["id"], len(position)))
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Records of a JSON-lines file; a torn last line (interrupted write) is ignored."""
     p = Path(path)
