@@ -375,8 +375,11 @@ class MainWindow(QMainWindow):
         return run_id
 
     def panel_recipe(self) -> tuple[str, str, GenerationRequest | None]:
-        """Model, device and the Run panel's request (None after showing what is wrong)."""
-        return self.run_dock.model.currentText().strip(), self.run_dock.device.currentText(), self.run_dock.build_request()
+        """Model, device and the Run panel's request (None after showing what is wrong), read from
+        the panel's settings model (the engine's recipe)."""
+        request = self.run_dock.build_request()
+        recipe = self.run_dock.settings.recipe
+        return recipe.model, recipe.device, request
 
     @Slot(int, str)
     def _on_job_started(self, job_id: int, name: str) -> None:
@@ -500,7 +503,7 @@ class MainWindow(QMainWindow):
             request = self.run_dock.build_request()
             if request is None:
                 raise EngineError("nothing to save: fix the Run fields or generate first")
-            model, device, result = self.run_dock.model.currentText(), self.run_dock.device.currentText(), None
+            model, device, result = self.run_dock.settings.recipe.model, self.run_dock.settings.recipe.device, None
         else:
             request, model, device, result = run.request, run.model, run.device, run.result
         view = {"selection": self.workspace.selection.to_dict(), "heatmap": self.heatmap.view_state()}

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from engine.probe.kept_maps import KeptMaps
 from engine.recipe import recipe_from_text
 from engine.types import EngineError, GenerationRequest
+from gui.run_settings import RunSettingsModel
 
 HUB_MODELS = ("embedded", "cvssp/audioldm2", "cvssp/audioldm2-music", "stabilityai/stable-audio-open-1.0", "ACE-Step/acestep-v15-xl-turbo-diffusers", "tiny:audioldm2", "tiny:stable_audio", "tiny:ace_step", "tiny:stable_audio_3", "tiny:longcat")
 
@@ -62,7 +63,8 @@ def parse_fields(fields: dict[str, str], extra: dict | None = None) -> tuple[Gen
 
 
 class RunDock(QDockWidget):
-    """Collects a run recipe; emits ``generateRequested(model, device, request)``."""
+    """A view of a :class:`~gui.run_settings.RunSettingsModel` (``settings``: the engine's recipe
+    behind the fields); emits ``generateRequested(model, device, request)``."""
 
     generateRequested = Signal(str, str, object)
     cancelRequested = Signal()
@@ -135,17 +137,42 @@ class RunDock(QDockWidget):
             "guidance": self.guidance,
             "duration": self.duration,
         }
+        self.settings = RunSettingsModel(parent=self)
+        self._bind()
+
+    def _bind(self) -> None:
+        """Widgets → model on every edit; model → widgets when a recipe is set from code."""
+        s = self.settings
+        for name, line in (("negative_prompt", self.negative), ("seed", self.seed), ("steps", self.steps),
+                           ("guidance", self.guidance), ("duration", self.duration)):
+            line.setText(s.text[name])
+            line.textChanged.connect(lambda text, n=name: s.set_field(n, text))
+        self.prompt.setPlainText(s.text["prompt"])
+        self.prompt.textChanged.connect(lambda: s.set_field("prompt", self.prompt.toPlainText()))
+        self.model.setCurrentText(s.text["model"])
+        self.model.currentTextChanged.connect(lambda text: s.set_field("model", text))
+        s.set_field("device", self.device.currentText())
+        self.device.currentTextChanged.connect(lambda text: s.set_field("device", text))
+        self.per_head.toggled.connect(lambda on: setattr(s, "per_head", on))
+        s.fieldChanged.connect(self._show_field)
+
+    @Slot(str, str)
+    def _show_field(self, name: str, text: str) -> None:
+        if name == "prompt":
+            if self.prompt.toPlainText() != text:
+                self.prompt.setPlainText(text)
+        elif name == "model":
+            self.model.setCurrentText(text)
+        elif name == "device":
+            if self.device.findText(text) >= 0:
+                self.device.setCurrentText(text)
+        else:
+            {"negative_prompt": self.negative, "seed": self.seed, "steps": self.steps,
+             "guidance": self.guidance, "duration": self.duration}[name].setText(text)
 
     def fields(self) -> dict[str, str]:
-        return {
-            "model": self.model.currentText(),
-            "prompt": self.prompt.toPlainText(),
-            "negative_prompt": self.negative.text(),
-            "seed": self.seed.text(),
-            "steps": self.steps.text(),
-            "guidance": self.guidance.text(),
-            "duration": self.duration.text(),
-        }
+        """The text of the recipe fields (as the settings model holds it)."""
+        return {k: v for k, v in self.settings.text.items() if k != "device"}
 
     def build_request(self) -> GenerationRequest | None:
         """The request the fields describe, or None after showing what is wrong."""
@@ -161,7 +188,7 @@ class RunDock(QDockWidget):
             extra.update(provided)
             if stacked:
                 extra["interventions"] = stacked
-        request, errors = parse_fields(self.fields(), extra)
+        request, errors = self.settings.request(extra), self.settings.errors
         for name, w in self._inputs.items():
             w.setStyleSheet("border: 1px solid #d33;" if name in errors else "")
             w.setToolTip(errors.get(name, ""))
@@ -173,7 +200,7 @@ class RunDock(QDockWidget):
     def request_generate(self) -> None:
         request = self.build_request()
         if request is not None:
-            self.generateRequested.emit(self.model.currentText().strip(), self.device.currentText(), request)
+            self.generateRequested.emit(self.settings.recipe.model, self.settings.recipe.device, request)
 
     def show_error(self, message: str) -> None:
         self.message.setText(message)
@@ -197,15 +224,9 @@ class RunDock(QDockWidget):
         self.progress.setValue(done)
 
     def set_request(self, model: str, device: str, request: GenerationRequest) -> None:
-        self.model.setCurrentText(model)
-        if self.device.findText(device) >= 0:
-            self.device.setCurrentText(device)
-        self.prompt.setPlainText(request.prompt)
-        self.negative.setText(request.negative_prompt)
-        self.seed.setText(str(request.seed))
-        self.steps.setText(str(request.steps))
-        self.guidance.setText(repr(float(request.guidance)))
-        self.duration.setText(repr(float(request.duration)))
+        """Show ``request``'s recipe (the fields follow the settings model)."""
+        device = device if self.device.findText(device) >= 0 else self.device.currentText()
+        self.settings.set_request(model, device, request)
         self.per_head.setChecked(bool(request.per_head))
 
     @Slot()
