@@ -55,7 +55,7 @@ class StepClock:
     def __init__(self, backend, sync, timer=None) -> None:
         self.starts: list[tuple[float, float]] = []
         self.ends: list[tuple[float, float]] = []
-        self.attention: list[float] = []  # the timer's running total at each step's end
+        self.attention: list[tuple[float, float]] = []  # the timer's wall and CPU totals at each step's end
         self.sync = sync
         self.timer = timer
         self._hook = backend.denoiser.register_forward_pre_hook(self._start)
@@ -71,18 +71,41 @@ class StepClock:
         self.sync()
         self.ends.append((time.perf_counter(), time.process_time()))
         if self.timer is not None:
-            self.attention.append(self.timer.total)
+            self.attention.append((self.timer.total, self.timer.cpu_total))
 
     def per_step(self, cpu: bool = False) -> list[float]:
         i = 1 if cpu else 0
         return [e[i] - s[i] for s, e in zip(self.starts, self.ends, strict=False)]
 
-    def attention_per_step(self) -> list[float]:
-        """Seconds inside attention in each step (needs a ``timer``)."""
-        return [b - a for a, b in zip([0.0, *self.attention], self.attention, strict=False)]
+    def attention_per_step(self, cpu: bool = False) -> list[float]:
+        """Seconds inside attention in each step, wall or CPU (needs a :func:`cpu_attention_timer`)."""
+        totals = [t[1 if cpu else 0] for t in self.attention]
+        return [b - a for a, b in zip([0.0, *totals], totals, strict=False)]
 
     def close(self) -> None:
         self._hook.remove()
+
+
+def cpu_attention_timer():
+    """An :class:`~engine.convergence.timing.AttentionTimer` that also sums this process's CPU time
+    inside attention (``cpu_total``): the figure to read on a shared CPU."""
+    from engine.convergence.timing import AttentionTimer
+
+    class CpuAttentionTimer(AttentionTimer):
+        def begin(self, backend, request) -> None:
+            super().begin(backend, request)
+            self.cpu_total = 0.0
+
+        def _handle(self, call):
+            start = time.process_time()
+            try:
+                return super()._handle(call)
+            finally:
+                self.cpu_total += time.process_time() - start
+
+    timer = CpuAttentionTimer()
+    timer.cpu_total = 0.0
+    return timer
 
 
 def budget_decisions(backend, request, budgets_mb: list[float]) -> list[dict]:
@@ -176,7 +199,6 @@ def lsac_compare(backend, request, args, sync) -> dict:
     process CPU) and as a whole, with the attention time of every site; the LSAC run's mel deviation
     from the full run (:func:`engine.convergence.quality.deviation`)."""
     from engine.convergence.quality import deviation
-    from engine.convergence.timing import AttentionTimer
 
     steps = args.lsac_steps or args.steps
     req = dataclasses.replace(request, capture=False, steps=steps)
@@ -184,7 +206,7 @@ def lsac_compare(backend, request, args, sync) -> dict:
     runs: dict[str, dict] = {}
     results = {}
     for label in ("full", "lsac"):
-        timer = AttentionTimer()  # after LSAC: it times what LSAC computes
+        timer = cpu_attention_timer()  # after LSAC: it times what LSAC computes
         clock = StepClock(backend, sync, timer)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         try:
@@ -194,7 +216,9 @@ def lsac_compare(backend, request, args, sync) -> dict:
             clock.close()
         runs[label] = {"run_cpu_s": time.process_time() - cpu0, "run_wall_s": time.perf_counter() - wall0,
                        "step_cpu_s": clock.per_step(cpu=True), "step_wall_s": clock.per_step(),
-                       "attention_wall_s": timer.total, "step_attention_wall_s": clock.attention_per_step()}
+                       "attention_wall_s": timer.total, "attention_cpu_s": timer.cpu_total,
+                       "step_attention_wall_s": clock.attention_per_step(),
+                       "step_attention_cpu_s": clock.attention_per_step(cpu=True)}
         runs[label]["loop_cpu_s"] = sum(runs[label]["step_cpu_s"])
         runs[label]["loop_wall_s"] = sum(runs[label]["step_wall_s"])
     full, cached = runs["full"], runs["lsac"]
@@ -202,23 +226,24 @@ def lsac_compare(backend, request, args, sync) -> dict:
     reused = list(range(freeze + 1, steps))  # steps that skip QKᵀ + softmax at every planned site
     stock_step = statistics.median(full["step_cpu_s"][freeze + 1:] or full["step_cpu_s"])
     reused_step = statistics.median([cached["step_cpu_s"][i] for i in reused]) if reused else stock_step
-    # attention LSAC removes: full minus LSAC attention time over the reused steps, as a share of
-    # the full run's wall time in those steps (wall: the attention timer has no CPU clock)
-    att_full = sum(full["step_attention_wall_s"][i] for i in reused)
-    att_lsac = sum(cached["step_attention_wall_s"][i] for i in reused)
-    wall_full = sum(full["step_wall_s"][i] for i in reused)
+    # attention LSAC removes: full minus LSAC attention CPU time over the reused steps, as a share
+    # of the full run's CPU time in those steps
+    att_full = sum(full["step_attention_cpu_s"][i] for i in reused)
+    att_lsac = sum(cached["step_attention_cpu_s"][i] for i in reused)
+    cpu_full = sum(full["step_cpu_s"][i] for i in reused)
     dev = deviation(results["lsac"], results["full"])
     return {
         "spec": args.lsac, "steps": steps, "cache_dtype": args.lsac_cache_dtype or "model",
         "plan_sites": len(lsac.plan), "freeze_step": freeze, "reused_steps": len(reused),
         "describe": lsac.describe(), "full": full, "lsac": cached,
-        "attention_share_full": full["attention_wall_s"] / full["loop_wall_s"],
+        "attention_share_full_cpu": full["attention_cpu_s"] / full["loop_cpu_s"],
+        "attention_share_full_wall": full["attention_wall_s"] / full["loop_wall_s"],
         "loop_cpu_speedup": full["loop_cpu_s"] / cached["loop_cpu_s"],
         "run_cpu_speedup": full["run_cpu_s"] / cached["run_cpu_s"],
         "run_wall_speedup": full["run_wall_s"] / cached["run_wall_s"],
         "step_saving_cpu": 1.0 - reused_step / stock_step,
-        "attention_removed_share": (att_full - att_lsac) / wall_full if wall_full else None,
-        "attention_share_reused_steps": att_full / wall_full if wall_full else None,
+        "attention_removed_share_cpu": (att_full - att_lsac) / cpu_full if cpu_full else None,
+        "attention_share_reused_steps_cpu": att_full / cpu_full if cpu_full else None,
         "mel_deviation": dev["mel_distance"], "wave_deviation": dev["wave_distance"],
     }
 
@@ -257,7 +282,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     from engine.backends.published import parameter_count
     from engine.backends.registry import load_backend
-    from engine.convergence.timing import AttentionTimer
     from engine.types import GenerationRequest
 
     cuda = args.device.startswith("cuda")
@@ -300,13 +324,14 @@ def main(argv: list[str] | None = None) -> dict:
             step_cpu[mode] += clock.per_step(cpu=True)
             run_times[mode].append(res.elapsed_s)
             results[mode] = res
-    timer = AttentionTimer()
+    timer = cpu_attention_timer()
     clock = StepClock(backend, sync)
     try:
         backend.generate(dataclasses.replace(request, capture=False, interventions=(timer,)), observer=clock)
     finally:
         clock.close()
     denoise_s = sum(clock.per_step())
+    denoise_cpu_s = sum(clock.per_step(cpu=True))
     med = {m: statistics.median(v) for m, v in step_times.items()}
     med_cpu = {m: statistics.median(v) for m, v in step_cpu.items()}
     workdir = Path(tempfile.mkdtemp(prefix="bench-realsize-"))
@@ -324,6 +349,8 @@ def main(argv: list[str] | None = None) -> dict:
         "capture_cpu_ratio_per_head": med_cpu["per_head"] / med_cpu["off"],
         "run_s": run_times, "attention_s": timer.total, "denoise_s_timed_run": denoise_s,
         "attention_share": timer.total / denoise_s if denoise_s else None,
+        "attention_cpu_s": timer.cpu_total, "denoise_cpu_s_timed_run": denoise_cpu_s,
+        "attention_share_cpu": timer.cpu_total / denoise_cpu_s if denoise_cpu_s else None,
         "rss_after_build_mb": rss_loaded, "peak_rss_mb": peak_rss_mb(),
         "npz_mb_head_mean": npz_size(backend, results["head_mean"], workdir, "head_mean"),
         "npz_mb_per_head": npz_size(backend, results["per_head"], workdir, "per_head"),
