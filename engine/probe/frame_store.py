@@ -42,9 +42,11 @@ class FrameStoreWriter:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             if (folder / INDEX_NAME).exists():
-                raise FileExistsError
+                raise FileExistsError(folder / INDEX_NAME)
             fd = os.open(folder / CLAIM_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
+        except FileExistsError as exc:
+            if not folder.is_dir():  # the stream folder's name is taken by a file
+                raise EngineError(f"cannot create stream folder {folder}: {exc.strerror}; pick another stream_dir") from exc
             raise EngineError(f"stream folder {folder} already holds a streamed run (or another process is "
                               "writing one there): pick an empty stream_dir") from None
         except OSError as exc:

@@ -50,3 +50,11 @@ def test_a_folder_with_an_earlier_run_is_refused_and_left_alone(ldm, tmp_path):
         ldm.generate(req)
     assert "\n" not in str(err.value)
     assert (folder / "index.json").read_text() == index and len(StoredFrames(folder)) == 16
+
+
+def test_a_file_in_the_way_is_named_as_such(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    with pytest.raises(EngineError, match="cannot create stream folder .*File exists; pick another stream_dir"):
+        FrameStoreWriter(taken)
+    assert taken.read_text() == "not a folder"
