@@ -72,7 +72,7 @@ class PatchOptions(Recipe):
 def run_patch(o: PatchOptions, progress: Progress = None) -> Path:
     """Layer sweep with Eq. 9 impact; writes ``patch_<concept>.json``."""
     o.validate(require_prompt=False)
-    from engine.interventions.patching import patch_sweep
+    from engine.interventions.patching import patch_sweep, sweep_query
     from engine.interventions.prompt_sets import find_concept
     from engine.interventions.scorers import load_scorer
 
@@ -80,9 +80,7 @@ def run_patch(o: PatchOptions, progress: Progress = None) -> Path:
     with Output(o.out, mode="extend") as claim:  # one file per concept: an existing folder is added to
         backend = _backend(o.model, o.device)
         scorer = load_scorer(o.scorer, None, o.device)
-        query = cp.template if (scorer.name == "band-template" and cp.template) else cp.query
-        if hasattr(scorer, "check_concept"):  # the instrument scorer: refuse before generating
-            scorer.check_concept(query)
+        query = sweep_query(cp, scorer)  # the instrument scorer refuses an unknown concept here
         pairs = cp.pairs[: o.max_pairs] if o.max_pairs else cp.pairs
         report = patch_sweep(backend, pairs, query, scorer, o.layers, _seeds(o.seeds), o.steps, o.guidance,
                              o.duration, o.mode, cp.concept, progress)
@@ -147,27 +145,15 @@ class SAEOptions(Recipe):
 def run_sae(o: SAEOptions, progress: Progress = None) -> Path:
     """Collect, train, score (TF-IDF) and write ``sae.safetensors``, ``sae_<concept>.npz``, ``sae_report.json``."""
     o.validate(require_prompt=False)
-    from engine.interventions.prompt_sets import steering_set
-    from engine.interventions.sae import (
-        collect_activations,
-        feature_activations,
-        sae_stats,
-        sae_steering_vectors,
-        tfidf_scores,
-        train_sae,
-    )
+    from engine.interventions.sae import sae_stats, train_concept_sae
 
     with Output(o.out) as claim:
         backend = _backend(o.model, o.device)
-        s = steering_set(o.concept, embedded=backend.family == "embedded", n_bases=o.n_bases)
-        acts = collect_activations(backend, s.positive + s.negative, o.layer, o.steps, o.guidance, o.duration,
-                                   _seeds(o.seeds), o.tokens_per_step, progress)
-        losses: list[float] = []
-        sae = train_sae(acts.data, o.expansion, o.k, o.epochs, log=losses)
-        codes = feature_activations(sae, acts.data)
-        scores = tfidf_scores(codes[acts.rows_of(s.positive)], codes[acts.rows_of(s.negative)])
-        vec = sae_steering_vectors(sae, scores, min(o.tau, sae.n_features), acts.site, backend.model_id,
-                                   o.concept, s.positive, s.negative)
+        trained = train_concept_sae(backend, o.concept, o.layer, o.steps, o.guidance, o.duration, _seeds(o.seeds),
+                                    n_bases=o.n_bases, expansion=o.expansion, k=o.k, epochs=o.epochs,
+                                    tokens_per_step=o.tokens_per_step, progress=progress)
+        sae, acts, scores, losses = trained.sae, trained.acts, trained.scores, trained.losses
+        vec = trained.steering_vectors(o.tau, backend.model_id)
         folder = claim.work
         sae.save(folder / "sae.safetensors", {"site": acts.site, "model_id": backend.model_id})
         vec.save(folder / f"sae_{o.concept.replace(' ', '_')}.npz")

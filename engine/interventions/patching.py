@@ -306,6 +306,16 @@ def run_item(backend, scorer, settings: SweepSettings, item: PairRun | LayerRun)
     return score(item.source, [KVPatch(item.cache, [item.site], settings.mode)])
 
 
+def sweep_query(cp, scorer) -> str:
+    """What ``scorer`` rates a counterfactual set ``cp`` by: its band template for the band-template
+    scorer (when it has one), else its query. A scorer that cannot rate the concept (the instrument
+    scorer) refuses here, in one EngineError line, before anything is generated."""
+    query = cp.template if (scorer.name == "band-template" and cp.template) else cp.query
+    if hasattr(scorer, "check_concept"):
+        scorer.check_concept(query)
+    return query
+
+
 def check_sweep(pairs: Sequence, seeds: Sequence[int], mode: str) -> None:
     if not pairs:
         raise EngineError("the prompt-pair set is empty: give at least one (target, source) pair")

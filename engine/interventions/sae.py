@@ -314,3 +314,52 @@ class FeatureBrowser:
         t_l, f_l = run["lattice"]
         offset = run["n_queries"] - t_l * f_l  # Stable Audio: a leading global token
         return lattice_to_grid(self.codes[a:b, feature], (t_l, f_l), target, query_offset=offset)
+
+
+@dataclass
+class ConceptSAE:
+    """One concept's SAE at one layer: the activations of its positive and negative prompts, the
+    trained TopK SAE (in ``browser``, with the codes), the features' TF-IDF scores for the concept
+    (TADA Eq. 6) and the loss per epoch. What ``sae`` (the command) writes and the GUI browses."""
+
+    browser: FeatureBrowser
+    scores: np.ndarray
+    losses: list[float]
+    concept: str
+    positive: list[str]
+    negative: list[str]
+
+    @property
+    def sae(self) -> TopKSAE:
+        return self.browser.sae
+
+    @property
+    def acts(self) -> ActivationSet:
+        return self.browser.acts
+
+    def stats(self) -> dict[str, float]:
+        return sae_stats(self.sae, self.acts.data)
+
+    def steering_vectors(self, tau: int, model_id: str) -> SteeringVectors:
+        """The top-``tau`` features' decoder columns summed (Eq. 7), as steering vectors."""
+        return sae_steering_vectors(self.sae, self.scores, min(tau, self.sae.n_features), self.acts.site, model_id,
+                                    self.concept, self.positive, self.negative)
+
+
+def train_concept_sae(backend, concept: str, layer, steps: int, guidance: float, duration: float,
+                      seeds: Sequence[int] = (0,), *, n_bases: int | None = None, expansion: int = 4, k: int = 16,
+                      epochs: int = 10, tokens_per_step: int | None = None,
+                      progress: Callable[[int, int], None] | None = None, runner: Runner | None = None) -> ConceptSAE:
+    """Collect the concept's steering-set activations at ``layer``, train a TopK SAE on them and
+    score its features by TF-IDF (positive vs negative prompts): the one path of the ``sae``
+    command and the GUI's SAE panel."""
+    from engine.interventions.prompt_sets import steering_set
+
+    s = steering_set(concept, embedded=backend.family == "embedded", n_bases=n_bases)
+    acts = collect_activations(backend, s.positive + s.negative, layer, steps, guidance, duration, seeds,
+                               tokens_per_step, progress, runner)
+    losses: list[float] = []
+    sae = train_sae(acts.data, expansion, k, epochs, log=losses)
+    browser = FeatureBrowser(sae, acts)
+    scores = tfidf_scores(browser.codes[acts.rows_of(s.positive)], browser.codes[acts.rows_of(s.negative)])
+    return ConceptSAE(browser, scores, losses, concept, list(s.positive), list(s.negative))

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.interventions.patching import PATCH_MODES, PatchReport, patch_sweep
+from engine.interventions.patching import PATCH_MODES, PatchReport, patch_sweep, sweep_query
 from engine.interventions.prompt_sets import counterfactual_sets
 from engine.interventions.scorers import load_scorer
 from engine.site_labels import site_labels
@@ -104,10 +104,10 @@ class PatchingDock(QDockWidget):
             seeds = parse_seeds(self.seeds.text())
             cp = next(c for c in counterfactual_sets()[set_name] if c.concept == concept)
             scorer = load_scorer(self.scorer.text().strip() or None, None, device)
+            query = sweep_query(cp, scorer)  # the ``patch`` command's rule and refusal
         except EngineError as exc:
             self.job.show_error(str(exc))
             return None
-        query = cp.template if (scorer.name == "band-template" and cp.template) else cp.query
         pairs = cp.pairs[: self.max_pairs.value()]
         mode, steps, guidance, duration = self.mode.currentText(), request.steps, request.guidance, request.duration
 

@@ -30,15 +30,8 @@ from PySide6.QtWidgets import (
 )
 
 from engine.interventions.caa import SteeringVectors
-from engine.interventions.prompt_sets import prompts_dir, steering_set
-from engine.interventions.sae import (
-    FeatureBrowser,
-    collect_activations,
-    sae_stats,
-    sae_steering_vectors,
-    tfidf_scores,
-    train_sae,
-)
+from engine.interventions.prompt_sets import prompts_dir
+from engine.interventions.sae import FeatureBrowser, sae_steering_vectors, train_concept_sae
 from engine.site_labels import site_label
 from engine.types import EngineError, GenerationRequest, MelSpec
 from gui.analysis_adapter import grid_centres_hz
@@ -189,15 +182,10 @@ class SAEDock(QDockWidget):
         n_bases, expansion, k, epochs = self.n_bases.value(), self.expansion.value(), self.k.value(), self.epochs.value()
         steps, guidance, duration = request.steps, request.guidance, request.duration
 
-        def job(backend, progress) -> SAEResult:
-            s = steering_set(concept, embedded=backend.family == "embedded", n_bases=n_bases)
-            acts = collect_activations(backend, s.positive + s.negative, layer, steps, guidance, duration,
-                                       seeds, None, progress)
-            losses: list[float] = []
-            sae = train_sae(acts.data, expansion, k, epochs, log=losses)
-            browser = FeatureBrowser(sae, acts)
-            scores = tfidf_scores(browser.codes[acts.rows_of(s.positive)], browser.codes[acts.rows_of(s.negative)])
-            return SAEResult(browser, scores, sae_stats(sae, acts.data), losses, concept, s.positive, s.negative,
+        def job(backend, progress) -> SAEResult:  # the engine's path of the ``sae`` command
+            t = train_concept_sae(backend, concept, layer, steps, guidance, duration, seeds, n_bases=n_bases,
+                                  expansion=expansion, k=k, epochs=epochs, progress=progress)
+            return SAEResult(t.browser, t.scores, t.stats(), t.losses, concept, t.positive, t.negative,
                              backend.model_id, backend.mel_spec(), duration)
 
         return self.job.start(f"SAE “{concept}” at {layer}", model, device, job)

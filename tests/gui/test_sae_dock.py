@@ -209,3 +209,26 @@ def test_bad_concept_shows_a_clear_message_and_keeps_the_result(window, trained,
     assert dock.job.message.text() and dock.result is before
     dock.seeds.setText("0")
     assert dock.epochs.minimum() == 1  # zero epochs cannot be entered
+
+
+def test_the_dock_and_the_sae_command_compute_the_same_sae(window, trained, tmp_path):
+    """The panel trains through the engine's path of ``python main.py sae``: with the same options
+    the command writes the same SAE weights and the same top TF-IDF features."""
+    import json
+
+    from engine.interventions.commands import SAEOptions, run_sae
+    from engine.interventions.sae import TopKSAE
+
+    site = window.sae.layer.itemData(LAYER_INDEX)
+    out = run_sae(SAEOptions(model=TEST_MODEL, device="cpu", concept=CONCEPT, layer=site, out=str(tmp_path / "sae"),
+                             n_bases=1, seeds="0", expansion=EXPANSION, k=K, epochs=EPOCHS, tau=5,
+                             steps=FIELDS["steps"], guidance=FIELDS["guidance"], duration=FIELDS["duration"]))
+    sae, meta = TopKSAE.load(out / "sae.safetensors")
+    assert meta["site"] == site
+    np.testing.assert_allclose(sae.W_dec.detach().numpy(), trained.browser.sae.W_dec.detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    report = json.loads((out / "sae_report.json").read_text())
+    top = np.argsort(-trained.scores)[:5]
+    assert [f["feature"] for f in report["top_features"]] == [int(j) for j in top]
+    np.testing.assert_allclose([f["tfidf"] for f in report["top_features"]], trained.scores[top], rtol=1e-5)
+    np.testing.assert_allclose(report["loss_per_epoch"], trained.losses, rtol=1e-5)
