@@ -315,6 +315,7 @@ class DiffusersBackend(PipelineHolder):
                 "steps": list(plan.steps),
                 "streamed": plan.stream,
                 "estimate_bytes": plan.estimate_bytes,
+                "maps_bytes": plan.maps_bytes,
                 "cfg_order": self.cfg_order,
             },
             "notes": notes,

@@ -313,6 +313,7 @@ class GenericBackend(PipelineHolder):
             "duration": request.duration, "device": self.device, "dtype": self.dtype, "versions": library_versions(),
             "capture": {"enabled": request.capture, "per_head": plan.per_head, "sites": [s.name for s in plan.sites],
                         "steps": list(plan.steps), "streamed": plan.stream, "estimate_bytes": plan.estimate_bytes,
+                        "maps_bytes": plan.maps_bytes,
                         "cfg_order": "separate calls, cond first" if self.separate_cfg_calls else self.cfg_order},
             "notes": ["generic path: probabilities recorded at the SDPA kernel, first denoiser call of each step"],
             "interventions": [],

@@ -116,6 +116,7 @@ def test_budget_counts_the_maps(ldm, tmp_path):
     result = ldm.generate(req)
     assert result.frames_dir is not None and len(StoredFrames(result.frames_dir)) == 32
     assert any("maps take" in w for w in result.warnings)
+    assert result.recipe["capture"]["maps_bytes"] == maps  # the run's record says what was counted
     peak = 0
     for context in ("t5", "loa"):
         sites = [s.name for s in result.sites if s.kind == "cross" and s.context == context]
