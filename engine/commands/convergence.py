@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from engine.commands.flags import add_recipe, int_list, recipe_kwargs, words
+from engine.commands.flags import (
+    add_cluster,
+    add_recipe,
+    cluster_spec,
+    int_list,
+    recipe_kwargs,
+    words,
+)
 from engine.commands.registry import Command, lazy, register
 
 
@@ -24,6 +31,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--presets", default="safe,balanced,aggressive", help="LSAC presets to compare")
     p.add_argument("--budget-mb", type=float, default=1024.0, help="memory budget of the LSAC cache")
     p.add_argument("--out", required=True, help="output folder (created; must be new or empty)")
+    add_cluster(p)  # with --sweep: one Ray work item per site x freeze step (docs/CLUSTER.md)
 
 
 def _build(args: argparse.Namespace):
@@ -40,7 +48,7 @@ def _build(args: argparse.Namespace):
         **recipe_kwargs(args), out=args.out, sites=args.sites, late_fraction=args.late_fraction,
         quantile=args.quantile, group=args.group, pads=args.pads, sweep=args.sweep,
         freeze_steps=int_list(args.freeze_steps, "--freeze-steps"), compare_prompts=words(args.compare, "|"),
-        seeds=seeds, presets=words(args.presets), budget_mb=args.budget_mb,
+        seeds=seeds, presets=words(args.presets), budget_mb=args.budget_mb, cluster=cluster_spec(args),
     )
     options.validate()
     return options
@@ -49,7 +57,9 @@ def _build(args: argparse.Namespace):
 register(Command(
     name="convergence",
     summary="attention entropy per layer and step, stable/fast layers, freeze sweep, LSAC comparison",
-    example="python main.py convergence --prompt 'bass and drums' --steps 25 --sweep --out conv/bass",
+    example="python main.py convergence --prompt 'bass and drums' --steps 25 --sweep --out conv/bass\n"
+            "  python main.py convergence --prompt 'bass and drums' --steps 25 --sweep --ray local --workers 2 "
+            "--out conv/bass2",
     outputs="OUT/convergence.{json,csv,png}, summary.json; with --sweep freeze_sweep.{npz,csv,png}; "
             "with --compare the LSAC comparison",
     add_arguments=_args, build=_build, execute=lazy("engine.convergence.command", "run_convergence"), unit="run",

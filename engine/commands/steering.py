@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from engine.commands.flags import add_recipe, fields_of, float_list, int_list, recipe_kwargs
+from engine.commands.flags import (
+    add_cluster,
+    add_recipe,
+    cluster_spec,
+    fields_of,
+    float_list,
+    int_list,
+    recipe_kwargs,
+)
 from engine.commands.registry import Command, lazy, register
 from engine.recipe import LIMITS, check_float, check_int
 
@@ -26,6 +34,7 @@ def _patch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scorer", default=None, help="instrument (default), instrument:<folder>, band-template or clap:<local CLAP folder>")
     p.add_argument("--out", required=True, help="output folder (patch_<concept>.json is added to it)")
     add_recipe(p, prompt=False, seed=False, steps=10)
+    add_cluster(p)  # Ray items: per pair x seed the target and source runs, then one per layer x pair x seed
 
 
 def _caa_args(p: argparse.ArgumentParser) -> None:
@@ -38,6 +47,7 @@ def _caa_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-step", action="store_true", help="one vector per denoising step")
     p.add_argument("--out", required=True, help="vector file, .npz or .safetensors")
     add_recipe(p, prompt=False, seed=False, steps=10)
+    add_cluster(p)  # Ray items: one run per prompt x seed; the means and difference are formed here
 
 
 def _sae_args(p: argparse.ArgumentParser) -> None:
@@ -52,6 +62,7 @@ def _sae_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens-per-step", type=int, default=None, help="subsample queries per step")
     p.add_argument("--out", required=True, help="output folder")
     add_recipe(p, prompt=False, seed=False, steps=10)
+    add_cluster(p)  # Ray items: one collecting run per prompt x seed; training and TF-IDF scoring here
 
 
 def _steer_args(p: argparse.ArgumentParser) -> None:
@@ -69,6 +80,7 @@ def _steer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", default=None, help="alignment text (default: the vectors' concept)")
     p.add_argument("--out", required=True, help="output folder")
     add_recipe(p, steps=10)
+    add_cluster(p)  # with --eval-alphas; Ray items: unsteered runs, then one per layer set x α x prompt x seed
 
 
 def _ablate_args(p: argparse.ArgumentParser) -> None:
@@ -102,7 +114,8 @@ def _builder(class_name: str, require_prompt: bool):
         from engine.interventions import commands
 
         _check_lists(args)
-        options = fields_of(getattr(commands, class_name), args, **recipe_kwargs(args))
+        extra = {"cluster": cluster_spec(args)} if hasattr(args, "ray") else {}
+        options = fields_of(getattr(commands, class_name), args, **recipe_kwargs(args), **extra)
         options.validate(require_prompt=require_prompt)
         return options
 
@@ -111,18 +124,23 @@ def _builder(class_name: str, require_prompt: bool):
 
 for _name, _summary, _example, _outputs, _args, _cls, _fn, _prompt in (
     ("patch", "activation patching of cross-attention K/V per layer, with TADA's impact score",
-     "python main.py patch --concept drums --prompt-set embedded --seeds 0,1 --out patch/",
+     "python main.py patch --concept drums --prompt-set embedded --seeds 0,1 --out patch/\n"
+     "  python main.py patch --concept drums --seeds 0,1 --ray local --workers 2 --out patch/  (docs/CLUSTER.md)",
      "OUT/patch_<concept>.json (impact per layer, functional layers)", _patch_args, "PatchOptions", "run_patch",
      False),
     ("caa", "contrastive activation addition: steering vectors from contrastive prompts",
-     "python main.py caa --concept piano --out vectors/piano.safetensors",
+     "python main.py caa --concept piano --out vectors/piano.safetensors\n"
+     "  python main.py caa --concept piano --seeds 0,1,2 --ray auto --workers 8 --out vectors/piano.safetensors",
      "the vector file OUT (.npz or .safetensors)", _caa_args, "CAAOptions", "run_caa", False),
     ("sae", "train a TopK sparse autoencoder on one layer; TF-IDF concept features and their vector",
-     "python main.py sae --concept drums --layer 3 --out sae/drums",
+     "python main.py sae --concept drums --layer 3 --out sae/drums\n"
+     "  python main.py sae --concept drums --layer 3 --seeds 0,1 --ray local --workers 2 --out sae/drums",
      "OUT/sae.safetensors, sae_<concept>.npz (steering vector), sae_report.json", _sae_args, "SAEOptions",
      "run_sae", False),
     ("steer", "generate with a steering vector, or evaluate steering over α per layer set",
-     "python main.py steer --vectors vectors/piano.safetensors --prompt 'bass and drums' --alpha 15 --out steer/",
+     "python main.py steer --vectors vectors/piano.safetensors --prompt 'bass and drums' --alpha 15 --out steer/\n"
+     "  python main.py steer --vectors vectors/piano.safetensors --prompt 'bass and drums' --eval-alphas=-20,0,20 "
+     "--functional 3,5 --ray local --workers 2 --out steer_eval/",
      "OUT/unsteered.wav, steered.wav, steer.json; with --eval-alphas steer_eval.json", _steer_args,
      "SteerOptions", "run_steer", True),
     ("ablate", "zeroed or forced-uniform cross-attention, per layer or all layers",

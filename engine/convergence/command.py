@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.cluster import ClusterSpec
 from engine.convergence.diagnostics import ConvergenceReport, diagnose, plot_entropy
 from engine.convergence.lsac import (
     DEFAULT_BUDGET_MB,
@@ -37,6 +38,7 @@ class ConvergenceOptions(Recipe):
     seeds: list[int] = field(default_factory=lambda: [0])
     presets: list[str] = field(default_factory=lambda: ["safe", "balanced", "aggressive"])
     budget_mb: float = DEFAULT_BUDGET_MB
+    cluster: ClusterSpec = ClusterSpec()  # where the freezing sweep's runs go (--ray); the rest runs here
 
 
 def resolve_site_list(spec: str | None, backend) -> list[str] | None:
@@ -53,6 +55,9 @@ def run_convergence(options: ConvergenceOptions,
                     progress: Callable[[int, int], None] | None = None) -> Path:
     """Diagnose (``convergence.json/.csv/.png``), optionally sweep freezing and compare LSAC."""
     options.validate()
+    options.cluster.validate()
+    if options.cluster.distributed and not options.sweep:
+        raise EngineError("--ray runs the freezing sweep on a cluster: add --sweep (the diagnosis runs here)")
     if options.steps < 2:
         raise EngineError(f"--steps must be at least 2 for convergence (got {options.steps})")
     for p in options.presets:
@@ -77,9 +82,16 @@ def _convergence(options: ConvergenceOptions, out: Path, progress: Callable[[int
     plot_entropy(report, out / "convergence.png")
     sweep = None
     if options.sweep:
-        from engine.convergence.freeze import freeze_sweep, write_sweep
+        from engine.convergence.freeze import FreezeJob, freeze_sweep, sweep_request, write_sweep
+        from engine.work_items import connected, on_cluster
 
-        sweep = freeze_sweep(backend, request, sites, options.freeze_steps, report, progress)
+        def runner_for(reference):
+            return on_cluster(FreezeJob(options.model, options.device, sweep_request(request), reference),
+                              options.cluster)
+
+        with connected(options.cluster):
+            sweep = freeze_sweep(backend, request, sites, options.freeze_steps, report, progress,
+                                 runner_for if options.cluster.distributed else None)
         write_sweep(sweep, out)
     if options.compare_prompts:
         from engine.convergence.compare import compare_lsac, write_comparison

@@ -4,6 +4,11 @@ Each takes a dataclass of options, writes its results into ``out`` (JSON, plus `
 ``.safetensors`` / ``.wav`` as fits) and returns the folder or file it wrote. ``out`` is claimed with
 :class:`engine.output_dir.Output` before the model is loaded: a bad ``out`` fails at once, and a
 failed run leaves nothing behind.
+
+``patch``, ``caa``, ``sae`` and ``steer --eval-alphas`` take a :class:`~engine.cluster.ClusterSpec`
+(``cluster``, from ``--ray``): their work items then run on Ray workers (:mod:`engine.interventions.jobs`)
+and this process, alone, writes the same files as a local run. The spec is left out of the
+``options`` written with the results, so the files are identical too.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from engine.atomic_io import atomic_write
+from engine.cluster import ClusterSpec
 from engine.output_dir import Output
 from engine.recipe import Recipe
 from engine.types import EngineError, GenerationRequest
+from engine.work_items import cluster_runner
 
 Progress = Callable[[int, int], None] | None
 
@@ -46,6 +53,11 @@ def _floats(spec: str) -> list[float]:
         raise EngineError(f"bad number list {spec!r}: write it as -10,0,10") from None
 
 
+def _recorded(o: Any) -> dict[str, Any]:
+    """The options as written with the results: without ``cluster`` (where, not what, is computed)."""
+    return {k: v for k, v in asdict(o).items() if k != "cluster"}
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     text = json.dumps(data, indent=1)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
@@ -67,12 +79,15 @@ class PatchOptions(Recipe):
     mode: str = "kv"
     max_pairs: int | None = None
     scorer: str | None = None  # None: the shipped instrument scorer; "band-template"; "clap:<folder>"
+    cluster: ClusterSpec = ClusterSpec()
 
 
 def run_patch(o: PatchOptions, progress: Progress = None) -> Path:
     """Layer sweep with Eq. 9 impact; writes ``patch_<concept>.json``."""
     o.validate(require_prompt=False)
-    from engine.interventions.patching import patch_sweep, sweep_query
+    o.cluster.validate()
+    from engine.interventions.jobs import PatchJob
+    from engine.interventions.patching import SweepSettings, patch_sweep, sweep_query
     from engine.interventions.prompt_sets import find_concept
     from engine.interventions.scorers import load_scorer
 
@@ -82,14 +97,16 @@ def run_patch(o: PatchOptions, progress: Progress = None) -> Path:
         scorer = load_scorer(o.scorer, None, o.device)
         query = sweep_query(cp, scorer)  # the instrument scorer refuses an unknown concept here
         pairs = cp.pairs[: o.max_pairs] if o.max_pairs else cp.pairs
-        report = patch_sweep(backend, pairs, query, scorer, o.layers, _seeds(o.seeds), o.steps, o.guidance,
-                             o.duration, o.mode, cp.concept, progress)
+        job = PatchJob(o.model, o.device, o.scorer, SweepSettings(query, o.mode, o.steps, o.guidance, o.duration))
+        with cluster_runner(o.cluster, job) as runner:
+            report = patch_sweep(backend, pairs, query, scorer, o.layers, _seeds(o.seeds), o.steps, o.guidance,
+                                 o.duration, o.mode, cp.concept, progress, runner)
         name = f"patch_{cp.concept.replace(' ', '_')}.json"
         warnings = list(backend.warnings)
         if not report.measurable:
             warnings.append(f"the {scorer.name} scorer rates prompts with {cp.concept!r} no higher than those "
                             "without it: the impacts and functional layers of this sweep are not meaningful")
-        _write_json(claim.work / name, {"model": backend.model_id, "family": backend.family, "options": asdict(o),
+        _write_json(claim.work / name, {"model": backend.model_id, "family": backend.family, "options": _recorded(o),
                                         "warnings": warnings, **report.to_dict(),
                                         "functional_top2": report.functional_layers(2) if report.measurable else []})
     return claim.final / name
@@ -105,12 +122,15 @@ class CAAOptions(Recipe):
     layers: str | None = None
     seeds: str = "0"
     per_step: bool = False
+    cluster: ClusterSpec = ClusterSpec()
 
 
 def run_caa(o: CAAOptions, progress: Progress = None) -> Path:
     """CAA vectors from contrastive prompts; writes the vector file ``out``."""
     o.validate(require_prompt=False)
+    o.cluster.validate()
     from engine.interventions.caa import VECTOR_SUFFIXES, compute_caa
+    from engine.interventions.jobs import ActivationJob
     from engine.interventions.prompt_sets import steering_set
 
     suffix = Path(o.out).suffix
@@ -122,8 +142,9 @@ def run_caa(o: CAAOptions, progress: Progress = None) -> Path:
         if not pos and not neg:
             s = steering_set(o.concept, embedded=backend.family == "embedded", n_bases=o.n_bases)
             pos, neg = s.positive, s.negative
-        vectors = compute_caa(backend, pos, neg, o.layers, o.steps, o.guidance, o.duration, _seeds(o.seeds),
-                              o.per_step, o.concept, progress)
+        with cluster_runner(o.cluster, ActivationJob(o.model, o.device)) as runner:
+            vectors = compute_caa(backend, pos, neg, o.layers, o.steps, o.guidance, o.duration, _seeds(o.seeds),
+                                  o.per_step, o.concept, progress, runner)
         vectors.save(claim.work)
     return claim.final
 
@@ -140,18 +161,22 @@ class SAEOptions(Recipe):
     epochs: int = 10
     tau: int = 20
     tokens_per_step: int | None = None
+    cluster: ClusterSpec = ClusterSpec()
 
 
 def run_sae(o: SAEOptions, progress: Progress = None) -> Path:
     """Collect, train, score (TF-IDF) and write ``sae.safetensors``, ``sae_<concept>.npz``, ``sae_report.json``."""
     o.validate(require_prompt=False)
+    o.cluster.validate()
+    from engine.interventions.jobs import ActivationJob
     from engine.interventions.sae import sae_stats, train_concept_sae
 
     with Output(o.out) as claim:
         backend = _backend(o.model, o.device)
-        trained = train_concept_sae(backend, o.concept, o.layer, o.steps, o.guidance, o.duration, _seeds(o.seeds),
-                                    n_bases=o.n_bases, expansion=o.expansion, k=o.k, epochs=o.epochs,
-                                    tokens_per_step=o.tokens_per_step, progress=progress)
+        with cluster_runner(o.cluster, ActivationJob(o.model, o.device)) as runner:
+            trained = train_concept_sae(backend, o.concept, o.layer, o.steps, o.guidance, o.duration, _seeds(o.seeds),
+                                        n_bases=o.n_bases, expansion=o.expansion, k=o.k, epochs=o.epochs,
+                                        tokens_per_step=o.tokens_per_step, progress=progress, runner=runner)
         sae, acts, scores, losses = trained.sae, trained.acts, trained.scores, trained.losses
         vec = trained.steering_vectors(o.tau, backend.model_id)
         folder = claim.work
@@ -159,7 +184,7 @@ def run_sae(o: SAEOptions, progress: Progress = None) -> Path:
         vec.save(folder / f"sae_{o.concept.replace(' ', '_')}.npz")
         top = np.argsort(-scores)[:o.tau]
         _write_json(folder / "sae_report.json", {
-            "model": backend.model_id, "site": acts.site, "options": asdict(o), "loss_per_epoch": losses,
+            "model": backend.model_id, "site": acts.site, "options": _recorded(o), "loss_per_epoch": losses,
             "stats": sae_stats(sae, acts.data), "top_features": [{"feature": int(j), "tfidf": float(scores[j])}
                                                                  for j in top]})
     return claim.final
@@ -180,11 +205,15 @@ class SteerOptions(Recipe):
     eval_seeds: str = "0"
     scorer: str | None = None
     query: str | None = None
+    cluster: ClusterSpec = ClusterSpec()  # evaluation mode only
 
 
 def run_steer(o: SteerOptions, progress: Progress = None) -> Path:
     """Generate steered (and unsteered) audio, or with ``eval_alphas`` run :func:`evaluate_steering`."""
     o.validate(require_prompt=True)
+    o.cluster.validate()
+    if o.cluster.distributed and not o.eval_alphas:
+        raise EngineError("--ray runs the evaluation over α: give --eval-alphas (one steered generation runs here)")
     with Output(o.out) as claim:
         _steer(o, claim.work, progress)
     return claim.final
@@ -200,8 +229,9 @@ def _steer(o: SteerOptions, folder: Path, progress: Progress) -> None:
         raise EngineError(f"the vectors were computed on {vectors.model_id}, not {backend.model_id}: "
                           "load that model or recompute them")
     if o.eval_alphas:
+        from engine.interventions.jobs import SteerJob
         from engine.interventions.scorers import load_scorer, template_for
-        from engine.interventions.steer_eval import evaluate_steering
+        from engine.interventions.steer_eval import SteerSettings, evaluate_steering
 
         scorer = load_scorer(o.scorer, None, o.device)
         query = o.query or vectors.concept
@@ -215,9 +245,12 @@ def _steer(o: SteerOptions, folder: Path, progress: Progress) -> None:
         covered = vectors.sites
         sets = {"functional": func, "all": covered, "all_but_functional": [s for s in covered if s not in func]}
         sets = {k: v for k, v in sets.items() if v}  # SAE vectors of one functional layer: no complement
-        result = evaluate_steering(backend, vectors, sets, o.eval_prompts or [o.prompt], _floats(o.eval_alphas),
-                                   query, scorer, _seeds(o.eval_seeds), o.steps, o.guidance, o.duration,
-                                   o.renorm, o.halves, progress)
+        job = SteerJob(o.model, o.device, o.scorer, vectors,
+                       SteerSettings(query, o.steps, o.guidance, o.duration, o.renorm, o.halves))
+        with cluster_runner(o.cluster, job) as runner:
+            result = evaluate_steering(backend, vectors, sets, o.eval_prompts or [o.prompt],
+                                       _floats(o.eval_alphas), query, scorer, _seeds(o.eval_seeds), o.steps,
+                                       o.guidance, o.duration, o.renorm, o.halves, progress, runner)
         _write_json(folder / "steer_eval.json", {"model": backend.model_id, "family": backend.family,
                                                  "warnings": list(backend.warnings), "vectors": o.vectors,
                                                  **result})
@@ -229,7 +262,7 @@ def _steer(o: SteerOptions, folder: Path, progress: Progress) -> None:
     steered = backend.generate(GenerationRequest(**req, interventions=(steer,)))
     _write_wav(folder / "unsteered.wav", plain.audio, plain.sample_rate)
     _write_wav(folder / "steered.wav", steered.audio, steered.sample_rate)
-    _write_json(folder / "steer.json", {"model": backend.model_id, "options": asdict(o),
+    _write_json(folder / "steer.json", {"model": backend.model_id, "options": _recorded(o),
                                          "intervention": steer.describe(), "warnings": steered.warnings})
 
 
