@@ -22,6 +22,7 @@ Resuming: items whose id is in ``items.jsonl`` are not generated again; failed i
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -212,8 +213,8 @@ class ItemResult:
     """What one item's computation returns (in a worker or here); the driver writes it."""
 
     record: dict[str, Any]  # the items.jsonl line
-    maps: dict[str, np.ndarray]  # maps/<item>.npz
-    heads: dict[str, np.ndarray] | None  # heads/<item>.npz (per-head capture)
+    maps: bytes  # maps/<item>.npz, compressed where it was computed (workers share the zlib work)
+    heads: bytes | None  # heads/<item>.npz (per-head capture)
     generated: int  # backend generations this item needed (0: reused the previous item's)
 
 
@@ -313,14 +314,15 @@ class Evaluator:
         grid = tuple(self.o.grid)
         mel_db = power_to_db(stem_mel_grid(result.audio, result.sample_rate, self.spec, grid))
         stem_db = power_to_db(stem_mel_grid(stem, self.spec.sample_rate, self.spec, grid))
-        maps = {"map": g.astype(np.float32), "mel_db": mel_db.astype(np.float32),
-                "stem_mel_db": stem_db.astype(np.float32), **{f"gt_{k}": m for k, m in gt.masks.items()}}
+        maps = npz_bytes(map=g.astype(np.float32), mel_db=mel_db.astype(np.float32),
+                         stem_mel_db=stem_db.astype(np.float32), **{f"gt_{k}": m for k, m in gt.masks.items()})
         notes = [w for w in result.warnings if w not in self.backend.warnings]
         heads = None
         if self.o.per_head:
             hd = head_data(result, item.word, grid)
-            heads = {f"map/{s}": m.astype(np.float16) for s, m in hd.maps.items()}
-            heads.update({f"ratio/{s}": r for s, r in hd.log_ratio.items()})
+            arrays = {f"map/{s}": m.astype(np.float16) for s, m in hd.maps.items()}
+            arrays.update({f"ratio/{s}": r for s, r in hd.log_ratio.items()})
+            heads = npz_bytes(**arrays)
         record = {
             "id": item.id, "track": item.track.id, "split": item.track.split,
             "class": item.inst_class, "word": item.word, "template": item.template,
@@ -337,10 +339,23 @@ class Evaluator:
 def write_item(folder: Path, item: Item, result: ItemResult) -> dict[str, Any]:
     """The driver's side of an item: its npz files (atomic); returns the record to append."""
     name = safe_name(item.id)
-    _save_npz(folder / "maps" / f"{name}.npz", **result.maps)
+    _write_bytes(folder / "maps" / f"{name}.npz", result.maps)
     if result.heads is not None:
-        _save_npz(folder / "heads" / f"{name}.npz", **result.heads)
+        _write_bytes(folder / "heads" / f"{name}.npz", result.heads)
     return result.record
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """The bytes ``np.savez_compressed`` writes for ``arrays``."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """``data`` written atomically; a failed write is an OutputWriteError."""
+    with guarded(path):
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 @dataclass(frozen=True)
@@ -367,12 +382,6 @@ class EvalJob:
 
     def run(self, ev: Evaluator, item: Item) -> ItemResult:
         return ev.compute(item, self.cancel)
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """``np.savez_compressed`` written atomically; a failed write is an OutputWriteError."""
-    with guarded(path):
-        atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
 def _write_json(path: Path, data: Any, indent: int = 2) -> None:
