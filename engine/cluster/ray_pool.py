@@ -160,7 +160,7 @@ def ray_map(job: WorkerJob, items: Sequence[Any], spec: ClusterSpec, *, progress
     started = connect(spec)
     pool = None
     try:
-        _check_resources(ray, spec, started)
+        _check_resources(ray, spec)
         pool = ActorPool(ray, job, spec)
         yield from _stream(ray, pool, items, progress, cancel)
     finally:
@@ -170,16 +170,17 @@ def ray_map(job: WorkerJob, items: Sequence[Any], spec: ClusterSpec, *, progress
             ray.shutdown()
 
 
-def _check_resources(ray, spec: ClusterSpec, started: bool) -> None:
+def _check_resources(ray, spec: ClusterSpec) -> None:
+    """One line when the cluster cannot hold the workers (they would wait forever)."""
     need_gpu = spec.workers * spec.gpus_per_worker
     have = ray.cluster_resources()
     if need_gpu and have.get("GPU", 0.0) < need_gpu:
         raise EngineError(f"{spec.workers} workers x {spec.gpus_per_worker:g} GPUs need {need_gpu:g} GPUs "
                           f"but the Ray cluster has {have.get('GPU', 0.0):g}: lower --workers or "
                           "--gpus-per-worker")
-    if have.get("CPU", 0.0) < spec.workers:
-        LOG.warning("the Ray cluster has %g CPUs for %d workers (one each): some wait for room",
-                    have.get("CPU", 0.0), spec.workers)
+    if have.get("CPU", 0.0) < spec.workers:  # the missing actors would wait for room forever
+        raise EngineError(f"the Ray cluster has {have.get('CPU', 0.0):g} CPUs for {spec.workers} workers "
+                          "(one CPU each): lower --workers or add nodes")
 
 
 def _stream(ray, pool: ActorPool, items: Sequence[Any], progress: Progress,
@@ -233,8 +234,8 @@ def _worker_died(pool: ActorPool, slot: int, failed_ref: Any, failed_index: int,
         queue.appendleft(index)
     deaths[running] = deaths.get(running, 0) + 1
     if deaths[running] > MAX_RETRIES:
-        LOG.warning("a Ray worker died (%s) running item %d a %s time: given up", one_line(exc),
-                    running, deaths[running])
+        LOG.warning("a Ray worker died (%s) running item %d (%d deaths on it): given up",
+                    one_line(exc), running, deaths[running])
         return ItemOutcome(running, items[running], None,
                            f"WorkerDied: the worker running it died {deaths[running]} times "
                            f"({one_line(exc)})")
