@@ -6,8 +6,9 @@ Only imported when a :class:`ClusterSpec` is distributed, so the tool works with
   a small object store); ``"auto"`` / an address joins a running cluster. An instance already
   started in this process (e.g. by tests) is reused. Ray is shut down at the end only if we
   started it.
-* Same numbers: every actor gets the driver's ``OMP_NUM_THREADS`` and torch thread count, and the
-  project on its ``PYTHONPATH`` (a path every node must see; or the package installed on them).
+* Same numbers: every actor's ``OMP_NUM_THREADS`` is the driver's torch thread count (torch takes
+  its thread count from it), and the project is on its ``PYTHONPATH`` (a path every node must
+  see; or the package installed on them).
 * Streaming: each actor holds at most :data:`IN_FLIGHT` items; outcomes come back as they finish
   (``ray.wait``).
 * Failures: an item whose ``run`` raises comes back as an error line (not retried). An actor that
@@ -43,8 +44,9 @@ POLL_S = 0.5  # how often a waiting driver looks at the cancel token
 def worker_env() -> dict[str, str]:
     """Environment of every actor: the project importable, the driver's thread settings, quiet."""
     paths = [str(PROJECT_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    threads = _torch_threads() or os.environ.get("OMP_NUM_THREADS") or 1  # torch reads it at import
     env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), "AIBA_PROGRESS": "0",
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(_torch_threads() or 1))}
+           "OMP_NUM_THREADS": str(threads)}
     for name in ("MKL_NUM_THREADS", "HF_HOME", "HF_HUB_OFFLINE", "AIBA_DATA"):
         if name in os.environ:
             env[name] = os.environ[name]
@@ -80,11 +82,7 @@ def connect(spec: ClusterSpec) -> bool:
 class JobActor:
     """One worker: ``start`` runs ``job.setup()`` once; ``run`` computes one item."""
 
-    def __init__(self, job: WorkerJob, threads: int | None) -> None:
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+    def __init__(self, job: WorkerJob) -> None:
         self.job = job
         self.state: Any = None
 
@@ -111,7 +109,6 @@ class ActorPool:
         self.remote = ray.remote(JobActor).options(
             num_cpus=1, num_gpus=spec.gpus_per_worker, max_restarts=0, max_concurrency=1,
             runtime_env={"env_vars": worker_env()})
-        self.threads = _torch_threads()
         self.actors: dict[int, Any] = {}
         self.running: dict[int, deque[Any]] = {}  # slot -> refs in submission order
         self._next_slot = 0
@@ -121,7 +118,7 @@ class ActorPool:
     def _spawn(self) -> int:
         slot = self._next_slot
         self._next_slot += 1
-        self.actors[slot] = self.remote.remote(self.job, self.threads)
+        self.actors[slot] = self.remote.remote(self.job)
         self.running[slot] = deque()
         return slot
 
