@@ -204,6 +204,7 @@ class SteerListenController(QObject):
         bridge.backgroundCancelled.connect(self._on_render_cancelled)
         steering.steerRequested.connect(self.refine)
         steering.alphaMoved.connect(self.preview)
+        player.playingChanged.connect(self._on_playing)
 
     # ---- recipes --------------------------------------------------------------------------
     def _panel_spec(self) -> RunSpec | None:
@@ -429,6 +430,11 @@ class SteerListenController(QObject):
         done = ", ".join(f"{a:g}" for a in sorted(prefetch_grid(centre)))
         self._status(f"α {done} prefetched around {centre:g}: move the slider there to hear them at once")
         return None
+
+    @Slot(bool)
+    def _on_playing(self, playing: bool) -> None:
+        if playing:  # listening (again): the idle engine may prefetch
+            self.prefetch()
 
     def cached_alphas(self, row: int | None = None) -> list[float]:
         """The α values of row ``row`` (default: the moved one) whose full render is cached for the

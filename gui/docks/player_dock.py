@@ -48,6 +48,7 @@ class PlayerDock(QDockWidget):
     """Plays run A or B (or A's attended band); emits the audible position for the heatmap cursor."""
 
     positionChanged = Signal(float)
+    playingChanged = Signal(bool)
     message = Signal(str)
 
     def __init__(self, workspace: Workspace, output: AudioOutput, parent=None) -> None:
@@ -60,7 +61,8 @@ class PlayerDock(QDockWidget):
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.setContentsMargins(2, 2, 2, 2)
-        row = FlowLayout(spacing=8)  # wraps onto more rows in a narrow dock
+        box = QWidget()
+        self.control_flow = row = FlowLayout(box, spacing=8)  # wraps onto more rows in a narrow dock
         self.play_button = QPushButton("Play")
         self.stop_button = QPushButton("Stop")
         self.loop = QCheckBox("loop")
@@ -77,7 +79,7 @@ class PlayerDock(QDockWidget):
                       labelled("A", self.a_run), labelled("B", self.b_run, self.ab),
                       labelled("", self.solo, self.threshold), self.time_label):
             row.addWidget(group)
-        lay.addLayout(row)
+        lay.addWidget(box)
         self.wave = pg.PlotWidget()
         self.wave.setBackground("w")
         self.wave.setLabel("bottom", "time", units="s")
@@ -92,7 +94,7 @@ class PlayerDock(QDockWidget):
         self.mel_plot.setMenuEnabled(False)
         self.mel_plot.hideButtons()
         self.mel_plot.setLabel("bottom", "time", units="s")
-        self.mel_plot.setLabel("left", "frequency (Hz, mel-spaced)")
+        self.mel_plot.setLabel("left", "Hz (mel-spaced)")  # short: the plot can be short
         plain_axes(self.wave)
         plain_axes(self.mel_plot)
         self.mel_item = pg.ImageItem(axisOrder="col-major")
@@ -107,8 +109,8 @@ class PlayerDock(QDockWidget):
         self._showing_position = False
         workspace.time.cursorChanged.connect(self._on_cursor)
         workspace.time.reset.connect(self._reset_frequency)
-        lay.addWidget(self.wave)
-        lay.addWidget(self.mel_plot, 1)
+        lay.addWidget(self.wave, 1)  # a short dock shares its height 1 : 2 with the mel plot
+        lay.addWidget(self.mel_plot, 2)
         self.setWidget(body)
         self.timer = QTimer(self)
         self.timer.setInterval(POLL_MS)
@@ -122,6 +124,7 @@ class PlayerDock(QDockWidget):
         self.solo.toggled.connect(self._on_source)
         self.threshold.valueChanged.connect(self._on_threshold)
         self._filling = False
+        self._was_playing = False  # playingChanged fires on changes only
         workspace.historyChanged.connect(self._fill_runs)
         workspace.currentChanged.connect(self._on_current)
         workspace.runUpdated.connect(self._on_current)
@@ -157,7 +160,7 @@ class PlayerDock(QDockWidget):
             self.a_run.setCurrentIndex(self.a_run.findData(run.run_id))
             self.ab.setChecked(False)
             self._filling = False
-            self._on_source()
+            self._switch_source(at_boundary=self.loop.isChecked())  # a new run: no cut while looping
 
     def source_run(self) -> RunData | None:
         combo = self.b_run if self.ab.isChecked() else self.a_run
@@ -183,11 +186,20 @@ class PlayerDock(QDockWidget):
 
     @Slot()
     def _on_source(self, *_) -> None:
+        self._switch_source(at_boundary=False)
+
+    def _switch_source(self, at_boundary: bool) -> None:
+        """Play the chosen source: while playing, without a stop (at the loop boundary, or in
+        place); else loaded at the current position."""
         if self._filling:
             return
         self.ab.setText("B" if self.ab.isChecked() else "A")
         src = self.source_audio()
         if src is None:
+            return
+        if self.output.is_playing():
+            self.output.swap(*src, at_boundary=at_boundary)
+            self._show_audio(*src, self.source_run())
             return
         was_playing = self.output.is_playing()
         pos = self.output.position()
@@ -206,6 +218,30 @@ class PlayerDock(QDockWidget):
         if self.solo.isChecked():
             self._on_source()
 
+    def play_clip(self, audio: np.ndarray, sample_rate: int, at_boundary: bool, run: RunData | None = None) -> None:
+        """Play ``audio`` (a steering preview, a prefetched render, or ``run``'s) without stopping:
+        at the loop boundary or in place; from its start when nothing plays."""
+        if not self.output.swap(audio, sample_rate, at_boundary) and not self.output.is_playing():
+            self.output.play()
+        self._show_audio(audio, sample_rate, run)
+        self._sync_button()
+
+    def show_pair(self, a_id: int, b_id: int, at_boundary: bool) -> None:
+        """A = run ``a_id``, B = run ``b_id``, switched to B and playing (without a stop)."""
+        self._filling = True
+        try:
+            for combo, run_id in ((self.a_run, a_id), (self.b_run, b_id)):
+                i = combo.findData(run_id)
+                if i >= 0:
+                    combo.setCurrentIndex(i)
+            self.ab.setChecked(True)
+        finally:
+            self._filling = False
+        self.ab.setText("B")
+        src = self.source_audio()
+        if src is not None:
+            self.play_clip(*src, at_boundary, self.source_run())
+
     def load(self, audio: np.ndarray, sample_rate: int) -> None:
         try:
             self.output.load(audio, sample_rate)
@@ -214,10 +250,13 @@ class PlayerDock(QDockWidget):
             self.output = NullOutput()
             self.output.load(audio, sample_rate)
         self.output.set_loop(self.loop.isChecked())
+        self._show_audio(audio, sample_rate, self.source_run())
+
+    def _show_audio(self, audio: np.ndarray, sample_rate: int, run: RunData | None) -> None:
+        """Draw ``audio``'s waveform, ``run``'s mel (left as it is without a run) and the position."""
         self.loaded_audio = np.asarray(audio, dtype=np.float32)
         x, y = envelope(audio)
         self.curve.setData(x / sample_rate, y)
-        run = self.source_run()
         duration = len(audio) / sample_rate
         if run is not None and run.result is not None and run.result.mel is not None:
             mel = np.asarray(run.result.mel, dtype=np.float32)
@@ -265,6 +304,9 @@ class PlayerDock(QDockWidget):
             self.timer.start()
         else:
             self.timer.stop()
+        if playing != self._was_playing:
+            self._was_playing = playing
+            self.playingChanged.emit(playing)
 
     @Slot()
     def poll(self) -> None:
