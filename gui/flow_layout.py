@@ -1,6 +1,10 @@
 """A layout that places its items left to right and wraps them onto more rows when the width runs
 out, so a dock's control row stays whole at any dock width instead of being clipped.
 
+Give it a widget of its own (``FlowLayout(box)``): it sets that widget's minimum height to what
+its rows need at the current width. (It does not report height-for-width: a scroll area would
+then ask the whole dock body for its *preferred* height and scroll a plot that could shrink.)
+
 :func:`labelled` keeps a caption and its control together (they wrap as one item); items whose
 widget grows horizontally (``QSizePolicy.Expanding``, e.g. a slider) share a row's spare width.
 """
@@ -37,9 +41,6 @@ class FlowLayout(QLayout):
     def expandingDirections(self) -> Qt.Orientation:  # noqa: N802
         return Qt.Orientation(0)
 
-    def hasHeightForWidth(self) -> bool:  # noqa: N802
-        return True
-
     def heightForWidth(self, width: int) -> int:  # noqa: N802
         return self._arrange(QRect(0, 0, width, 0), apply=False)
 
@@ -59,7 +60,10 @@ class FlowLayout(QLayout):
 
     def setGeometry(self, rect: QRect) -> None:  # noqa: N802
         super().setGeometry(rect)
-        self._arrange(rect, apply=True)
+        height = self._arrange(rect, apply=True)
+        box = self.parentWidget()
+        if box is not None and box.layout() is self and box.minimumHeight() != height:
+            box.setMinimumHeight(height)  # relayout once: the rows need this height at this width
 
     # ---- placement ------------------------------------------------------------------------------
     def _shown(self) -> list[QLayoutItem]:

@@ -10,7 +10,6 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QDockWidget,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QSpinBox,
@@ -23,6 +22,7 @@ from PySide6.QtWidgets import (
 from engine.site_labels import site_labels
 from engine.types import EngineError
 from gui.analysis_adapter import head_relevance, top_heads
+from gui.flow_layout import FlowLayout
 from gui.workspace import Workspace
 
 NO_SCORES = "no relevance scores yet: they appear as the run records attention frames"
@@ -41,20 +41,21 @@ class HeadsDock(QDockWidget):
         self.scores: dict[str, np.ndarray] = {}
         body = QWidget()
         lay = QVBoxLayout(body)
-        presets = QHBoxLayout()
+        preset_box = QWidget()
+        presets = FlowLayout(preset_box)  # wraps in a narrow dock
         self.all_button = QPushButton("All")
         self.none_button = QPushButton("None")
         self.topk_button = QPushButton("Top-k")
         self.k = QSpinBox(minimum=1, maximum=64, value=2)
         for w in (self.all_button, self.none_button, self.topk_button, self.k):
             presets.addWidget(w)
-        lay.addLayout(presets)
+        lay.addWidget(preset_box)
         self.apply_box = QCheckBox("apply to generation")
         self.apply_box.setToolTip("the next Generate ablates the unticked heads (cross-attention output)")
         lay.addWidget(self.apply_box)
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["site / head", "relevance"])
-        self.tree.setColumnWidth(0, 260)
+        self.tree.setColumnWidth(0, 170)  # short site labels: the relevance column stays in view
         lay.addWidget(self.tree, 1)
         self.note = QLabel("")
         self.note.setWordWrap(True)

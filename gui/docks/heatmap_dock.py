@@ -80,7 +80,7 @@ def time_mel_plot(zoomable: bool = False) -> tuple[pg.PlotWidget, pg.ImageItem]:
     return plot, item
 
 
-def hz_axis_ticks(centres_hz: np.ndarray, n_rows: int, min_gap: float = 0.04) -> list[tuple[float, str]]:
+def hz_axis_ticks(centres_hz: np.ndarray, n_rows: int, min_gap: float = 0.07) -> list[tuple[float, str]]:
     """Ticks ``(y, label)`` for an image whose rows ``0..n_rows`` tile the mel bands low→high.
 
     Below 1 kHz the mel scale is nearly linear, so 20 / 50 / 100 / 200 Hz crowd into the lowest
@@ -126,7 +126,8 @@ class HeatmapDock(QDockWidget):
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.setContentsMargins(2, 2, 2, 2)
-        controls = FlowLayout(spacing=8)  # wraps onto more rows in a narrow dock
+        box = QWidget()
+        self.control_flow = controls = FlowLayout(box, spacing=8)  # wraps onto more rows in a narrow dock
         self.mode = QComboBox()
         self.mode.addItems(["site", "aggregate"])
         self.site = QComboBox()
@@ -158,7 +159,7 @@ class HeatmapDock(QDockWidget):
                       labelled("", self.lo, self.hi), self.follow,
                       labelled("", self.step_label, self.step, grow=True)):
             controls.addWidget(group)
-        lay.addLayout(controls)
+        lay.addWidget(box)
         self.plot, self.item = time_mel_plot(zoomable=True)
         self.plot.setMenuEnabled(False)
         self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get("viridis"), interactive=False, width=12)

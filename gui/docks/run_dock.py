@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from engine.probe.kept_maps import KeptMaps
 from engine.recipe import recipe_from_text
 from engine.types import EngineError, GenerationRequest
+from gui.flow_layout import FlowLayout
 from gui.run_settings import RunSettingsModel
 
 HUB_MODELS = ("embedded", "cvssp/audioldm2", "cvssp/audioldm2-music", "stabilityai/stable-audio-open-1.0", "ACE-Step/acestep-v15-xl-turbo-diffusers", "tiny:audioldm2", "tiny:stable_audio", "tiny:ace_step", "tiny:stable_audio_3", "tiny:longcat")
@@ -75,12 +76,13 @@ class RunDock(QDockWidget):
         body = QWidget()
         outer = QVBoxLayout(body)
         form = QFormLayout()
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # a narrow dock: labels above fields
         self.model = QComboBox()
         self.model.setEditable(True)
         self.model.addItems(HUB_MODELS)
         # long hub ids must not set the dock's minimum width (small screens): show ~16 characters
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model.setMinimumContentsLength(16)
+        self.model.setMinimumContentsLength(10)
         browse = QPushButton("Folder…")
         browse.clicked.connect(self._browse)
         row = QHBoxLayout()
@@ -105,13 +107,14 @@ class RunDock(QDockWidget):
         self.per_head.setChecked(True)
         form.addRow("", self.per_head)
         outer.addLayout(form)
-        buttons = QHBoxLayout()
+        button_box = QWidget()
+        buttons = FlowLayout(button_box)  # side by side, or one above the other in a narrow dock
         self.generate_button = QPushButton("Generate (Ctrl+G)")
         self.cancel_button = QPushButton("Cancel (Esc)")
         self.cancel_button.setEnabled(False)
         buttons.addWidget(self.generate_button)
         buttons.addWidget(self.cancel_button)
-        outer.addLayout(buttons)
+        outer.addWidget(button_box)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)

@@ -51,12 +51,14 @@ def test_every_heatmap_and_player_control_is_inside_its_dock(make_window, isolat
         assert len(controls) >= least, [type(w).__name__ for w in controls]
         assert _outside(dock, controls) == [], dock.objectName()
         assert dock.widget().horizontalScrollBar().maximum() == 0  # nothing to scroll to sideways
-        assert plot.height() > 100
+    # the plots keep a usable height below the wrapped controls (no vertical scrolling either)
+    assert window.heatmap.plot.height() > 150 and window.heatmap.widget().verticalScrollBar().maximum() == 0
+    assert window.player.wave.height() >= 60 and window.player.mel_plot.height() >= 90
 
 
 def _rows(dock) -> tuple[int, int, int]:
     """(rows, width, one-row width) of the dock's control flow layout."""
-    layout = dock.widget().widget().layout().itemAt(0).layout()
+    layout = dock.control_flow
     width = layout.geometry().width()
     return len(layout.rows(width)), width, layout.sizeHint().width()
 
