@@ -2,8 +2,10 @@
 
 ``OMP_NUM_THREADS=1 python -m gui.screenshots --model embedded --out docs/img`` writes
 ``main-window-during-run.png`` (grabbed at the middle denoising step) and
-``main-window-after-run.png`` (aggregate view, metrics tab, play cursor at 40 %). Runs offscreen
-when there is no display; user settings are not touched (Qt test mode).
+``main-window-after-run.png`` (aggregate view, metrics tab, play cursor at 40 %). With
+``--steering-preview`` it writes ``steering-preview.png`` instead: the Steering dock (floating)
+while a dragged α slider's preview plays, CAA vectors from the embedded prompt set's first
+concept. Runs offscreen when there is no display; user settings are not touched (Qt test mode).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--prompt", default="bass and drums")
+    parser.add_argument("--steering-preview", action="store_true", help="only the steering-preview.png shot")
     args = parser.parse_args(argv)
     from gui.app import has_display, make_app
 
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     window.run_dock.prompt.setPlainText(args.prompt)
     window.run_dock.steps.setText(str(args.steps))
     window.run_dock.duration.setText(str(args.duration))
+    if args.steering_preview:
+        return steering_preview(app, window, out / "steering-preview.png")
     window.generate_from_panel()
     loop.exec()
     if ended.get("end") != "done":
@@ -71,6 +76,47 @@ def main(argv: list[str] | None = None) -> int:
     window.grab().save(str(after))
     window.shutdown()
     print(f"wrote {during} (step {grabbed[0] + 1 if grabbed else '?'}) and {after}")
+    return 0
+
+
+def steering_preview(app, window, path: Path) -> int:
+    """Compute CAA vectors, play the unsteered run, drag the α slider and grab the Steering dock
+    when the preview plays."""
+    import time
+
+    def wait(predicate, timeout_s: float = 900.0) -> None:
+        end = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > end:
+                raise TimeoutError("the window did not get there in time")
+            app.processEvents()
+            time.sleep(0.005)
+
+    dock = window.steering
+    dock.fill_from.setCurrentIndex(dock.fill_from.findText("embedded: drums"))
+    dock.job.run_button.click()
+    wait(lambda: bool(dock.rows) or not dock.job.running)
+    if not dock.rows:
+        print(f"CAA failed: {dock.job.message.text()}", file=sys.stderr)
+        window.shutdown()
+        return 1
+    window.steering.auto.setChecked(False)
+    window.generate_from_panel()
+    wait(lambda: bool(window.workspace.history) and window.workspace.history[-1].status == "done")
+    window.player.toggle_play()
+    window.steering.auto.setChecked(True)
+    dock.setFloating(True)
+    dock.resize(560, 640)
+    slider = dock.rows[0].slider
+    slider.setSliderDown(True)
+    slider.setValue(40)  # α = 4.0
+    wait(lambda: window.listen.last_clip is not None and window.listen.last_clip.kind == "preview")
+    for _ in range(10):
+        app.processEvents()
+    dock.grab().save(str(path))
+    slider.setSliderDown(False)
+    window.shutdown()
+    print(f"wrote {path}")
     return 0
 
 

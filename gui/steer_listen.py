@@ -379,8 +379,9 @@ class SteerListenController(QObject):
         self.last_clip = clip
         self.preview_latency_s = time.perf_counter() - asked
         alphas = ", ".join(f"{a:g}" for a in clip.alphas) or "0"
-        source = {"preview": f"preview ({clip.steps} steps)", "prefetch": "prefetched", "run": "from a run"}[clip.kind]
-        self._status(f"playing α {alphas}: {source}" + (", at the loop boundary" if at_boundary else ""))
+        source = {"preview": f"fast preview, {clip.steps} steps; release the slider for the full run",
+                  "prefetch": f"prefetched, {clip.steps} steps, at once", "run": "from a finished run"}[clip.kind]
+        self._status(f"playing α {alphas}: {source}" + (" (from the loop boundary)" if at_boundary else ""))
         self.clipPlayed.emit(clip)
 
     @Slot(int, object)
