@@ -159,6 +159,28 @@ def test_a_move_while_the_steered_run_goes_on_cancels_it(window, row, qtbot):
     assert window.workspace.find(pair.b_id).result.recipe["interventions"][0]["alpha"] == 17.0
 
 
+def test_a_newer_release_cancels_the_steered_run_and_refines_the_newest(window, row, qtbot):
+    listen, steering = window.listen, window.steering
+    steering.preview.setChecked(False)  # releases only: no preview in between
+    steering.auto.setChecked(False)  # no debounce: the test emits the releases
+    try:
+        steering.set_alpha(0, 20.0)
+        steering.steerRequested.emit()
+        first = listen.pending
+        assert first is not None and first.b_id is not None and window.bridge.current_run_id == first.b_id
+        steering.set_alpha(0, 17.0)
+        with qtbot.waitSignal(window.bridge.runCancelled, timeout=60_000) as cancelled:
+            steering.steerRequested.emit()
+        assert cancelled.args == [first.b_id]
+        with qtbot.waitSignal(listen.abShown, timeout=120_000) as shown:
+            pass
+    finally:
+        steering.preview.setChecked(True)
+        steering.auto.setChecked(True)
+    refined = window.workspace.find(shown.args[0].b_id)
+    assert refined.run_id != first.b_id and refined.result.recipe["interventions"][0]["alpha"] == 17.0
+
+
 def test_prefetched_alpha_plays_at_once_without_a_generation(window, row, reference, vectors, qtbot):
     listen = window.listen
     centre = row.alpha
