@@ -289,6 +289,11 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="keep the stores in this folder")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if any(k != "npy" for k in args.stores.split(",")):
+        try:
+            import zarr  # noqa: F401
+        except ImportError:
+            sys.exit("zarr is not installed: pip install zarr==3.1.6 (not a project dependency), or pass --stores npy")
 
     from engine.backends.registry import load_backend
     from engine.types import GenerationRequest
