@@ -4,6 +4,12 @@
   timeouts beyond the 5 ms period (the longest is what a user feels as a freeze).
 * Step-to-screen latency: from the engine thread emitting a frame (time taken in that thread)
   to the live heatmap showing the map of that (step, site) (``HeatmapDock.mapChanged``).
+* The GUI thread's own CPU time across each gap (``time.thread_time``): a stall with little CPU
+  is the thread waiting (for the GIL, or for a core on a busy machine), one with a lot is work
+  the GUI thread did.
+* ``--stall-stacks``: a sampler thread reads the GUI thread's Python stack every 2 ms while the
+  event loop has not ticked for 20 ms and prints the most frequent stacks of the stalls (what
+  runs in the GUI thread at that moment).
 * Full (generation-2) garbage collections during the run and the longest one: each holds the GIL,
   so it freezes the GUI for its whole length (``--no-freeze`` leaves the heap unfrozen after the
   load, as before ``gui.engine_thread.settle_heap``, to compare).
@@ -29,6 +35,44 @@ import numpy as np  # noqa: E402
 PROBE_MS = 5
 
 
+class StallSampler:
+    """Samples the GUI (main) thread's Python stack from another thread while the event-loop
+    probe has not ticked for ``STALL_S``; ``report`` prints the commonest stacks and clears."""
+
+    STALL_S, EVERY_S = 0.020, 0.002
+
+    def __init__(self, ticks: list[float]) -> None:
+        import threading
+        from collections import Counter
+
+        self.ticks, self.counts, self.main = ticks, Counter(), threading.main_thread().ident
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        import threading
+        import traceback
+
+        while True:
+            time.sleep(self.EVERY_S)
+            if not self.ticks or time.perf_counter() - self.ticks[-1] < self.STALL_S:
+                continue
+            frames = sys._current_frames()
+            for ident, frame in frames.items():  # the GUI thread, and what the others run meanwhile
+                if ident == threading.get_ident():
+                    continue
+                who = "GUI" if ident == self.main else "other"
+                stack = traceback.extract_stack(frame)[-14 if who == "GUI" else -6:]
+                self.counts[f"  [{who} thread]\n" + "\n".join(
+                    f"    {Path(f.filename).name}:{f.lineno} {f.name}" for f in stack)] += 1
+
+    def report(self, top: int = 8) -> None:
+        total = sum(self.counts.values())
+        print(f"  stall samples (every {1000 * self.EVERY_S:.0f} ms while the loop is > {1000 * self.STALL_S:.0f} ms late): {total}")
+        for stack, n in self.counts.most_common(top):
+            print(f"  {n} samples ({n / max(total, 1):.0%}):\n{stack}")
+        self.counts.clear()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny:audioldm2")
@@ -37,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--runs", type=int, default=1, help="runs in the same window (the first is the worst)")
     parser.add_argument("--no-freeze", action="store_true", help="do not freeze the GC heap after loading")
+    parser.add_argument("--stall-stacks", action="store_true", help="sample the GUI thread's stack during stalls")
     args = parser.parse_args(argv)
     import gc
 
@@ -78,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     emitted: dict[tuple[int, str], float] = {}
     latencies: list[float] = []
     ticks: list[float] = []
+    cpu: list[float] = []  # the GUI thread's CPU time at each tick
 
     def on_frame_in_engine_thread(frame) -> None:  # DirectConnection: runs in the engine thread
         emitted.setdefault((frame.step, frame.site), time.perf_counter())
@@ -94,13 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     probe = QTimer()
     probe.setTimerType(Qt.TimerType.PreciseTimer)
     probe.setInterval(PROBE_MS)
-    probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    probe.timeout.connect(lambda: (ticks.append(time.perf_counter()), cpu.append(time.thread_time())))
     done: dict[str, str] = {}
     window.bridge.runFinished.connect(lambda r: (done.setdefault("end", "done"), loop.quit()))
     window.bridge.runFailed.connect(lambda i, m: (done.setdefault("end", m), loop.quit()))
     request = GenerationRequest(prompt="bass and drums", steps=args.steps, duration=args.duration, per_head=True)
+    sampler = StallSampler(ticks) if args.stall_stacks else None
     for run in range(args.runs):
         ticks.clear()
+        cpu.clear()
         latencies.clear()
         collections.clear()
         emitted.clear()
@@ -111,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         loop.exec()
         elapsed = time.perf_counter() - t_start
         probe.stop()
+        if sampler is not None:
+            sampler.report()
         if done.get("end") != "done":
             print("run failed:", done.get("end"))
             window.shutdown()
@@ -122,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  event-loop probe ({PROBE_MS} ms): {len(ticks)} ticks; gap p50 {np.percentile(gaps, 50):.1f} ms, "
               f"p99 {np.percentile(gaps, 99):.1f} ms, longest {gaps.max():.1f} ms (stall {gaps.max() - PROBE_MS:.1f} ms, "
               f"ending {ticks[int(gaps.argmax()) + 1] - t_start:.2f} s into the run)")
+        busy = np.diff(np.asarray(cpu)) * 1000.0
+        worst = np.argsort(-gaps)[:3]
+        print("  longest gaps (GUI-thread CPU during the gap): " + ", ".join(
+            f"{gaps[i]:.0f} ms ({busy[i]:.0f} ms CPU)" for i in worst) + f"; load average {os.getloadavg()[0]:.1f}")
         if lat.size:
             print(f"  step-to-screen latency: {lat.size} live maps of {args.steps} steps; mean {lat.mean():.1f} ms, "
                   f"p95 {np.percentile(lat, 95):.1f} ms, max {lat.max():.1f} ms")

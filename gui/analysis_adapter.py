@@ -11,7 +11,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from engine.analysis.aggregate import METHODS, STEP_POLICIES, aggregate_frames, call_map
-from engine.analysis.heads import label_free_relevance, select_heads
+from engine.analysis.heads import (
+    RunRelevance,
+    relevance_over_runs,
+    select_heads,
+)
 from engine.analysis.melscale import band_centres_hz, grid_hz
 from engine.types import EngineError, MelSpec
 
@@ -92,20 +96,38 @@ def aggregate(
     return np.asarray(g, dtype=np.float32)
 
 
-def head_relevance(
-    frames: Mapping[tuple[int, str], np.ndarray], n_tokens: int, token_ids: Sequence[int] | None
-) -> dict[str, np.ndarray]:
-    """Label-free relevance of every head of every per-head site to the chosen tokens.
-
-    With no token chosen the concept is every token after the first (the prompt's words against
-    the start token). Head-mean sites are left out.
-    """
+def relevance_concept(n_tokens: int, token_ids: Sequence[int] | None) -> list[int]:
+    """The tokens relevance is scored for: the chosen ones, else every token after the first
+    (empty when nothing would be left to compare with)."""
     concept = list(token_ids) if token_ids else list(range(1, n_tokens))
-    per_head = {k: v for k, v in frames.items() if np.asarray(v).shape[0] > 1}
-    if not per_head or not concept or len(concept) >= n_tokens:
-        return {}
-    scores = label_free_relevance([per_head], [concept])
-    return {site: rel.score for site, rel in scores.items()}
+    return concept if concept and len(concept) < n_tokens else []
+
+
+class LiveHeadRelevance:
+    """Label-free relevance of every head of every per-head site to the chosen tokens (with no
+    token chosen, every token after the first: the prompt's words against the start token;
+    head-mean sites left out), over one run's growing frames: each frame is read once, when it
+    is added (during the run), so the scores at the end only average what is already computed."""
+
+    def __init__(self) -> None:
+        self._key: tuple = ()
+        self._run: RunRelevance | None = None
+
+    def add(self, key: tuple, frames: Mapping[tuple[int, str], np.ndarray], n_tokens: int,
+            token_ids: Sequence[int] | None) -> None:
+        """Read ``frames`` (new or not) for the run / context ``key`` and the chosen tokens."""
+        concept = relevance_concept(n_tokens, token_ids)
+        if (key, tuple(concept)) != self._key:
+            self._key, self._run = (key, tuple(concept)), RunRelevance(concept) if concept else None
+        if self._run is not None:
+            self._run.add({k: v for k, v in frames.items() if np.asarray(v).shape[0] > 1})
+
+    def scores(self, key: tuple, frames: Mapping[tuple[int, str], np.ndarray], n_tokens: int,
+               token_ids: Sequence[int] | None) -> dict[str, np.ndarray]:
+        """The scores of ``frames`` (reading only the frames not added yet)."""
+        self.add(key, frames, n_tokens, token_ids)
+        means = self._run.means() if self._run is not None else {}
+        return {site: rel.score for site, rel in relevance_over_runs([means]).items()} if means else {}
 
 
 def top_heads(scores: Mapping[str, np.ndarray], k: int) -> dict[str, list[bool]]:

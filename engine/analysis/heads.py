@@ -72,6 +72,47 @@ class HeadRelevance:
     runs: int
 
 
+class RunRelevance:
+    """One run's per-site head values ``s`` (mean over its recorded steps), built frame by frame:
+    :meth:`add` the frames as they arrive (each is read once), :meth:`means` at any time. A live
+    view pays for each frame when it comes in instead of for every frame at the end."""
+
+    def __init__(self, concept: Sequence[int], ignore: Sequence[int] = (), sites: Sequence[str] | None = None) -> None:
+        self.concept, self.ignore = list(concept), list(ignore)
+        self.sites = None if sites is None else set(sites)
+        self._values: dict[str, list[np.ndarray]] = {}
+        self._seen: set[tuple[int, str]] = set()
+
+    def add(self, frames: Mapping[tuple[int, str], np.ndarray]) -> None:
+        for key, probs in frames.items():
+            site = key[1]
+            if key in self._seen or (self.sites is not None and site not in self.sites):
+                continue
+            self._values.setdefault(site, []).append(concept_log_ratio(_per_head(probs, site), self.concept,
+                                                                       self.ignore))
+            self._seen.add(key)
+
+    def means(self) -> dict[str, np.ndarray]:
+        """``mean over steps of s_h`` per site, ``(H,)``."""
+        return {site: np.mean(vals, axis=0) for site, vals in self._values.items()}
+
+
+def relevance_over_runs(per_run: Sequence[Mapping[str, np.ndarray]], lam: float = 1.0) -> dict[str, HeadRelevance]:
+    """``mean_r s − λ·std_r s`` per site from each run's :meth:`RunRelevance.means`."""
+    per_site: dict[str, list[np.ndarray]] = {}
+    for means in per_run:
+        for site, value in means.items():
+            per_site.setdefault(site, []).append(value)
+    if not per_site:
+        raise EngineError("no frames of the chosen sites in the runs: record them first")
+    out = {}
+    for site, vals in per_site.items():
+        v = np.stack(vals)  # (R, H)
+        mean, std = v.mean(axis=0), v.std(axis=0)
+        out[site] = HeadRelevance(mean - lam * std, mean, std, v.shape[0])
+    return out
+
+
 def label_free_relevance(
     runs: Sequence[Mapping[tuple[int, str], np.ndarray]],
     concepts: Sequence[Sequence[int]],
@@ -87,26 +128,12 @@ def label_free_relevance(
         raise EngineError("give at least one run and one concept token list per run")
     if ignore is not None and len(ignore) != len(runs):
         raise EngineError("give one ignore list per run (or none)")
-    per_site: dict[str, list[np.ndarray]] = {}
+    per_run = []
     for r, frames in enumerate(runs):
-        by_site: dict[str, list[np.ndarray]] = {}
-        for (_, site), probs in frames.items():
-            if sites is not None and site not in sites:
-                continue
-            ign = ignore[r] if ignore is not None else ()
-            by_site.setdefault(site, []).append(
-                concept_log_ratio(_per_head(probs, site), concepts[r], ign)
-            )
-        for site, vals in by_site.items():
-            per_site.setdefault(site, []).append(np.mean(vals, axis=0))
-    if not per_site:
-        raise EngineError("no frames of the chosen sites in the runs: record them first")
-    out = {}
-    for site, vals in per_site.items():
-        v = np.stack(vals)  # (R, H)
-        mean, std = v.mean(axis=0), v.std(axis=0)
-        out[site] = HeadRelevance(mean - lam * std, mean, std, v.shape[0])
-    return out
+        run = RunRelevance(concepts[r], ignore[r] if ignore is not None else (), sites)
+        run.add(frames)
+        per_run.append(run.means())
+    return relevance_over_runs(per_run, lam)
 
 
 def head_maps(

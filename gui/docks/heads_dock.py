@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from engine.site_labels import site_labels
 from engine.types import EngineError
-from gui.analysis_adapter import head_relevance, top_heads
+from gui.analysis_adapter import LiveHeadRelevance, top_heads
 from gui.flow_layout import FlowLayout
 from gui.workspace import Workspace
 
@@ -70,6 +70,8 @@ class HeadsDock(QDockWidget):
         workspace.headMasksChanged.connect(self._sync_checks)
         workspace.selectionChanged.connect(self._on_selection)
         self._scored_for: tuple = ()
+        self._live = LiveHeadRelevance()  # each frame read once, as it arrives: the end only averages
+        workspace.framesAdded.connect(self._on_frames)
 
     @Slot()
     def rebuild(self) -> None:
@@ -87,7 +89,7 @@ class HeadsDock(QDockWidget):
             n_tokens = len(run.tokens_for(sel.site)) if sel.site else 0
             context = run.context_of(sel.site) if sel.site else None
             frames = {k: v for k, v in run.frames.items() if run.context_of(k[1]) == context}
-            self.scores = head_relevance(frames, n_tokens, sel.tokens)
+            self.scores = self._live.scores((run.run_id, context), frames, n_tokens, sel.tokens)
             head_mean = not self.scores and bool(run.frames) and run.result is not None
             labels = site_labels(run.site_names)
             for name in run.site_names:
@@ -121,6 +123,16 @@ class HeadsDock(QDockWidget):
         if run is None or sel.site is None:
             return ()
         return (run.run_id, run.status, run.context_of(sel.site), sel.tokens)
+
+    @Slot(object)
+    def _on_frames(self, keys) -> None:
+        """Read the new frames of the shown context now (cheap per step), not all of them at the end."""
+        run, sel = self.ws.current, self.ws.selection
+        if run is None or sel.site is None:
+            return
+        context = run.context_of(sel.site)
+        new = {k: run.frames[k] for k in keys if k in run.frames and run.context_of(k[1]) == context}
+        self._live.add((run.run_id, context), new, len(run.tokens_for(sel.site)), sel.tokens)
 
     @Slot()
     def _on_selection(self) -> None:

@@ -59,6 +59,8 @@ class OverviewDock(QDockWidget):
         self.columns: list[int] = []
         self.mosaic = np.zeros((1, 1), dtype=np.float32)
         self._key: tuple = ()
+        self._cells: dict[tuple[int, str], np.ndarray] = {}  # finished cells; a new layout reuses them
+        self._cells_for: tuple = ()  # (run id, tokens, time window) the cached cells show
         self.item.mouseClickEvent = self._on_click
         self.item.setAcceptHoverEvents(True)
         self.item.hoverEvent = self._on_hover
@@ -127,21 +129,28 @@ class OverviewDock(QDockWidget):
         return self.sites.index(site) * (f + GAP), self.columns.index(step) * (t + GAP)
 
     def _fill(self, keys) -> None:
+        """Draw the cells of ``keys``: each is computed once per run, tokens and time window (a
+        layout change while the sites of the first step come in only moves finished cells)."""
         run = self.ws.current
         t, f = THUMB_GRID
+        cells_for = (run.run_id, self.ws.selection.tokens, self.window_s)
+        if cells_for != self._cells_for:
+            self._cells, self._cells_for = {}, cells_for
         changed = False
         for step, site in keys:
             origin = self.cell_origin(site, step)
-            probs = run.frames.get((step, site))
-            if origin is None or probs is None:
+            cell = self._cells.get((step, site))
+            if origin is None or (cell is None and (step, site) not in run.frames):
                 continue
-            m = self._cell_map(probs, run.lattices[site], run.duration())
-            if m is None:
-                continue
-            lo, hi = float(m.min()), float(m.max())
-            cell = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+            if cell is None:
+                m = self._cell_map(run.frames[(step, site)], run.lattices[site], run.duration())
+                if m is None:
+                    continue
+                lo, hi = float(m.min()), float(m.max())
+                cell = ((m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)).T[::-1]  # frequency up, time right
+                self._cells[(step, site)] = cell
             r, c = origin
-            self.mosaic[r : r + f, c : c + t] = cell.T[::-1]  # frequency up, time right
+            self.mosaic[r : r + f, c : c + t] = cell
             changed = True
         if changed:  # NaN (cells not recorded yet, gaps) is drawn transparent
             self.item.setImage(self.mosaic.copy(), autoLevels=False, levels=(0.0, 1.0))

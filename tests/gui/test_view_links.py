@@ -158,3 +158,29 @@ def test_every_dock_names_a_site_by_the_same_short_label_with_the_full_name_as_t
     assert window.convergence.curves
     for s, curve in window.convergence.curves.items():
         assert curve.toolTip().startswith(f"{site_label(s)}: {s} (")
+
+
+def test_live_heads_scores_and_overview_cells_equal_a_fresh_computation_at_the_end(ran):
+    """The Heads scores (read frame by frame during the run) and the overview's cells (computed once
+    and reused while the sites of the first step came in) equal the engine on the finished run."""
+    from engine.analysis.heads import label_free_relevance
+
+    window = ran
+    run, sel = window.workspace.current, window.workspace.selection
+    context = run.context_of(sel.site)
+    frames = {k: v for k, v in run.result.frames.items() if run.context_of(k[1]) == context}
+    n_tokens = len(run.tokens_for(sel.site))
+    ref = label_free_relevance([frames], [list(range(1, n_tokens))])
+    assert set(window.heads.scores) == set(ref)
+    for site, rel in ref.items():
+        np.testing.assert_allclose(window.heads.scores[site], rel.score, rtol=1e-9)
+    ov = window.overview
+    window.workspace.time.reset_view()
+    duration = run.duration()
+    for site in ov.sites:
+        for step in ov.columns:
+            r, c = ov.cell_origin(site, step)
+            ref_cell = _reference_cell(run.frames[(step, site)], run.lattices[site], THUMB_GRID[0],
+                                       slice(0, THUMB_GRID[0]))
+            np.testing.assert_allclose(ov.mosaic[r : r + THUMB_GRID[1], c : c + THUMB_GRID[0]], ref_cell, atol=2e-3,
+                                       err_msg=f"{site} step {step} ({duration} s)")
