@@ -238,6 +238,26 @@ def test_a_preview_comes_in_at_the_loop_boundary(window, row, qtbot):
     p.loop.setChecked(False)
 
 
+def test_the_prefetch_waits_for_a_listener(window, row, qtbot):
+    listen, p = window.listen, window.player
+    qtbot.waitUntil(lambda: not window.bridge.busy, timeout=120_000)
+
+    def pause(_pair) -> None:  # the user stops listening as B arrives
+        if p.output.is_playing():
+            p.toggle_play()
+
+    listen.abShown.connect(pause)
+    try:
+        row.slider.setSliderDown(True)
+        row.slider.setValue(_ticks(-14.0))
+        _release_and_wait_ab(window, row, qtbot)
+    finally:
+        listen.abShown.disconnect(pause)
+    assert not p.output.is_playing() and listen.render is None and window.bridge.idle
+    p.toggle_play()  # listening again: the idle engine prefetches, nearest α first
+    assert listen.render is not None and listen.render.kind == "prefetch" and listen.render.alphas == (-13.0,)
+
+
 def test_space_plays_and_pauses_unless_a_text_field_has_focus(window, qtbot):
     p = window.player
     window.activateWindow()
