@@ -49,9 +49,24 @@ class MetricsDock(QDockWidget):
         lay.addWidget(self.label)
         self.setWidget(body)
         self.template.currentTextChanged.connect(self.refresh)
+        self._stale = False  # a map came while the dock was hidden (a tab behind another)
+        self.shown = True  # Qt's visibilityChanged: False while tabbed away (isVisible() stays True)
+        self.visibilityChanged.connect(self._on_visibility)
+
+    @Slot(bool)
+    def _on_visibility(self, visible: bool) -> None:
+        self.shown = visible
+        if visible and self._stale:
+            self.refresh()
 
     @Slot()
     def refresh(self, *_) -> None:
+        """Profile and scores of the shown map; only while the dock can be seen (it is a tab
+        behind the overview by default: a live run must not pay for it at every step)."""
+        if not self.shown:
+            self._stale = True
+            return
+        self._stale = False
         run = self.ws.current
         g = self.map_provider()
         if run is None or g is None or run.mel_spec is None:

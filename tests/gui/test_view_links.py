@@ -151,6 +151,8 @@ def test_every_dock_names_a_site_by_the_same_short_label_with_the_full_name_as_t
     assert [sae.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(sae.count())] == cross
     site = names[1]
     window.workspace.select(mode="site", site=site, follow_live=False)
+    assert not window.metrics.shown and not window.metrics.label.text().startswith(site_label(site) + " ·")
+    window.metrics.raise_()  # what clicking its tab does
     assert window.metrics.label.text().startswith(site_label(site) + " ·")
     assert site in window.metrics.label.toolTip()
     report = window.convergence.report_current_run()
