@@ -20,7 +20,6 @@ looping, else in place; a cache hit always in place.
 from __future__ import annotations
 
 import json
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
@@ -89,14 +88,13 @@ class Clip:
 
 @dataclass(frozen=True)
 class Render:
-    """The background render going on: what it is for, and when it was asked for."""
+    """The background render going on, and what it is for."""
 
     job_id: int
     kind: Literal["preview", "prefetch"]
     key: Hashable
     steps: int
     alphas: tuple[float, ...]
-    asked_at: float
 
 
 class ClipCache:
@@ -193,7 +191,6 @@ class SteerListenController(QObject):
         self.last_pair: ABPair | None = None
         self.listening: RunSpec | None = None  # B of the last A/B: the prefetch grid is around it
         self.last_clip: Clip | None = None
-        self.preview_latency_s: float | None = None  # slider move -> preview clip at the player
         self._again = False  # a release came while the engine was busy: refine once it is free
         self._preview_waits = False  # a move cancelled the steered B: preview once it stopped
         bridge.runFinished.connect(self._on_run_finished)
@@ -226,8 +223,9 @@ class SteerListenController(QObject):
         return None
 
     def _b_running(self) -> bool:
+        """A steered B is being made (a newer slider request makes it outdated)."""
         p = self.pending
-        return p is not None and p.b_id is not None and self.bridge.current_run_id == p.b_id
+        return p is not None and p.kind == "steer" and p.b_id is not None and self.bridge.current_run_id == p.b_id
 
     # ---- A/B: steering (slider released) and head masks (Generate) -------------------------------
     @Slot()
@@ -334,7 +332,6 @@ class SteerListenController(QObject):
         """An α slider moved: play the cached render of the new α at once, or render a preview
         (fewer steps, same seed) in the background. A newer move cancels an older preview and a
         steered B still running. Returns the preview's job id when one started."""
-        asked = time.perf_counter()
         if not self.steering.preview.isChecked():
             return None
         spec = self._panel_spec()
@@ -346,7 +343,7 @@ class SteerListenController(QObject):
             if self.render is not None and self.render.kind == "preview":
                 self.bridge.cancel_background()  # an older α's preview would play after this one
             at_boundary = full is None and self.player.loop.isChecked()  # a full render: at once
-            self._play(full or clip, at_boundary=at_boundary, asked=asked)
+            self._play(full or clip, at_boundary=at_boundary)
             return None
         if self._b_running():
             self._preview_waits = True
@@ -355,9 +352,9 @@ class SteerListenController(QObject):
         if self.bridge.busy:
             self._status("the engine is busy: no preview (release to queue the full run)")
             return None
-        return self._submit("preview", quick, asked)
+        return self._submit("preview", quick)
 
-    def _submit(self, kind: Literal["preview", "prefetch"], spec: RunSpec, asked: float) -> int | None:
+    def _submit(self, kind: Literal["preview", "prefetch"], spec: RunSpec) -> int | None:
         request = spec.request
 
         def render(backend, progress):
@@ -370,14 +367,13 @@ class SteerListenController(QObject):
         except EngineError as exc:
             self._status(str(exc))
             return None
-        self.render = Render(job_id, kind, audio_key(spec), request.steps, alphas, asked)
+        self.render = Render(job_id, kind, audio_key(spec), request.steps, alphas)
         self._status(f"{name}: rendering {request.steps} steps…")
         return job_id
 
-    def _play(self, clip: Clip, at_boundary: bool, asked: float) -> None:
+    def _play(self, clip: Clip, at_boundary: bool) -> None:
         self.player.play_clip(clip.audio, clip.sample_rate, at_boundary)
         self.last_clip = clip
-        self.preview_latency_s = time.perf_counter() - asked
         alphas = ", ".join(f"{a:g}" for a in clip.alphas) or "0"
         source = {"preview": f"fast preview, {clip.steps} steps; release the slider for the full run",
                   "prefetch": f"prefetched, {clip.steps} steps, at once", "run": "from a finished run"}[clip.kind]
@@ -393,7 +389,7 @@ class SteerListenController(QObject):
         clip = Clip(np.asarray(result.audio), int(result.sample_rate), r.steps, r.alphas, r.kind)
         self.cache.put(r.key, clip)
         if r.kind == "preview":
-            self._play(clip, at_boundary=self.player.loop.isChecked(), asked=r.asked_at)
+            self._play(clip, at_boundary=self.player.loop.isChecked())
         else:
             self.prefetch()
 
@@ -427,7 +423,7 @@ class SteerListenController(QObject):
             except EngineError:
                 return None  # the row cannot steer the chosen layers: nothing to prefetch
             if audio_key(candidate) not in self.cache:
-                return self._submit("prefetch", candidate.changed(capture=False, per_head=False), time.perf_counter())
+                return self._submit("prefetch", candidate.changed(capture=False, per_head=False))
         done = ", ".join(f"{a:g}" for a in sorted(prefetch_grid(centre)))
         self._status(f"α {done} prefetched around {centre:g}: move the slider there to hear them at once")
         return None
