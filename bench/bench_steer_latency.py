@@ -3,7 +3,7 @@
 A slider release regenerates the same prompt with the same seed and the new α (capture off), then
 vocodes: the first audio sample is ready when ``backend.generate`` returns (both vocoders, the
 embedded model's Griffin-Lim and AudioLDM2's HiFi-GAN, produce the whole clip at once). Goal ≤ 2 s.
-``preview_s`` is the same steered run at the GUI's preview step count (``gui.steer_listen.preview_steps``,
+``preview_s`` is the same steered run at the GUI's preview step count (``gui.steer_listen_state.preview_steps``,
 a quarter of the steps), timed interleaved with the full one; ``bench_steer_listen.py`` measures the
 same through the window (move → preview sound, → refined sound, prefetched α → sound).
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     from engine.interventions.caa import Steer, SteeringVectors
     from engine.interventions.layers import cross_sites
     from engine.types import GenerationRequest
-    from gui.steer_listen import preview_steps
+    from gui.steer_listen_state import preview_steps
 
     backend = load_backend(args.model, device=args.device)
     rng = np.random.default_rng(0)

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     from gui.audio_output import NullOutput
     from gui.docks.steering_dock import ALPHA_SCALE
     from gui.main_window import MainWindow
-    from gui.steer_listen import prefetch_grid, preview_steps
+    from gui.steer_listen_state import prefetch_grid, preview_steps
 
     app = make_app([sys.argv[0]])
     probe = load_backend(args.model, device="cpu")  # only for the sites' widths

@@ -15,7 +15,7 @@ from engine.interventions.caa import Steer, SteeringVectors
 from engine.interventions.layers import cross_sites
 from engine.types import GenerationRequest
 from gui.docks.steering_dock import ALPHA_SCALE
-from gui.steer_listen import ClipCache, PendingAB, prefetch_grid, preview_steps
+from gui.steer_listen_state import ClipCache, PendingAB, prefetch_grid, preview_steps
 from tests.gui.conftest import TEST_MODEL
 
 FIELDS = {"prompt": "bass and drums", "seed": 7, "steps": 8, "guidance": 3.0, "duration": 0.25}
