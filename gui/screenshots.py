@@ -2,7 +2,8 @@
 
 ``OMP_NUM_THREADS=1 python -m gui.screenshots --model embedded --out docs/img`` writes
 ``main-window-during-run.png`` (grabbed at the middle denoising step) and
-``main-window-after-run.png`` (aggregate view, metrics tab, play cursor at 40 %). With
+``main-window-after-run.png`` (aggregate view, metrics tab, play cursor at 40 %), then the
+window at laptop and desktop sizes, ``window-1366x768.png`` and ``window-1920x1080.png``. With
 ``--steering-preview`` it writes ``steering-preview.png`` instead: the Steering dock (floating)
 while a dragged α slider's preview plays, CAA vectors from the embedded prompt set's first
 concept. Runs offscreen when there is no display; user settings are not touched (Qt test mode).
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--prompt", default="bass and drums")
     parser.add_argument("--steering-preview", action="store_true", help="only the steering-preview.png shot")
+    parser.add_argument("--window-sizes", default="1366x768,1920x1080",
+                        help="after the run, the whole window at these sizes: window-WxH.png")
     args = parser.parse_args(argv)
     from gui.app import has_display, make_app
 
@@ -74,8 +77,17 @@ def main(argv: list[str] | None = None) -> int:
         app.processEvents()
     after = out / "main-window-after-run.png"
     window.grab().save(str(after))
+    window.overview.raise_()  # the laptop shots: the default tabs (Layer x step overview in front)
+    sizes = []
+    for size in args.window_sizes.split(","):
+        w, h = (int(v) for v in size.lower().split("x"))
+        window.resize(w, h)
+        for _ in range(20):
+            app.processEvents()
+        sizes.append(out / f"window-{w}x{h}.png")
+        window.grab().save(str(sizes[-1]))
     window.shutdown()
-    print(f"wrote {during} (step {grabbed[0] + 1 if grabbed else '?'}) and {after}")
+    print(f"wrote {during} (step {grabbed[0] + 1 if grabbed else '?'}), {after}, " + ", ".join(map(str, sizes)))
     return 0
 
 

@@ -87,6 +87,7 @@ class PlayerDock(QDockWidget):
         self.wave.setMenuEnabled(False)
         self.wave.hideButtons()
         self.wave.setMaximumHeight(140)
+        self.wave.getAxis("bottom").setStyle(showValues=False)  # the mel plot below shows the same time axis
         self.curve = self.wave.plot(pen=pg.mkPen("#246", width=1))
         self.mel_plot = pg.PlotWidget()
         self.mel_plot.setBackground("w")
@@ -94,8 +95,9 @@ class PlayerDock(QDockWidget):
         self.mel_plot.setMenuEnabled(False)
         self.mel_plot.hideButtons()
         self.mel_plot.setLabel("bottom", "time", units="s")
-        self.mel_plot.setLabel("left", "Hz (mel-spaced)")  # short: the plot can be short
+        self.mel_plot.setLabel("left", "Hz (mel)")  # short: the plot can be short
         plain_axes(self.wave)
+        self.wave.getAxis("bottom").showLabel(False)
         plain_axes(self.mel_plot)
         self.mel_item = pg.ImageItem(axisOrder="col-major")
         self.mel_item.setLookupTable(pg.colormap.get("magma").getLookupTable(nPts=256))
@@ -264,7 +266,7 @@ class PlayerDock(QDockWidget):
             self.mel_item.setRect(QRectF(0.0, 0.0, duration, float(mel.shape[1])))
             self.mel_plot.getViewBox().setLimits(yMin=0.0, yMax=float(mel.shape[1]))
             self.mel_plot.setYRange(0.0, float(mel.shape[1]), padding=0)
-            ticks = hz_axis_ticks(mel_centres_hz(run.mel_spec), mel.shape[1]) if run.mel_spec is not None else None
+            ticks = hz_axis_ticks(mel_centres_hz(run.mel_spec), mel.shape[1], min_gap=0.12) if run.mel_spec is not None else None
             self.mel_plot.getAxis("left").setTicks(None if ticks is None else [ticks, []])
         self.ws.time.set_duration(duration)
         self.wave.setXRange(self.ws.time.start, self.ws.time.end, padding=0)
