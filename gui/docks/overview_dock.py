@@ -154,6 +154,7 @@ class OverviewDock(QDockWidget):
             changed = True
         if changed:  # NaN (cells not recorded yet, gaps) is drawn transparent
             self.item.setImage(self.mosaic.copy(), autoLevels=False, levels=(0.0, 1.0))
+            self._draw_cursor()
 
     def _cell_map(self, probs: np.ndarray, lattice: tuple[int, int], duration: float) -> np.ndarray | None:
         """The cell's ``THUMB_GRID`` map of the shown time window: the whole run, or the window cut
@@ -191,8 +192,9 @@ class OverviewDock(QDockWidget):
             self.cursor.setData([], [])
             return
         t, f = THUMB_GRID
-        xs = np.repeat([c * (t + GAP) + x * t for c in range(len(self.columns))], 2)
-        ys = np.tile([0.0, len(self.sites) * (f + GAP) - GAP], len(self.columns))
+        filled = sorted({self.columns.index(step) for step, _ in self._cells if step in self.columns})
+        xs = np.repeat([c * (t + GAP) + x * t for c in filled], 2)  # columns with cells (not future steps)
+        ys = np.tile([0.0, len(self.sites) * (f + GAP) - GAP], len(filled))
         self.cursor.setData(xs, ys)
 
     @Slot()
