@@ -7,6 +7,8 @@
 * The GUI thread's own CPU time across each gap (``time.thread_time``): a stall with little CPU
   is the thread waiting (for the GIL, or for a core on a busy machine), one with a lot is work
   the GUI thread did.
+* ``--time-slots``: the longest and total time of the GUI's handlers of a run's signals (frames,
+  steps, start, end) and of pyqtgraph's repaints, per handler (wrapped before the window is built).
 * ``--stall-stacks``: a sampler thread reads the GUI thread's Python stack every 2 ms while the
   event loop has not ticked for 20 ms and prints the most frequent stacks of the stalls (what
   runs in the GUI thread at that moment).
@@ -33,6 +35,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 PROBE_MS = 5
+
+
+def time_slots() -> dict[str, list[float]]:
+    """Wrap the GUI's handlers of a run's signals (and pyqtgraph's paint) to time each call (ms)."""
+    import pyqtgraph as pg
+
+    from gui.docks.heads_dock import HeadsDock
+    from gui.docks.heatmap_dock import HeatmapDock
+    from gui.docks.metrics_dock import MetricsDock
+    from gui.docks.overview_dock import OverviewDock
+    from gui.docks.player_dock import PlayerDock
+    from gui.main_window import MainWindow
+
+    times: dict[str, list[float]] = {}
+    targets = [(MainWindow, "_on_frames"), (MainWindow, "_on_step"), (MainWindow, "_on_run_started"),
+               (MainWindow, "_on_finished"), (HeatmapDock, "refresh"), (HeatmapDock, "_sync_lists"),
+               (OverviewDock, "rebuild"), (OverviewDock, "_fill"), (HeadsDock, "rebuild"), (HeadsDock, "_on_frames"),
+               (MetricsDock, "refresh"), (PlayerDock, "_on_current"), (pg.GraphicsView, "paintEvent")]
+    for cls, name in targets:
+        def wrap(fn, label=f"{cls.__name__}.{name}"):
+            def timed(*a, **k):
+                t0 = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    times.setdefault(label, []).append(1000 * (time.perf_counter() - t0))
+            timed.__name__ = fn.__name__
+            return timed
+        setattr(cls, name, wrap(getattr(cls, name)))
+    return times
 
 
 class StallSampler:
@@ -82,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs in the same window (the first is the worst)")
     parser.add_argument("--no-freeze", action="store_true", help="do not freeze the GC heap after loading")
     parser.add_argument("--stall-stacks", action="store_true", help="sample the GUI thread's stack during stalls")
+    parser.add_argument("--time-slots", action="store_true", help="time the GUI's handlers of a run's signals")
     args = parser.parse_args(argv)
     import gc
 
@@ -94,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from gui.main_window import MainWindow
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    slot_times = time_slots() if args.time_slots else None
     if args.no_freeze:  # the GUI before settle_heap: nothing frozen after the load
         import gui.engine_thread
 
@@ -161,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         probe.stop()
         if sampler is not None:
             sampler.report()
+        if slot_times is not None:
+            print("  GUI handlers (longest / total ms, calls): " + "; ".join(
+                f"{name} {max(v):.0f}/{sum(v):.0f} ({len(v)})" for name, v in
+                sorted(slot_times.items(), key=lambda kv: -max(kv[1]))[:8]))
+            slot_times.clear()
         if done.get("end") != "done":
             print("run failed:", done.get("end"))
             window.shutdown()
