@@ -200,8 +200,7 @@ class PlayerDock(QDockWidget):
         if src is None:
             return
         if self.output.is_playing():
-            self.output.swap(*src, at_boundary=at_boundary)
-            self._show_audio(*src, self.source_run())
+            self.play_clip(*src, at_boundary, self.source_run())
             return
         was_playing = self.output.is_playing()
         pos = self.output.position()
@@ -223,7 +222,12 @@ class PlayerDock(QDockWidget):
     def play_clip(self, audio: np.ndarray, sample_rate: int, at_boundary: bool, run: RunData | None = None) -> None:
         """Play ``audio`` (a steering preview, a prefetched render, or ``run``'s) without stopping:
         at the loop boundary or in place; from its start when nothing plays."""
-        if not self.output.swap(audio, sample_rate, at_boundary) and not self.output.is_playing():
+        try:
+            swapped = self.output.swap(audio, sample_rate, at_boundary)
+        except Exception:  # the device refused a stream for a new sample rate: load() falls back
+            self.load(audio, sample_rate)
+            swapped = False
+        if not swapped and not self.output.is_playing():
             self.output.play()
         self._show_audio(audio, sample_rate, run)
         self._sync_button()

@@ -20,8 +20,11 @@ class FakeStream:
     """Stands in for ``sounddevice.OutputStream``: keeps the callback; the test pulls blocks."""
 
     made: list[FakeStream] = []
+    refuse: int | None = None  # a sample rate the card does not take
 
     def __init__(self, samplerate, channels, dtype, device, callback) -> None:
+        if samplerate == FakeStream.refuse:
+            raise OSError(f"Invalid sample rate {samplerate}")
         self.samplerate, self.channels, self.callback = samplerate, channels, callback
         self.started = self.closed = False
         FakeStream.made.append(self)
@@ -48,7 +51,7 @@ def card(monkeypatch):
     fake.OutputStream = FakeStream
     fake.query_devices = lambda device=None, kind=None: {"name": "fake card"}
     monkeypatch.setitem(sys.modules, "sounddevice", fake)
-    FakeStream.made = []
+    FakeStream.made, FakeStream.refuse = [], None
     out = ao.SoundDeviceOutput()
     yield out
     out.close()
@@ -121,3 +124,22 @@ def test_null_output_crosses_into_the_swapped_clip_at_the_boundary():
     assert out.position() == pytest.approx(0.10) and out.duration == pytest.approx(0.5)
     now["t"] = 1.70  # B loops: 0.70 s into a 0.5 s clip
     assert out.position() == pytest.approx(0.20) and out.is_playing()
+
+
+def test_player_plays_on_silently_when_the_card_refuses_the_new_clips_rate(card, qtbot):
+    from gui.docks.player_dock import PlayerDock
+    from gui.workspace import Workspace
+
+    dock = PlayerDock(Workspace(), card)
+    qtbot.addWidget(dock)
+    messages: list[str] = []
+    dock.message.connect(messages.append)
+    try:
+        dock.play_clip(_ramp(1000), SR, at_boundary=True)
+        assert dock.output is card and card.is_playing()
+        FakeStream.refuse = 22050
+        dock.play_clip(_ramp(500), 22050, at_boundary=True)  # no exception escapes
+        assert isinstance(dock.output, ao.NullOutput) and dock.output.is_playing()
+        assert dock.output.sample_rate == 22050 and "playing silently" in messages[-1]
+    finally:
+        dock.close_output()
