@@ -7,8 +7,9 @@
 * The GUI thread's own CPU time across each gap (``time.thread_time``): a stall with little CPU
   is the thread waiting (for the GIL, or for a core on a busy machine), one with a lot is work
   the GUI thread did.
-* ``--time-slots``: the longest and total time of the GUI's handlers of a run's signals (frames,
-  steps, start, end) and of pyqtgraph's repaints, per handler (wrapped before the window is built).
+* ``--time-slots``: the longest and total GUI-thread CPU time (``time.thread_time``: work, not
+  waiting for a core or the GIL) of the GUI's handlers of a run's signals (frames, steps, start,
+  end) and of pyqtgraph's repaints, per handler (wrapped before the window is built).
 * ``--stall-stacks``: a sampler thread reads the GUI thread's Python stack every 2 ms while the
   event loop has not ticked for 20 ms and prints the most frequent stacks of the stalls (what
   runs in the GUI thread at that moment).
@@ -38,7 +39,8 @@ PROBE_MS = 5
 
 
 def time_slots() -> dict[str, list[float]]:
-    """Wrap the GUI's handlers of a run's signals (and pyqtgraph's paint) to time each call (ms)."""
+    """Wrap the GUI's handlers of a run's signals (and pyqtgraph's paint) to take each call's
+    GUI-thread CPU time (ms)."""
     import pyqtgraph as pg
 
     from gui.docks.heads_dock import HeadsDock
@@ -56,11 +58,11 @@ def time_slots() -> dict[str, list[float]]:
     for cls, name in targets:
         def wrap(fn, label=f"{cls.__name__}.{name}"):
             def timed(*a, **k):
-                t0 = time.perf_counter()
+                t0 = time.thread_time()
                 try:
                     return fn(*a, **k)
                 finally:
-                    times.setdefault(label, []).append(1000 * (time.perf_counter() - t0))
+                    times.setdefault(label, []).append(1000 * (time.thread_time() - t0))
             timed.__name__ = fn.__name__
             return timed
         setattr(cls, name, wrap(getattr(cls, name)))
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         if sampler is not None:
             sampler.report()
         if slot_times is not None:
-            print("  GUI handlers (longest / total ms, calls): " + "; ".join(
+            print("  GUI handlers, CPU (longest / total ms, calls): " + "; ".join(
                 f"{name} {max(v):.0f}/{sum(v):.0f} ({len(v)})" for name, v in
                 sorted(slot_times.items(), key=lambda kv: -max(kv[1]))[:8]))
             slot_times.clear()
