@@ -123,3 +123,19 @@ def labelled(caption: str, *widgets: QWidget, grow: bool = False) -> QWidget:
     if grow:
         group.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
     return group
+
+
+
+class WrapLabel(QLabel):
+    """A word-wrapped label that reserves ``lines`` lines instead of reporting height-for-width:
+    in a dock's scroll area a height-for-width child makes the area size the whole body by its
+    children's *preferred* heights (a plot's 480 px), and the dock scrolls instead of the plot
+    shrinking. (QLabel turns height-for-width back on at every setText, hence the override.)"""
+
+    def __init__(self, text: str = "", lines: int = 3, parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setWordWrap(True)
+        self.setMinimumHeight(lines * self.fontMetrics().lineSpacing() + 4)
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 (Qt naming)
+        return False

@@ -10,7 +10,6 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QDockWidget,
-    QLabel,
     QPushButton,
     QSpinBox,
     QTreeWidget,
@@ -22,7 +21,7 @@ from PySide6.QtWidgets import (
 from engine.site_labels import site_labels
 from engine.types import EngineError
 from gui.analysis_adapter import LiveHeadRelevance, top_heads
-from gui.flow_layout import FlowLayout
+from gui.flow_layout import FlowLayout, WrapLabel
 from gui.workspace import Workspace
 
 NO_SCORES = "no relevance scores yet: they appear as the run records attention frames"
@@ -57,8 +56,7 @@ class HeadsDock(QDockWidget):
         self.tree.setHeaderLabels(["site / head", "relevance"])
         self.tree.setColumnWidth(0, 170)  # short site labels: the relevance column stays in view
         lay.addWidget(self.tree, 1)
-        self.note = QLabel("")
-        self.note.setWordWrap(True)
+        self.note = WrapLabel("", 3)
         lay.addWidget(self.note)
         self.setWidget(body)
         self.all_button.clicked.connect(lambda: self.preset("all"))

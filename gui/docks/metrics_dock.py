@@ -15,6 +15,7 @@ from engine.analysis.templates import INSTRUMENT_BANDS, band_mask, band_template
 from engine.site_labels import site_label
 from engine.types import EngineError
 from gui.docks.heatmap_dock import hz_axis_ticks
+from gui.flow_layout import WrapLabel
 from gui.workspace import Workspace
 
 
@@ -44,8 +45,7 @@ class MetricsDock(QDockWidget):
         self.band = pg.LinearRegionItem(movable=False, brush=pg.mkBrush(255, 140, 0, 50))
         self.plot.addItem(self.band)
         lay.addWidget(self.plot, 1)
-        self.label = QLabel("–")
-        self.label.setWordWrap(True)
+        self.label = WrapLabel("–", 3)
         lay.addWidget(self.label)
         self.setWidget(body)
         self.template.currentTextChanged.connect(self.refresh)
