@@ -108,6 +108,62 @@ def cpu_attention_timer():
     return timer
 
 
+class ModuleAttentionTimer:
+    """Wall and CPU seconds inside every attention module's forward (forward hooks), with the
+    ``total`` / ``cpu_total`` of :func:`cpu_attention_timer`: for processors the engine's
+    ``AttentionTimer`` cannot wrap (Stable Audio 3's differential attention)."""
+
+    def __init__(self, denoiser, sync) -> None:
+        from engine.probe.attach import attention_modules
+
+        self.total = self.cpu_total = 0.0
+        self.sync = sync
+        self._depth = 0
+        self._start = (0.0, 0.0)
+        self._hooks = []
+        for module in attention_modules(denoiser).values():
+            self._hooks.append(module.register_forward_pre_hook(self._enter))
+            self._hooks.append(module.register_forward_hook(self._leave))
+
+    def _enter(self, module, args) -> None:
+        if self._depth == 0:
+            self.sync()
+            self._start = (time.perf_counter(), time.process_time())
+        self._depth += 1
+
+    def _leave(self, module, args, output) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.sync()
+            self.total += time.perf_counter() - self._start[0]
+            self.cpu_total += time.process_time() - self._start[1]
+
+    def close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
+def timed_attention_run(backend, request, sync):
+    """A capture-off run with the attention timer (the engine's, else :class:`ModuleAttentionTimer`)
+    and a step clock; returns ``(timer, clock, how)``."""
+    from engine.types import EngineError
+
+    timer = cpu_attention_timer()
+    clock = StepClock(backend, sync)
+    try:
+        backend.generate(dataclasses.replace(request, capture=False, interventions=(timer,)), observer=clock)
+        return timer, clock, "AttentionTimer (site processors)"
+    except EngineError:  # a processor the engine's timer cannot wrap: time the modules instead
+        clock.close()
+    timer = ModuleAttentionTimer(backend.denoiser, sync)
+    clock = StepClock(backend, sync)
+    try:
+        backend.generate(dataclasses.replace(request, capture=False), observer=clock)
+    finally:
+        timer.close()
+    return timer, clock, "forward hooks on the attention modules"
+
+
 def budget_decisions(backend, request, budgets_mb: list[float]) -> list[dict]:
     """What :func:`plan_capture` decides for ``request`` at each budget (with a stream folder)."""
     from engine.probe.budget import plan_capture
@@ -324,12 +380,8 @@ def main(argv: list[str] | None = None) -> dict:
             step_cpu[mode] += clock.per_step(cpu=True)
             run_times[mode].append(res.elapsed_s)
             results[mode] = res
-    timer = cpu_attention_timer()
-    clock = StepClock(backend, sync)
-    try:
-        backend.generate(dataclasses.replace(request, capture=False, interventions=(timer,)), observer=clock)
-    finally:
-        clock.close()
+    timer, clock, timed_by = timed_attention_run(backend, request, sync)
+    clock.close()
     denoise_s = sum(clock.per_step())
     denoise_cpu_s = sum(clock.per_step(cpu=True))
     med = {m: statistics.median(v) for m, v in step_times.items()}
@@ -348,7 +400,7 @@ def main(argv: list[str] | None = None) -> dict:
         "capture_cpu_ratio_head_mean": med_cpu["head_mean"] / med_cpu["off"],
         "capture_cpu_ratio_per_head": med_cpu["per_head"] / med_cpu["off"],
         "run_s": run_times, "attention_s": timer.total, "denoise_s_timed_run": denoise_s,
-        "attention_share": timer.total / denoise_s if denoise_s else None,
+        "attention_share": timer.total / denoise_s if denoise_s else None, "attention_timed_by": timed_by,
         "attention_cpu_s": timer.cpu_total, "denoise_cpu_s_timed_run": denoise_cpu_s,
         "attention_share_cpu": timer.cpu_total / denoise_cpu_s if denoise_cpu_s else None,
         "rss_after_build_mb": rss_loaded, "peak_rss_mb": peak_rss_mb(),
