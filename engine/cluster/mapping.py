@@ -8,6 +8,7 @@ and no file.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,6 +83,26 @@ def map_items(job: WorkerJob, items: Sequence[Any], spec: ClusterSpec, *,
         if progress is not None:
             progress(index + 1, len(items))
         yield outcome
+
+
+@contextmanager
+def cluster_session(spec: ClusterSpec) -> Iterator[None]:
+    """Keep Ray up for several :func:`map_items` calls (e.g. a command's items, then its summary's):
+    started or joined here, shut down at the end only if started here; nothing without ``--ray``."""
+    if not spec.distributed:
+        yield
+        return
+    spec.validate()
+    from engine.cluster.ray_pool import connect
+
+    started = connect(spec)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
 
 
 def in_item_order(outcomes: Iterable[ItemOutcome]) -> Iterator[ItemOutcome]:

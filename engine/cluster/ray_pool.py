@@ -93,8 +93,10 @@ class JobActor:
             return one_line(exc)
         return None
 
-    def run(self, index: int, item: Any) -> ItemOutcome:
-        return run_item(self.job, self.state, index, item)
+    def run(self, index: int, item: Any) -> tuple[Any, str | None]:
+        """``(result, error line)``; the item is not sent back (the driver still holds it)."""
+        outcome = run_item(self.job, self.state, index, item)
+        return outcome.result, outcome.error
 
     def pid(self) -> int:
         return os.getpid()
@@ -184,7 +186,7 @@ def _stream(ray, pool: ActorPool, items: Sequence[Any], progress: Progress,
             cancel) -> Iterator[ItemOutcome]:
     queue: deque[int] = deque(range(len(items)))
     deaths: dict[int, int] = {}
-    where: dict[Any, tuple[int, int]] = {}  # ref -> (slot, item index)
+    where: dict[Any, tuple[int, int, Any]] = {}  # ref -> (slot, item index, item)
     done = 0
     while queue or where:
         if cancel is not None and cancel.cancelled:
@@ -192,16 +194,17 @@ def _stream(ray, pool: ActorPool, items: Sequence[Any], progress: Progress,
         for slot, refs in pool.running.items():
             while queue and len(refs) < IN_FLIGHT:
                 index = queue.popleft()
-                ref = pool.actors[slot].run.remote(index, items[index])
+                item = items[index]
+                ref = pool.actors[slot].run.remote(index, item)
                 refs.append(ref)
-                where[ref] = (slot, index)
+                where[ref] = (slot, index, item)
         ready, _ = ray.wait(list(where), num_returns=1, timeout=POLL_S)
         if not ready:
             continue
         ref = ready[0]
-        slot, index = where.pop(ref)
+        slot, index, item = where.pop(ref)
         try:
-            outcome = ray.get(ref)
+            result, error = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                 ray.exceptions.ObjectLostError) as exc:
             outcome = _worker_died(pool, slot, ref, index, where, queue, deaths, items, exc)
@@ -209,9 +212,10 @@ def _stream(ray, pool: ActorPool, items: Sequence[Any], progress: Progress,
                 continue
         except ray.exceptions.RayTaskError as exc:  # e.g. a result that cannot be pickled
             pool.running[slot].remove(ref)
-            outcome = ItemOutcome(index, items[index], None, one_line(exc.cause or exc))
+            outcome = ItemOutcome(index, item, None, one_line(exc.cause or exc))
         else:
             pool.running[slot].remove(ref)
+            outcome = ItemOutcome(index, item, result, error)
         done += 1
         if progress is not None:
             progress(done, len(items))
@@ -225,7 +229,7 @@ def _worker_died(pool: ActorPool, slot: int, failed_ref: Any, failed_index: int,
     back to the front of the queue, or becomes an error after :data:`MAX_RETRIES`; the items queued
     behind it go back without counting."""
     lost = pool.replace(slot)
-    indices = [failed_index if r == failed_ref else where.pop(r)[1] for r in lost]
+    indices = [failed_index if r == failed_ref else where.pop(r)[1] for r in lost]  # oldest first
     running, behind = indices[0], indices[1:]
     for index in reversed(behind):
         queue.appendleft(index)

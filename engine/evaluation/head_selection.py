@@ -18,8 +18,9 @@ profile with the stem profile. The ordered-weakening curves remove heads most-re
 Head masks are saved as ``{site: [bool, ...]}`` (``GenerationRequest.head_mask``'s format).
 
 The per-item work (reading an item's head maps, oracle scores, variant scores, weakening curves)
-is a :class:`HeadJob` run through :func:`engine.cluster.map_items`, here or on Ray workers that
-read the eval folder (a path every node sees); the driver combines the results in item order.
+is a :class:`HeadJob` run through :func:`engine.cluster.map_items`, here or on Ray workers; the
+driver reads each item's files as it sends the item (workers need no access to the folder) and
+combines the results in item order.
 Outputs carry the ground truth in their names, so runs with different ``gt`` sit side by side:
 ``heads_comparison_<gt>``, ``weakening_<gt>`` and ``heads/masks/<class>_ORACLE_<gt>_top<k>.json``
 (label-free masks use no ground truth: ``heads/masks/<class>_labelfree_{top,bottom}<k>.json``).
@@ -28,7 +29,7 @@ Outputs carry the ground truth in their names, so runs with different ``gt`` sit
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,13 +116,13 @@ def _item_scores(m: np.ndarray, gt: np.ndarray, stem_profile: np.ndarray, tau: f
 
 @dataclass(frozen=True)
 class HeadJob:
-    """Per-item head-selection work on the eval folder ``folder`` (reads, never writes).
+    """Per-item head-selection work on data the driver read (workers need no access to the folder).
 
-    Items: ``("rank", record)`` → ``(log-ratios, oracle scores or None)``;
-    ``("score", record, masks, orders)`` → ``(variant scores, weakening curves, base rate)``.
+    Items (:class:`LoadedItems`): ``("rank", record, maps, ratios, mask)`` → ``(log-ratios, oracle
+    scores or None)``; ``("score", record, maps, ratios, mask, masks, orders)`` → ``(variant scores,
+    weakening curves, base rate)``.
     """
 
-    folder: str
     gt: str
     metric: str
     tau: float
@@ -130,14 +131,11 @@ class HeadJob:
         return None
 
     def run(self, state: None, item: tuple) -> tuple:
-        folder = Path(self.folder)
-        r = item[1]
-        maps, ratios = load_head_data(folder / "heads" / f"{safe_name(r['id'])}.npz")
-        mask = _gt_mask(folder / "maps" / f"{safe_name(r['id'])}.npz", self.gt, folder)
-        if item[0] == "rank":
+        kind, r, maps, ratios, mask = item[:5]
+        if kind == "rank":
             oracle = oracle_head_scores(maps, mask, self.metric, self.tau) if mask.any() else None
             return ratios, oracle
-        _, _, masks, orders = item
+        masks, orders = item[5:]
         stem = np.asarray(r["profiles"]["stem"])
         scores = {v: _item_scores(selective_map(maps, m), mask, stem, self.tau) for v, m in masks.items()}
         curves = ({name: ordered_weakening(maps, order, mask, self.metric, self.tau)[1]
@@ -145,7 +143,24 @@ class HeadJob:
         return scores, curves, float(mask.mean())
 
 
-def _fan_out(job: HeadJob, items: list[tuple], cluster: ClusterSpec,
+class LoadedItems(Sequence):
+    """``(kind, record, *rest)`` work items with the record's head maps, log-ratios and
+    ground-truth mask read from ``folder`` when an item is taken (one at a time, not all at once)."""
+
+    def __init__(self, folder: Path, gt: str, items: list[tuple]) -> None:
+        self.folder, self.gt, self.items = folder, gt, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):
+        kind, r, *rest = self.items[index]
+        maps, ratios = load_head_data(self.folder / "heads" / f"{safe_name(r['id'])}.npz")
+        mask = _gt_mask(self.folder / "maps" / f"{safe_name(r['id'])}.npz", self.gt, self.folder)
+        return (kind, r, maps, ratios, mask, *rest)
+
+
+def _fan_out(job: HeadJob, items: Sequence, cluster: ClusterSpec,
              progress: Callable[[int, int], None] | None) -> list[Any]:
     """The results of ``items`` in item order; an item's error ends the run (one line)."""
     results: list[Any] = [None] * len(items)
@@ -192,13 +207,13 @@ def _head_selection(out: str | Path, k: int | None, metric: str, gt: str, tau: f
                                            "reverse label-free order": []}
     weak_rows: list[list[Any]] = []
     summary: dict[str, Any] = {"classes": {}}
-    job = HeadJob(str(folder), gt, metric, tau)
+    job = HeadJob(gt, metric, tau)
     classes = {c: [r for r in records if r["class"] == c] for c in dict.fromkeys(r["class"] for r in records)}
     splits = {c: split_tracks([r["track"] for r in recs]) for c, recs in classes.items()}
     rank_items = [("rank", r) for c, recs in classes.items() for r in recs if r["track"] in splits[c][0]]
     score_recs = [r for c, recs in classes.items() for r in recs if r["track"] in splits[c][1]]
     total = len(rank_items) + len(score_recs)
-    ranked = iter(_fan_out(job, rank_items, cluster,
+    ranked = iter(_fan_out(job, LoadedItems(folder, gt, rank_items), cluster,
                            None if progress is None else lambda n, _: progress(n, total)))
     plans: dict[str, tuple[int, dict[str, Any], dict[str, list]]] = {}
     for c, recs in classes.items():
@@ -233,7 +248,7 @@ def _head_selection(out: str | Path, k: int | None, metric: str, gt: str, tau: f
                                  "evaluation_tracks": sorted(evl), "in_sample": in_sample,
                                  "masks": {v: str(p) for v, p in files.items()}}
     score_items = [("score", r, plans[r["class"]][1], plans[r["class"]][2]) for r in score_recs]
-    scored = iter(_fan_out(job, score_items, cluster, None if progress is None
+    scored = iter(_fan_out(job, LoadedItems(folder, gt, score_items), cluster, None if progress is None
                            else lambda n, _: progress(len(rank_items) + n, total)))
     for c, recs in classes.items():
         kk, variants, orders = plans[c]

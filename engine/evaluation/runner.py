@@ -41,7 +41,7 @@ from engine.analysis.aggregate import fit_layer_weights
 from engine.analysis.melscale import grid_hz, power_to_db
 from engine.analysis.templates import TEMPLATE_RANGES, stem_mel_grid
 from engine.atomic_io import atomic_write
-from engine.cluster import ClusterSpec, in_item_order, map_items
+from engine.cluster import ClusterSpec, cluster_session, in_item_order, map_items
 from engine.cluster.mapping import one_line
 from engine.data.classes import MAIN_CLASSES
 from engine.data.slakh import SlakhDataset, Track
@@ -518,16 +518,17 @@ def run_eval(options: EvalOptions, progress: Progress | None = None, backend=Non
         skipped = len(items) - len(todo)
         if progress is not None and skipped:
             progress(skipped, len(items))
-        started = time.perf_counter()
-        new_items, failed = _score_items(job, todo, out, errors, options.cluster, cancel,
-                                         None if progress is None
-                                         else lambda n, _: progress(skipped + n, len(items)))
-        if options.cluster.distributed:
-            ev.generate_calls += new_items.generated
-        if not done and not new_items.count:
-            raise EngineError(nothing_scored(failed, claim.final / "errors.jsonl"))
-        elapsed = time.perf_counter() - started
-        finish(out, options, backend, ev, new_items.count, elapsed, order=[item.id for item in items])
+        with cluster_session(options.cluster):  # one Ray instance for the items and the head selection
+            started = time.perf_counter()
+            new_items, failed = _score_items(job, todo, out, errors, options.cluster, cancel,
+                                             None if progress is None
+                                             else lambda n, _: progress(skipped + n, len(items)))
+            if options.cluster.distributed:
+                ev.generate_calls += new_items.generated
+            if not done and not new_items.count:
+                raise EngineError(nothing_scored(failed, claim.final / "errors.jsonl"))
+            elapsed = time.perf_counter() - started
+            finish(out, options, backend, ev, new_items.count, elapsed, order=[item.id for item in items])
     return claim.final
 
 
@@ -615,7 +616,7 @@ def finish(out: Path, options: EvalOptions, backend, ev: Evaluator, new_items: i
             try:
                 report["head_selection"] = run_head_selection(
                     out, k=options.head_k, metric=options.head_metric, gt=options.gt_range,
-                    tau=options.tau, figures=options.figures, order=order)  # here: a few ms per item
+                    tau=options.tau, figures=options.figures, order=order, cluster=options.cluster)
             except EngineError as exc:
                 report["head_selection"] = {"skipped": str(exc)}
     _write_json(out / "report.json", _json_safe(report))

@@ -3,7 +3,8 @@
 Checked: results stream back as they finish but equal the in-process ones; an item's error is an
 error outcome; a worker that dies has its item retried on a fresh worker (and a poison item ends
 as an error outcome); ``eval`` on two rendered tracks with ``--ray local --workers 2`` writes the
-same tables and per-item files as the in-process run, also when a worker dies mid-run.
+same tables and per-item files as the in-process run, also when a worker dies mid-run, and
+``head-select`` on the workers writes the in-process masks and tables.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import filecmp
 import functools
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import ray
 
 from engine.cluster import ClusterSpec, map_items
 from engine.cluster.ray_pool import MAX_RETRIES, connect
-from engine.evaluation import EvalOptions, run_eval
+from engine.evaluation import EvalOptions, run_eval, run_head_selection
 from engine.evaluation import runner as eval_runner
 from tests.engine.cluster_jobs import DiesOnce, Poison, SlowFirst, die_first
 
@@ -112,6 +114,18 @@ def assert_same_outputs(a: Path, b: Path) -> None:
 def test_eval_on_two_workers_writes_the_in_process_files(cluster, tracks, local_eval, tmp_path):
     out = run_eval(_options(tracks, tmp_path / "out", TWO))
     assert_same_outputs(local_eval, out)
+
+
+def test_head_select_on_two_workers_writes_the_in_process_files(cluster, local_eval, tmp_path):
+    folder = tmp_path / "eval"
+    shutil.copytree(local_eval, folder)
+    for f in (folder / "heads" / "masks").iterdir():
+        f.unlink()
+    run_head_selection(folder, figures=False, cluster=TWO)
+    written = [*(folder / "heads" / "masks").iterdir(), *folder.glob("heads_comparison_*"), *folder.glob("weakening_*")]
+    assert len(written) >= 6
+    for f in written:
+        assert filecmp.cmp(f, local_eval / f.relative_to(folder), shallow=False), f"{f.name} differs"
 
 
 def test_eval_survives_a_worker_dying_mid_run_with_the_same_numbers(cluster, tracks, local_eval, tmp_path,
