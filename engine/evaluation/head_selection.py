@@ -44,7 +44,7 @@ from engine.analysis.heads import (
     selective_map,
 )
 from engine.analysis.metrics import average_precision, profile_correlation, tf_iou
-from engine.cluster import ClusterSpec, map_items
+from engine.cluster import ClusterSpec, cluster_session, map_items
 from engine.evaluation.tables import check_item_record, in_order, read_jsonl, safe_name, write_table
 from engine.types import EngineError
 
@@ -186,8 +186,9 @@ def run_head_selection(out: str | Path, k: int | None = None, metric: str = "ap"
     from engine.output_dir import os_error
 
     try:
-        return _head_selection(out, k, metric, gt, tau, lam, figures, order, cluster or ClusterSpec(),
-                               progress)
+        cluster = cluster or ClusterSpec()
+        with cluster_session(cluster):  # one Ray instance for both passes
+            return _head_selection(out, k, metric, gt, tau, lam, figures, order, cluster, progress)
     except OSError as exc:
         raise os_error(out, exc) from exc
 

@@ -110,3 +110,13 @@ def test_in_item_order_restores_the_order_of_any_completion_order():
         assert list(in_item_order(shuffled)) == outcomes
     # a gap (an outcome that never came) does not lose the ones after it
     assert [o.index for o in in_item_order([ItemOutcome(2, "c", 2, None), ItemOutcome(0, "a", 0, None)])] == [0, 2]
+
+
+def test_cluster_session_without_ray_is_a_no_op(monkeypatch):
+    from engine.cluster import cluster_session
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with cluster_session(ClusterSpec()):
+        assert [o.result[0] for o in map_items(Squares(), [2, 3], ClusterSpec())] == [4, 9]
+    with pytest.raises(EngineError, match="Ray is not installed"), cluster_session(ClusterSpec("local")):
+        pass
