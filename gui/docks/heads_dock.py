@@ -22,6 +22,7 @@ from engine.site_labels import site_labels
 from engine.types import EngineError
 from gui.analysis_adapter import LiveHeadRelevance, top_heads
 from gui.flow_layout import FlowLayout, WrapLabel
+from gui.work_queue import SlicedQueue
 from gui.workspace import Workspace
 
 NO_SCORES = "no relevance scores yet: they appear as the run records attention frames"
@@ -69,6 +70,7 @@ class HeadsDock(QDockWidget):
         workspace.selectionChanged.connect(self._on_selection)
         self._scored_for: tuple = ()
         self._live = LiveHeadRelevance()  # each frame read once, as it arrives: the end only averages
+        self._reading = SlicedQueue(self._read_frame, parent=self)  # a burst of frames read in slices
         workspace.framesAdded.connect(self._on_frames)
 
     @Slot()
@@ -129,8 +131,14 @@ class HeadsDock(QDockWidget):
         if run is None or sel.site is None:
             return
         context = run.context_of(sel.site)
-        new = {k: run.frames[k] for k in keys if k in run.frames and run.context_of(k[1]) == context}
-        self._live.add((run.run_id, context), new, len(run.tokens_for(sel.site)), sel.tokens)
+        n_tokens = len(run.tokens_for(sel.site))
+        self._reading.add([(run, context, k, n_tokens, sel.tokens) for k in keys
+                           if k in run.frames and run.context_of(k[1]) == context])
+
+    def _read_frame(self, item) -> None:
+        run, context, key, n_tokens, tokens = item
+        if run is self.ws.current and key in run.frames:
+            self._live.add((run.run_id, context), {key: run.frames[key]}, n_tokens, tokens)
 
     @Slot()
     def _on_selection(self) -> None:

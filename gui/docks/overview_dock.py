@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QDockWidget
 from engine.site_labels import site_labels
 from gui.analysis_adapter import site_map
 from gui.docks.heatmap_dock import no_run_placeholder, plain_axes, set_placeholder
+from gui.work_queue import SlicedQueue
 from gui.workspace import Workspace
 
 THUMB_GRID = (24, 16)  # (time, frequency) of one cell
@@ -61,11 +62,12 @@ class OverviewDock(QDockWidget):
         self._key: tuple = ()
         self._cells: dict[tuple[int, str], np.ndarray] = {}  # finished cells; a new layout reuses them
         self._cells_for: tuple = ()  # (run id, tokens, time window) the cached cells show
+        self._pending = SlicedQueue(self._compute_cell, self._upload, parent=self)  # cells still to compute
         self.item.mouseClickEvent = self._on_click
         self.item.setAcceptHoverEvents(True)
         self.item.hoverEvent = self._on_hover
         workspace.currentChanged.connect(self.rebuild)
-        workspace.runUpdated.connect(self._on_selection)  # cells are already filled live
+        workspace.runUpdated.connect(self._on_run_updated)  # cells are already filled live
         workspace.framesAdded.connect(self._on_frames)
         workspace.selectionChanged.connect(self._on_selection)
         self._refill = QTimer(self, singleShot=True, interval=40)  # one refill per burst of zoom events
@@ -115,6 +117,18 @@ class OverviewDock(QDockWidget):
         else:
             self._fill(keys)
 
+    @property
+    def cells_pending(self) -> int:
+        """Cells queued but not drawn yet (a burst of frames is drawn in slices)."""
+        return len(self._pending)
+
+    @Slot()
+    def _on_run_updated(self) -> None:
+        run = self.ws.current
+        self._on_selection()
+        if run is not None and run.result is not None:
+            self._pending.flush()  # a finished run shows every cell
+
     @Slot()
     def _on_selection(self) -> None:
         """Rebuild only when the layout (run, sites, steps, tokens) changed."""
@@ -130,31 +144,47 @@ class OverviewDock(QDockWidget):
 
     def _fill(self, keys) -> None:
         """Draw the cells of ``keys``: each is computed once per run, tokens and time window (a
-        layout change while the sites of the first step come in only moves finished cells)."""
+        layout change while the sites of the first step come in only moves finished cells); new
+        cells are computed in slices of the event loop (:class:`gui.work_queue.SlicedQueue`)."""
         run = self.ws.current
-        t, f = THUMB_GRID
         cells_for = (run.run_id, self.ws.selection.tokens, self.window_s)
         if cells_for != self._cells_for:
             self._cells, self._cells_for = {}, cells_for
-        changed = False
-        for step, site in keys:
-            origin = self.cell_origin(site, step)
-            cell = self._cells.get((step, site))
-            if origin is None or (cell is None and (step, site) not in run.frames):
-                continue
-            if cell is None:
-                m = self._cell_map(run.frames[(step, site)], run.lattices[site], run.duration())
-                if m is None:
-                    continue
-                lo, hi = float(m.min()), float(m.max())
-                cell = ((m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)).T[::-1]  # frequency up, time right
-                self._cells[(step, site)] = cell
-            r, c = origin
-            self.mosaic[r : r + f, c : c + t] = cell
-            changed = True
-        if changed:  # NaN (cells not recorded yet, gaps) is drawn transparent
-            self.item.setImage(self.mosaic.copy(), autoLevels=False, levels=(0.0, 1.0))
-            self._draw_cursor()
+            self._pending.clear()
+        todo, placed = [], False
+        for key in keys:
+            if key in self._cells:
+                placed = self._place(key) or placed
+            elif key in run.frames:
+                todo.append(key)
+        if placed:
+            self._upload()
+        self._pending.add(todo)
+
+    def _compute_cell(self, key: tuple[int, str]) -> None:
+        run = self.ws.current
+        step, site = key
+        if run is None or key not in run.frames or self.cell_origin(site, step) is None:
+            return
+        m = self._cell_map(run.frames[key], run.lattices[site], run.duration())
+        if m is not None:
+            lo, hi = float(m.min()), float(m.max())
+            self._cells[key] = ((m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)).T[::-1]  # frequency up
+            self._place(key)
+
+    def _place(self, key: tuple[int, str]) -> bool:
+        origin = self.cell_origin(key[1], key[0])
+        if origin is None:
+            return False
+        t, f = THUMB_GRID
+        r, c = origin
+        self.mosaic[r : r + f, c : c + t] = self._cells[key]
+        return True
+
+    def _upload(self) -> None:
+        """Show the mosaic (NaN, i.e. cells not recorded yet and gaps, is drawn transparent)."""
+        self.item.setImage(self.mosaic.copy(), autoLevels=False, levels=(0.0, 1.0))
+        self._draw_cursor()
 
     def _cell_map(self, probs: np.ndarray, lattice: tuple[int, int], duration: float) -> np.ndarray | None:
         """The cell's ``THUMB_GRID`` map of the shown time window: the whole run, or the window cut

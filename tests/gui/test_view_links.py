@@ -75,7 +75,8 @@ def test_wheel_zoom_in_the_heatmap_moves_player_and_overview(ran, qtbot):
     for plot in (window.player.wave, window.player.mel_plot):
         assert _x_range(plot) == pytest.approx((lo, hi), abs=1e-6)
     assert (window.workspace.time.start, window.workspace.time.end) == pytest.approx((lo, hi))
-    qtbot.waitUntil(lambda: window.overview.window_s == pytest.approx((lo, hi)), timeout=2000)
+    qtbot.waitUntil(lambda: window.overview.window_s == pytest.approx((lo, hi)) and not window.overview.cells_pending,
+                    timeout=5000)
     # every overview cell shows that window: checked on one cell against an independent reference
     ov = window.overview
     site, step = ov.sites[0], ov.columns[-1]
