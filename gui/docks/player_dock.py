@@ -270,7 +270,7 @@ class PlayerDock(QDockWidget):
             self.mel_item.setRect(QRectF(0.0, 0.0, duration, float(mel.shape[1])))
             self.mel_plot.getViewBox().setLimits(yMin=0.0, yMax=float(mel.shape[1]))
             self.mel_plot.setYRange(0.0, float(mel.shape[1]), padding=0)
-            ticks = hz_axis_ticks(mel_centres_hz(run.mel_spec), mel.shape[1], min_gap=0.12) if run.mel_spec is not None else None
+            ticks = hz_axis_ticks(mel_centres_hz(run.mel_spec), mel.shape[1], min_gap=0.15) if run.mel_spec is not None else None
             self.mel_plot.getAxis("left").setTicks(None if ticks is None else [ticks, []])
         self.ws.time.set_duration(duration)
         self.wave.setXRange(self.ws.time.start, self.ws.time.end, padding=0)
