@@ -10,7 +10,7 @@ tables as a local one. ``done(item)`` is called as each item finishes (progress)
   ``WorkerJob`` whose ``run(state, item)`` calls the same ``compute``; an item that fails ends the
   run with its error line, as it would locally.
 * :func:`cluster_runner`: for a command, ``on_cluster`` when its ClusterSpec is distributed (Ray
-  kept up across the sweep's phases), else ``None`` (the sweep runs in process with the driver's
+  kept up across the sweep's rounds), else ``None`` (the sweep runs in process with the driver's
   already loaded backend, not a second one).
 """
 
@@ -64,35 +64,20 @@ def on_cluster(job: Any, spec: Any) -> Runner:
             if outcome.error is not None:
                 raise EngineError(f"work item {outcome.index + 1} of {len(items)} failed: {outcome.error}")
             results[outcome.index] = outcome.result
-            done(outcome.item)
+            done(items[outcome.index])
         return results
 
     return run
 
 
 @contextmanager
-def connected(spec: Any) -> Iterator[None]:
-    """Ray started (or joined) once for every ``map_items`` call inside, stopped after when we started it."""
-    if not spec.distributed:
-        yield
-        return
-    from engine.cluster.ray_pool import connect
-
-    started = connect(spec)
-    try:
-        yield
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-
-
-@contextmanager
 def cluster_runner(spec: Any, job: Any) -> Iterator[Runner | None]:
-    """``on_cluster(job, spec)`` inside :func:`connected` when ``spec`` is distributed, else ``None``."""
+    """``on_cluster(job, spec)`` inside :func:`engine.cluster.cluster_session` when ``spec`` is
+    distributed, else ``None``."""
     if not spec.distributed:
         yield None
         return
-    with connected(spec):
+    from engine.cluster import cluster_session
+
+    with cluster_session(spec):
         yield on_cluster(job, spec)

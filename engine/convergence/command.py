@@ -82,14 +82,15 @@ def _convergence(options: ConvergenceOptions, out: Path, progress: Callable[[int
     plot_entropy(report, out / "convergence.png")
     sweep = None
     if options.sweep:
+        from engine.cluster import cluster_session
         from engine.convergence.freeze import FreezeJob, freeze_sweep, sweep_request, write_sweep
-        from engine.work_items import connected, on_cluster
+        from engine.work_items import on_cluster
 
         def runner_for(reference):
             return on_cluster(FreezeJob(options.model, options.device, sweep_request(request), reference),
                               options.cluster)
 
-        with connected(options.cluster):
+        with cluster_session(options.cluster):
             sweep = freeze_sweep(backend, request, sites, options.freeze_steps, report, progress,
                                  runner_for if options.cluster.distributed else None)
         write_sweep(sweep, out)
