@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,10 @@ import ray
 
 from engine.cluster import ClusterSpec, map_items
 from engine.cluster.ray_pool import MAX_RETRIES, connect
+from engine.errors import RunCancelled
 from engine.evaluation import EvalOptions, run_eval, run_head_selection
 from engine.evaluation import runner as eval_runner
+from engine.types import CancelToken
 from tests.engine.cluster_jobs import DiesOnce, Poison, SlowFirst, die_first
 
 TWO = ClusterSpec("local", workers=2)
@@ -65,6 +68,21 @@ def test_an_item_that_kills_every_worker_becomes_an_error_outcome(cluster):
     assert [got[i].result for i in (0, 1, 3)] == [0, -1, -3]
     assert got[2].result is None
     assert got[2].error.startswith(f"WorkerDied: the worker running it died {MAX_RETRIES + 1} times")
+
+
+def test_cancel_stops_submitting_and_frees_the_workers(cluster):
+    token = CancelToken()
+    got = []
+    with pytest.raises(RunCancelled):
+        for outcome in map_items(SlowFirst(), list(range(1, 60)), TWO, cancel=token):
+            got.append(outcome)
+            token.cancel()
+    assert len(got) == 1
+    deadline = time.monotonic() + 20
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2  # the actors were killed
+    assert len(list(map_items(SlowFirst(), [1, 2], TWO))) == 2  # and the cluster still works
 
 
 # ----- eval: same tables and per-item files as the in-process run -----
