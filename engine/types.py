@@ -89,6 +89,9 @@ class GenerationRequest(RunSettings):
     lsac: LsacSpec | None = None
     nan_policy: NanPolicy = "warn"
     maps: Any = None  # engine.probe.kept_maps.KeptMaps: the maps the caller keeps; the budget counts them
+    # a quick listen (the GUI's slider preview): a family with an iterative vocoder spends fewer
+    # iterations on it (embedded model: Griffin-Lim 8 instead of 32); changes nothing else
+    preview: bool = False
 
     def __post_init__(self) -> None:
         # normalise list arguments to tuples so that requests compare and copy as values

@@ -211,7 +211,7 @@ class SteerListenController(QObject):
         spec = self._panel_spec()
         if spec is None:
             return None
-        quick = spec.changed(steps=preview_steps(spec.request), capture=False, per_head=False)
+        quick = spec.changed(steps=preview_steps(spec.request), capture=False, per_head=False, preview=True)
         full, clip = self.cache.get(audio_key(spec)), self.cache.get(audio_key(quick))
         if full is not None or clip is not None:
             if self.render is not None and self.render.kind == "preview":

@@ -17,7 +17,7 @@ from engine.types import GenerationRequest
 
 ABKind = Literal["steer", "mask"]
 ClipKind = Literal["preview", "prefetch", "run"]
-PREVIEW_FRACTION = 0.25  # a preview runs this share of the recipe's steps…
+PREVIEW_FRACTION = 0.125  # a preview runs this share of the recipe's steps (3 of 25)…
 PREVIEW_MIN_STEPS = 2  # …but at least this many (never more than the recipe)
 PREFETCH_STEP = 1.0  # α between grid points: one arrow-key step of the sliders
 PREFETCH_RADIUS = 2  # grid points on each side of the current α
@@ -131,11 +131,11 @@ def audio_key(spec: RunSpec) -> tuple:
     lsac = None if r.lsac is None or r.lsac.preset == "off" else (
         r.lsac.preset, r.lsac.dtype, tuple(r.lsac.kinds), r.lsac.profile, id(r.lsac.report), id(r.lsac.sweep))
     return (spec.model, spec.device, r.prompt, r.negative_prompt, int(r.seed), int(r.steps), float(r.guidance),
-            float(r.duration), masks, lsac, tuple(_intervention_key(iv) for iv in r.interventions))
+            float(r.duration), masks, lsac, tuple(_intervention_key(iv) for iv in r.interventions), bool(r.preview))
 
 
 def preview_steps(request: GenerationRequest) -> int:
-    """Steps of a slider preview: a quarter of the recipe's (at least 2); all of them for per-step
+    """Steps of a slider preview: an eighth of the recipe's (at least 2); all of them for per-step
     steering vectors, which only fit the step count they were computed for."""
     if any(is_steer(iv) and iv.vectors.per_step for iv in request.interventions):
         return request.steps

@@ -305,6 +305,7 @@ class DiffusersBackend(PipelineHolder):
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt,
             "duration": request.duration,
+            "preview": request.preview,
             "device": self.device,
             "dtype": self.dtype,
             "versions": library_versions(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -77,3 +78,19 @@ def test_shipped_weights_load_fast_and_generate_deterministically():
     assert r1.audio.dtype == np.float32 and np.isfinite(r1.audio).all()
     assert 0.5 < float(np.abs(r1.audio).max()) <= 0.9001
     assert r1.mel_spec.n_mels == 64 and r1.sample_rate == 16000
+
+
+def test_preview_request_vocodes_the_same_mel_with_fewer_griffin_lim_iterations(backend):
+    from engine.backends.embedded import PREVIEW_GRIFFIN_LIM_ITERS
+    from engine.models.embedded.vocoder import vocode
+
+    req = GenerationRequest(prompt="bass and drums", seed=3, steps=2, duration=1.0, capture=False)
+    full = backend.generate(req)
+    quick = backend.generate(dataclasses.replace(req, preview=True))
+    np.testing.assert_array_equal(quick.mel, full.mel)  # the denoising is untouched
+    config = backend.pipe.mel_config
+    np.testing.assert_allclose(quick.audio, vocode(full.mel, config, PREVIEW_GRIFFIN_LIM_ITERS), atol=1e-6)
+    np.testing.assert_allclose(full.audio, vocode(full.mel, config, backend.pipe.griffin_lim_iters), atol=1e-6)
+    assert not np.allclose(quick.audio, full.audio, atol=1e-3)
+    assert any("8 iterations (preview)" in n for n in quick.recipe["notes"])
+    assert quick.recipe["preview"] is True and full.recipe["preview"] is False

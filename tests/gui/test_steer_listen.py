@@ -82,7 +82,7 @@ def _release_and_wait_ab(window, row, qtbot):
 
 
 def test_preview_steps_cache_and_grid_helpers():
-    assert [preview_steps(GenerationRequest(prompt="x", steps=s)) for s in (1, 2, 8, 25, 100)] == [1, 2, 2, 6, 25]
+    assert [preview_steps(GenerationRequest(prompt="x", steps=s)) for s in (1, 2, 8, 25, 100)] == [1, 2, 2, 3, 12]
     assert prefetch_grid(3.0) == [4.0, 2.0, 5.0, 1.0]
     assert prefetch_grid(199.5) == [198.5, 197.5]  # within ±200
     cache = ClipCache(capacity=2)

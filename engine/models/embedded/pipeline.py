@@ -195,8 +195,10 @@ class EmbeddedPipeline:
                  guidance_scale: float = 3.0, generator: torch.Generator | None = None,
                  audio_length_in_s: float = 4.0,
                  callback: Callable[[int, Any, torch.Tensor], None] | None = None,
-                 callback_steps: int = 1, vocode_audio: bool = True) -> EmbeddedOutput:
-        """Generate; CFG batch order is ``[uncond, cond]`` (as AudioLDM2); callback after each step."""
+                 callback_steps: int = 1, vocode_audio: bool = True,
+                 griffin_lim_iters: int | None = None) -> EmbeddedOutput:
+        """Generate; CFG batch order is ``[uncond, cond]`` (as AudioLDM2); callback after each step.
+        ``griffin_lim_iters`` overrides the vocoder's iteration count for this call."""
         if num_inference_steps < 1:
             raise EngineError("num_inference_steps must be at least 1")
         cfg = guidance_scale > 1.0
@@ -224,7 +226,8 @@ class EmbeddedPipeline:
                 if callback is not None and i % callback_steps == 0:
                     callback(i, t, latents)
         mel = unpack_mel(latents)[0].clamp(-1.0, 1.0).cpu().numpy().astype(np.float32)
-        audio = vocode(mel, self.mel_config, self.griffin_lim_iters) if vocode_audio else np.zeros(0, np.float32)
+        iters = self.griffin_lim_iters if griffin_lim_iters is None else int(griffin_lim_iters)
+        audio = vocode(mel, self.mel_config, iters) if vocode_audio else np.zeros(0, np.float32)
         return EmbeddedOutput(audio=audio, sample_rate=self.mel_config.sample_rate, mel=mel,
                               tokens=strings[-1], unknown_words=unknown,
                               negative_tokens=strings[0] if cfg else [],
