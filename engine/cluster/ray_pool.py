@@ -98,9 +98,6 @@ class JobActor:
         outcome = run_item(self.job, self.state, index, item)
         return outcome.result, outcome.error
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 class ActorPool:
     """``workers`` live actors, each with the refs it is running, replaced when one dies."""
@@ -114,8 +111,12 @@ class ActorPool:
         self.actors: dict[int, Any] = {}
         self.running: dict[int, deque[Any]] = {}  # slot -> refs in submission order
         self._next_slot = 0
-        starts = {self._spawn(): None for _ in range(spec.workers)}
-        self._await_setup(list(self.actors[s].start.remote() for s in starts))
+        slots = [self._spawn() for _ in range(spec.workers)]
+        try:
+            self._await_setup([self.actors[s].start.remote() for s in slots])
+        except BaseException:
+            self.kill_all()
+            raise
 
     def _spawn(self) -> int:
         slot = self._next_slot

@@ -56,3 +56,14 @@ def die_first(marker: str) -> None:
         return
     os.close(fd)
     os._exit(1)
+
+
+@dataclass(frozen=True)
+class FailsSetup:
+    """A worker that cannot set up (as when the model is missing on a node)."""
+
+    def setup(self) -> None:
+        raise ValueError("no weights at /models/x on this node")
+
+    def run(self, state: None, item: int) -> int:
+        return item

@@ -24,11 +24,11 @@ import ray
 
 from engine.cluster import ClusterSpec, map_items
 from engine.cluster.ray_pool import MAX_RETRIES, connect
-from engine.errors import RunCancelled
+from engine.errors import EngineError, RunCancelled
 from engine.evaluation import EvalOptions, run_eval, run_head_selection
 from engine.evaluation import runner as eval_runner
 from engine.types import CancelToken
-from tests.engine.cluster_jobs import DiesOnce, Poison, SlowFirst, die_first
+from tests.engine.cluster_jobs import DiesOnce, FailsSetup, Poison, SlowFirst, die_first
 
 TWO = ClusterSpec("local", workers=2)
 
@@ -68,6 +68,12 @@ def test_an_item_that_kills_every_worker_becomes_an_error_outcome(cluster):
     assert [got[i].result for i in (0, 1, 3)] == [0, -1, -3]
     assert got[2].result is None
     assert got[2].error.startswith(f"WorkerDied: the worker running it died {MAX_RETRIES + 1} times")
+
+
+def test_a_worker_that_cannot_set_up_is_one_line(cluster):
+    with pytest.raises(EngineError) as err:
+        list(map_items(FailsSetup(), [1, 2, 3], TWO))
+    assert str(err.value) == "a Ray worker could not set up: ValueError: no weights at /models/x on this node"
 
 
 def test_cancel_stops_submitting_and_frees_the_workers(cluster):
