@@ -81,6 +81,7 @@ ACTIONS = (
     ActionSpec("Navigate", "step_fwd", "Next step", "Right", "step_forward"),
     ActionSpec("Navigate", "site_up", "Previous site", "Up", "site_up"),
     ActionSpec("Navigate", "site_down", "Next site", "Down", "site_down"),
+    ActionSpec("Navigate", "reset_view", "Reset &zoom (heatmap, overview, player)", "Ctrl+0", "reset_zoom"),
     ActionSpec("Help", "shortcuts", "&Keyboard shortcuts", "F1", "show_shortcuts"),
     ActionSpec("Help", "about", "&About", "", "show_about"),
 )
@@ -273,12 +274,6 @@ class MainWindow(QMainWindow):
         reset.triggered.connect(self.reset_layout)
         view.addAction(reset)
         self.actions_by_id["reset_layout"] = reset
-        reset_view = QAction("Reset &zoom (heatmap, overview, player)", self)
-        reset_view.setShortcut(QKeySequence("Ctrl+0"))
-        reset_view.triggered.connect(self.workspace.time.reset_view)
-        view.addAction(reset_view)
-        self.addAction(reset_view)
-        self.actions_by_id["reset_view"] = reset_view
         self.menuBar().insertMenu(menus["Help"].menuAction(), view)
 
     def _build_status(self) -> None:
@@ -495,6 +490,11 @@ class MainWindow(QMainWindow):
     @Slot()
     def site_down(self) -> None:
         self.workspace.site_by(1)
+
+    @Slot()
+    def reset_zoom(self) -> None:
+        """The whole run again in every time plot (and each plot's full frequency / site range)."""
+        self.workspace.time.reset_view()
 
     # ---- sessions ----------------------------------------------------------------------------------
     def current_session(self) -> Session:
