@@ -8,14 +8,8 @@ them by index, for drivers that append results to files; :func:`cluster_session`
 instance up across several ``map_items`` calls.
 """
 
-from engine.cluster.mapping import (
-    ItemOutcome,
-    WorkerJob,
-    cluster_session,
-    in_item_order,
-    map_items,
-    one_line,
-)
+from engine.cluster.items import ItemOutcome, WorkerJob, one_line
+from engine.cluster.mapping import cluster_session, in_item_order, map_items
 from engine.cluster.spec import RAY_MISSING, ClusterSpec, ray_available
 
 __all__ = ["RAY_MISSING", "ClusterSpec", "ItemOutcome", "WorkerJob", "cluster_session", "in_item_order", "map_items",

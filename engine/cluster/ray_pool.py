@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.cluster.mapping import ItemOutcome, Progress, WorkerJob, one_line, run_item
+from engine.cluster.items import ItemOutcome, Progress, WorkerJob, one_line, run_item
 from engine.cluster.spec import ClusterSpec
 from engine.errors import EngineError, RunCancelled
 

@@ -41,8 +41,7 @@ from engine.analysis.aggregate import fit_layer_weights
 from engine.analysis.melscale import grid_hz, power_to_db
 from engine.analysis.templates import TEMPLATE_RANGES, stem_mel_grid
 from engine.atomic_io import atomic_write
-from engine.cluster import ClusterSpec, cluster_session, in_item_order, map_items
-from engine.cluster.mapping import one_line
+from engine.cluster import ClusterSpec, cluster_session, in_item_order, map_items, one_line
 from engine.data.classes import MAIN_CLASSES
 from engine.data.slakh import SlakhDataset, Track
 from engine.evaluation.ground_truth import GT_KINDS, class_audio, item_ground_truth
