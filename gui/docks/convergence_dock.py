@@ -15,7 +15,6 @@ from PySide6.QtCore import QRectF, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QTabWidget,
@@ -29,6 +28,7 @@ from engine.recipe import LSAC_CHOICES, LsacSpec
 from engine.site_labels import site_labels
 from engine.types import EngineError, GenerationRequest
 from gui.docks.job_controls import JobControls
+from gui.flow_layout import FlowLayout
 
 Recipe = Callable[[], tuple[str, str, GenerationRequest | None]]
 STABLE_PEN, FAST_PEN = "#1f77b4", "#ff7f0e"
@@ -56,7 +56,8 @@ class ConvergenceDock(QDockWidget):
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.setContentsMargins(4, 4, 4, 4)
-        top = QHBoxLayout()
+        top_box = QWidget()
+        top = FlowLayout(top_box)  # wraps in a narrow dock (laptop screens)
         top.addWidget(QLabel("LSAC for every generation"))
         self.preset = QComboBox()
         self.preset.addItems(LSAC_CHOICES)
@@ -76,8 +77,7 @@ class ConvergenceDock(QDockWidget):
         self.from_run = QPushButton("From current run")
         self.from_run.setToolTip("entropy from the current run's recorded frames (capture every step)")
         top.addWidget(self.from_run)
-        top.addStretch(1)
-        lay.addLayout(top)
+        lay.addWidget(top_box)
         self.job = JobControls("Diagnose (entropy)")
         lay.addWidget(self.job)
         self.sweep_job = JobControls("Freeze sweep")

@@ -38,6 +38,7 @@ from engine.site_labels import site_label, site_labels
 from engine.types import EngineError, GenerationRequest
 from gui.docks.job_controls import JobControls
 from gui.file_dialogs import open_file_dialog
+from gui.flow_layout import FlowLayout, WrapLabel
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class SteeringDock(QDockWidget):
         body = QWidget()
         outer = QVBoxLayout(body)
         outer.setContentsMargins(4, 4, 4, 4)
-        files = QHBoxLayout()
+        files_box = QWidget()
+        files = FlowLayout(files_box)  # wraps in a narrow dock (laptop screens)
         self.load_button = QPushButton("Load vectors…")
         self.save_button = QPushButton("Save vectors…")
         self.on = QCheckBox("steer")
@@ -105,11 +107,10 @@ class SteeringDock(QDockWidget):
         self.auto.setChecked(True)
         for w in (self.load_button, self.save_button, self.on, self.auto):
             files.addWidget(w)
-        files.addStretch(1)
-        outer.addLayout(files)
+        outer.addWidget(files_box)
         self.sliders_box = QGroupBox("concepts (α: negative removes, positive adds)")
         self.sliders = QGridLayout(self.sliders_box)
-        self.empty_label = QLabel("no vectors yet: compute CAA below, load a file or use the SAE panel")
+        self.empty_label = WrapLabel("no vectors yet: compute CAA below, load a file or use the SAE panel", 2)
         self.sliders.addWidget(self.empty_label, 0, 0, 1, 4)
         outer.addWidget(self.sliders_box)
         listen = QHBoxLayout()

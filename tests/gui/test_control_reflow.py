@@ -76,3 +76,24 @@ def test_controls_wrap_only_when_the_dock_is_narrow(make_window, isolated_settin
     qtbot.wait(50)
     rows, width, one_row = _rows(window.heatmap)
     assert one_row > width and rows >= 2  # no room: wrapped, and (test above) nothing clipped
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1366, 768)])
+def test_no_dock_scrolls_sideways_on_a_laptop_screen(make_window, isolated_settings, qtbot, size):
+    """Every dock (each tab raised in turn) fits its width: its scroll areas have nothing to the
+    right (the Steering and Convergence top rows wrap, the Run form puts labels above fields)."""
+    from PySide6.QtWidgets import QScrollArea
+
+    window = make_window()
+    window.resize(*size)
+    qtbot.waitUntil(lambda: window.size().toTuple() == size, timeout=5000)
+    window.reset_layout()
+    wide = []
+    for dock in window.docks:
+        dock.raise_()
+        qtbot.wait(20)
+        areas = [a for a in dock.findChildren(QScrollArea) if type(a) is QScrollArea and a.widget() is not None]
+        assert areas, dock.objectName()
+        wide += [f"{dock.objectName()}: {a.horizontalScrollBar().maximum()} px" for a in areas
+                 if a.horizontalScrollBar().maximum() > 0]
+    assert wide == []
