@@ -26,8 +26,9 @@ aggressive    T/4                      T/2                         3T/4
 ============  =======================  ==========================  =========================
 
 The cache lives on the model's device in the model's dtype, or in ``cache_dtype`` when given
-(``"bfloat16"`` halves an fp32 model's cache and, on CPUs with AVX-512 BF16, makes the cached
-``probs @ V`` about 2.4× faster; the product then runs in that dtype); its size is estimated before the run
+(``"bfloat16"`` halves an fp32 model's cache; on CPUs with AVX-512 BF16 it made the embedded model's
+cached ``probs @ V`` about 2.4× faster, but on Stable Audio Open at published size it was slower than
+fp32 (docs/PERFORMANCE.md); the product then runs in that dtype); its size is estimated before the run
 (:func:`estimate_cache_bytes`) and enforced while it runs: sites that do not fit the budget are
 left uncached, with a warning in :attr:`LSAC.warnings` (also in ``describe()``, which the run's
 recipe records).
