@@ -140,6 +140,21 @@ def test_eval_on_two_workers_writes_the_in_process_files(cluster, tracks, local_
     assert_same_outputs(local_eval, out)
 
 
+def test_an_interrupted_local_eval_resumes_on_ray_with_the_same_files(cluster, tracks, local_eval, tmp_path):
+    """Resuming is the driver's: the items already in items.jsonl are skipped, the rest go to the
+    workers, and the finished folder equals the uninterrupted local run's."""
+    folder = tmp_path / "out"
+    shutil.copytree(local_eval, folder)
+    lines = (folder / "items.jsonl").read_text().splitlines(keepends=True)
+    kept = len(lines) // 2
+    (folder / "items.jsonl").write_text("".join(lines[:kept]))
+    (folder / "report.json").unlink()
+    run_eval(_options(tracks, folder, TWO))
+    report = json.loads((folder / "report.json").read_text())
+    assert report["new_items_this_session"] == len(lines) - kept > 0
+    assert_same_outputs(local_eval, folder)
+
+
 def test_head_select_on_two_workers_writes_the_in_process_files(cluster, local_eval, tmp_path):
     folder = tmp_path / "eval"
     shutil.copytree(local_eval, folder)
