@@ -87,9 +87,10 @@ ACTIONS = (
 )
 
 
-def _session_view(view: Any, name: str) -> tuple[Selection | None, dict[str, Any]]:
+def _session_view(view: Any, name: str) -> tuple[Selection | None, dict[str, Any], dict[str, float]]:
     """A session's saved view state, checked and normalised before the window changes: the
-    selection and the heatmap state, or EngineError naming what is damaged."""
+    selection, the heatmap state and the time window/cursor (s), or EngineError naming what is
+    damaged."""
     try:
         if not isinstance(view, dict):
             raise TypeError(f"the view is {type(view).__name__}, not a mapping")
@@ -110,9 +111,12 @@ def _session_view(view: Any, name: str) -> tuple[Selection | None, dict[str, Any
         numbers = [heatmap.get("percentile", 0.0), *heatmap.get("manual_levels", ())]
         if not all(math.isfinite(x) for x in numbers):
             raise ValueError("the heatmap levels are not finite numbers")
+        time = {k: float(v) for k, v in dict(view.get("time") or {}).items() if k in ("start", "end", "cursor")}
+        if not all(math.isfinite(x) and x >= 0 for x in time.values()):
+            raise ValueError("the time window is not made of finite, non-negative seconds")
     except (TypeError, ValueError, AttributeError) as exc:
         raise EngineError(f"{name}: the saved view is damaged ({exc}): save the session again") from exc
-    return selection, heatmap
+    return selection, heatmap, time
 
 
 def _unless_named(path: str | Path, exc: Exception) -> str:
@@ -506,7 +510,9 @@ class MainWindow(QMainWindow):
             model, device, result = self.run_dock.settings.recipe.model, self.run_dock.settings.recipe.device, None
         else:
             request, model, device, result = run.request, run.model, run.device, run.result
-        view = {"selection": self.workspace.selection.to_dict(), "heatmap": self.heatmap.view_state()}
+        t = self.workspace.time
+        view = {"selection": self.workspace.selection.to_dict(), "heatmap": self.heatmap.view_state(),
+                "time": {"start": t.start, "end": t.end, "cursor": t.cursor}}
         return Session(model, device, request, dict(self.workspace.head_masks), view, result)
 
     def save_session_to(self, path: str | Path, include_arrays: bool = True) -> Path:
@@ -525,7 +531,7 @@ class MainWindow(QMainWindow):
             session.request.validate()
         except EngineError as exc:
             raise EngineError(f"{name}: the saved recipe is not valid: {exc}") from exc
-        selection, heatmap_state = _session_view(session.view, name)
+        selection, heatmap_state, time_state = _session_view(session.view, name)
         masks = session.head_masks
         if not isinstance(masks, dict) or not all(
                 isinstance(k, str) and isinstance(v, list) and all(isinstance(b, bool) for b in v)
@@ -545,6 +551,10 @@ class MainWindow(QMainWindow):
             self.workspace.selection = selection
             self.workspace.selectionChanged.emit()
         self.heatmap.apply_view_state(heatmap_state)
+        if {"start", "end"} <= time_state.keys():  # the zoom (sessions before it had none)
+            self.workspace.time.set_range(time_state["start"], time_state["end"])
+        if "cursor" in time_state:
+            self.workspace.time.set_cursor(time_state["cursor"])
         self.session_path = Path(path)
         add_recent(str(path))
         self.log(f"opened session {path}")
