@@ -35,24 +35,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
     from engine.backends.registry import load_backend
-    from engine.interventions.caa import Steer, SteeringVectors
-    from engine.interventions.layers import cross_sites
+    from engine.interventions.caa import Steer, random_directions
     from engine.types import GenerationRequest
     from gui.steer_listen_state import preview_steps
 
     backend = load_backend(args.model, device=args.device)
-    rng = np.random.default_rng(0)
-    vectors = {}
-    for site in cross_sites(backend):
-        width = backend.denoiser.get_submodule(site).to_out[0].out_features
-        v = rng.standard_normal(width).astype(np.float32)
-        vectors[site] = v / np.linalg.norm(v)
-    sv = SteeringVectors(vectors, backend.model_id, concept="bench")
+    sv = random_directions(backend, concept="bench")
     req = {"prompt": "bass and drums", "seed": 0, "steps": args.steps, "duration": args.duration, "capture": False}
     backend.generate(GenerationRequest(**{**req, "steps": 2}))  # warm-up
 

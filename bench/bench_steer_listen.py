@@ -51,15 +51,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-    import numpy as np
     import torch
     from PySide6.QtCore import QStandardPaths
 
     torch.set_num_threads(args.threads)
     QStandardPaths.setTestModeEnabled(True)
     from engine.backends.registry import load_backend
-    from engine.interventions.caa import SteeringVectors
-    from engine.interventions.layers import cross_sites
+    from engine.interventions.caa import random_directions
     from engine.types import GenerationRequest
     from gui.app import make_app
     from gui.audio_output import NullOutput
@@ -69,13 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     app = make_app([sys.argv[0]])
     probe = load_backend(args.model, device="cpu")  # only for the sites' widths
-    rng = np.random.default_rng(0)
-    vectors = {}
-    for site in cross_sites(probe):
-        width = probe.denoiser.get_submodule(site).to_out[0].out_features
-        v = rng.standard_normal(width).astype(np.float32)
-        vectors[site] = v / np.linalg.norm(v)
-    sv = SteeringVectors(vectors, probe.model_id, concept="bench")
+    sv = random_directions(probe, concept="bench")
     family, model_id = probe.family, probe.model_id
     del probe
 

@@ -186,6 +186,20 @@ class SteeringVectors:
                    per_step, dict(check.table(meta.get("meta", {}), "meta")))
 
 
+def random_directions(backend, concept: str, seed: int = 0) -> SteeringVectors:
+    """A fixed random unit vector per cross-attention site (seeded): steering whose cost and
+    plumbing are real without a computed concept (benchmarks, tests)."""
+    from engine.interventions.layers import cross_sites
+
+    rng = np.random.default_rng(seed)
+    vectors = {}
+    for site in cross_sites(backend):
+        width = backend.denoiser.get_submodule(site).to_out[0].out_features
+        v = rng.standard_normal(width).astype(np.float32)
+        vectors[site] = v / np.linalg.norm(v)
+    return SteeringVectors(vectors, backend.model_id, concept=concept)
+
+
 def _normalise(v: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(v, axis=-1, keepdims=True)
     if np.any(n == 0):

@@ -11,8 +11,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from engine.backends.registry import load_backend
-from engine.interventions.caa import Steer, SteeringVectors
-from engine.interventions.layers import cross_sites
+from engine.interventions.caa import Steer, random_directions
 from engine.types import GenerationRequest
 from gui.docks.steering_dock import ALPHA_SCALE
 from gui.steer_listen_state import ClipCache, PendingAB, prefetch_grid, preview_steps
@@ -30,13 +29,7 @@ def reference():
 @pytest.fixture(scope="module")
 def vectors(reference):
     """Unit steering vectors for every cross-attention site (a fixed random direction each)."""
-    rng = np.random.default_rng(0)
-    out = {}
-    for site in cross_sites(reference):
-        width = reference.denoiser.get_submodule(site).to_out[0].out_features
-        v = rng.standard_normal(width).astype(np.float32)
-        out[site] = v / np.linalg.norm(v)
-    return SteeringVectors(out, reference.model_id, concept="test")
+    return random_directions(reference, concept="test")
 
 
 @pytest.fixture(scope="module")
