@@ -356,6 +356,12 @@ class EngineBridge(QObject):
         """Number later runs after ``run_id`` (a run reopened from a session keeps its id)."""
         self._next_id = max(self._next_id, int(run_id) + 1)
 
+    def claim_run_id(self) -> int:
+        """A fresh run id for a result made outside a run (a prefetched render adopted as a run)."""
+        run_id = self._next_id
+        self._next_id += 1
+        return run_id
+
     def _check_running(self) -> None:
         if self._stopped:
             raise EngineError("the engine has stopped (the window is closing): restart AIBA Studio to go on")

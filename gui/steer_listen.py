@@ -8,8 +8,9 @@
 * **preview then refine**: while an α slider moves, a background render with fewer steps (same
   seed, capture off) plays; on release the full, captured run refines it;
 * the **α prefetch**: while the user listens and the engine is idle, full renders of the α grid
-  around the moved slider's α (same seed) fill a bounded :class:`ClipCache`; a slider moved onto a
-  rendered α plays it at once, without a generation.
+  around the moved slider's α (same seed, captured as the listened run is) fill a bounded
+  :class:`ClipCache`; a slider moved onto a rendered α plays it at once, without a generation, and
+  releasing it there adopts the kept result (:class:`RunCache`) as the run: maps and A/B at once.
 
 A newer request cancels an older one: background renders give way inside the bridge
 (``EngineBridge.submit(background=True)``), and a steered B still running is cancelled. New audio
@@ -20,13 +21,14 @@ looping, else in place; a cache hit always in place.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal
 
-import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
 from engine.backends.base import RunResult
 from engine.types import EngineError, GenerationRequest
+from gui.mel_view import MelView
 from gui.steer_listen_state import (
     ABKind,
     ABPair,
@@ -34,6 +36,7 @@ from gui.steer_listen_state import (
     ClipCache,
     PendingAB,
     Render,
+    RunCache,
     RunSpec,
     alphas_of,
     audio_key,
@@ -42,6 +45,7 @@ from gui.steer_listen_state import (
     prefetch_grid,
     preview_steps,
 )
+from gui.workspace import RunData
 
 Recipe = Callable[[], tuple[str, str, GenerationRequest | None]]
 Generate = Callable[[str, str, GenerationRequest], int | None]
@@ -60,6 +64,7 @@ class SteerListenController(QObject):
         self.bridge, self.workspace, self.player, self.steering = bridge, workspace, player, steering
         self.recipe, self.generate = recipe, generate
         self.cache = ClipCache()
+        self.runs = RunCache()  # whole captured prefetch results: a release there adopts one
         self.pending: PendingAB | None = None
         self.render: Render | None = None
         self.last_pair: ABPair | None = None
@@ -107,6 +112,9 @@ class SteerListenController(QObject):
         """The full, captured run of the panel's recipe (same seed) as B against its unsteered run A,
         generated first when the history has none. A newer release cancels a steered B still
         running; other work (A included) is waited for. Returns the id of the run started."""
+        adopted = self._adopt_prefetched()
+        if adopted is not None:
+            return adopted
         p = self.pending
         if self._b_running():
             self._again = True
@@ -125,6 +133,38 @@ class SteerListenController(QObject):
             return None
         return self._start_ab("steer", self._unsteered(spec), spec)
 
+    def _adopt_prefetched(self) -> int | None:
+        """The panel's recipe was prefetched whole and its A is in the history: that result becomes
+        run B (a new run id, the same audio and frames a generation would give), shown against A
+        at once. A steered B still running is cancelled (outdated); anything else busy: None."""
+        if self.bridge.busy and not self._b_running():
+            return None
+        spec = self._panel_spec()
+        if spec is None:
+            return None
+        base = self._reference_run(self._unsteered(spec))
+        if base is None or base.run_id == self.bridge.current_run_id:
+            return None
+        result = self.runs.take(spec)
+        if result is None:
+            return None
+        if self._b_running():
+            self.pending = None  # its cancellation must not start anything
+            self.bridge.cancel()
+        self.bridge.cancel_background()
+        self._again = self._preview_waits = False
+        run_id = self.bridge.claim_run_id()
+        run = RunData.from_result(replace(result, run_id=run_id), spec.model, spec.device, spec.request)
+        self.workspace.kept = frozenset((base.run_id,))
+        self.workspace.add_run(run)
+        self._remember(spec, run.result)
+        self.listening = spec
+        alphas = ", ".join(f"{a:g}" for a in alphas_of(spec.request)) or "0"
+        self.message.emit(f"run #{run_id}: α {alphas} taken from the prefetch (no generation)")
+        self.show_ab(ABPair("steer", base.run_id, run_id))
+        self._next_after_run()
+        return run_id
+
     @Slot(str, str, object)
     def generate_requested(self, model: str, device: str, request: GenerationRequest) -> int | None:
         """Generate from the Run panel. With head masks that switch heads off, the masked run is
@@ -141,6 +181,7 @@ class SteerListenController(QObject):
     def _start_ab(self, kind: ABKind, a: RunSpec, b: RunSpec) -> int | None:
         base = self._reference_run(a)
         self.pending = PendingAB(kind, a, b, a_id=None if base is None else base.run_id)
+        self.workspace.kept = frozenset(i for i in (self.pending.a_id,) if i is not None)  # A outlives B's arrival
         if base is None:
             self.pending.a_id = self.generate(a.model, a.device, a.request)
             started = self.pending.a_id
@@ -155,14 +196,13 @@ class SteerListenController(QObject):
         """Player: A and B of ``pair``, switched to B and playing (B comes in without a stop)."""
         self.player.show_pair(pair.a_id, pair.b_id, at_boundary=self.player.loop.isChecked())
         self.last_pair = pair
+        self.workspace.kept = frozenset((pair.a_id, pair.b_id))
         what = ("unsteered", "steered") if pair.kind == "steer" else ("every head", "heads masked")
         self.message.emit(f"A/B: run #{pair.a_id} ({what[0]}) vs #{pair.b_id} ({what[1]}); playing B")
         self.abShown.emit(pair)
 
     def _remember(self, spec: RunSpec, result: RunResult) -> None:
-        clip = Clip(np.asarray(result.audio), int(result.sample_rate), spec.request.steps,
-                    alphas_of(spec.request), "run")
-        self.cache.put(audio_key(spec), clip)
+        self.cache.put(audio_key(spec), Clip.of(result, spec.request.steps, alphas_of(spec.request), "run"))
 
     @Slot(object)
     def _on_run_finished(self, result: RunResult) -> None:
@@ -241,12 +281,12 @@ class SteerListenController(QObject):
         except EngineError as exc:
             self._status(str(exc))
             return None
-        self.render = Render(job_id, kind, audio_key(spec), request.steps, alphas)
+        self.render = Render(job_id, kind, audio_key(spec), request.steps, alphas, spec)
         self._status(f"{name}: rendering {request.steps} steps…")
         return job_id
 
     def _play(self, clip: Clip, at_boundary: bool) -> None:
-        self.player.play_clip(clip.audio, clip.sample_rate, at_boundary)
+        self.player.play_clip(clip.audio, clip.sample_rate, at_boundary, MelView(clip.mel, clip.mel_spec))
         self.last_clip = clip
         alphas = ", ".join(f"{a:g}" for a in clip.alphas) or "0"
         source = {"preview": f"fast preview, {clip.steps} steps; release the slider for the full run",
@@ -260,11 +300,13 @@ class SteerListenController(QObject):
         if r is None or job_id != r.job_id:
             return
         self.render = None
-        clip = Clip(np.asarray(result.audio), int(result.sample_rate), r.steps, r.alphas, r.kind)
+        clip = Clip.of(result, r.steps, r.alphas, r.kind)
         self.cache.put(r.key, clip)
         if r.kind == "preview":
             self._play(clip, at_boundary=self.player.loop.isChecked())
         else:
+            if r.spec is not None and r.spec.request.capture:
+                self.runs.put(r.spec, result)
             self.prefetch()
 
     @Slot(int, str)
@@ -282,8 +324,9 @@ class SteerListenController(QObject):
     @Slot()
     def prefetch(self) -> int | None:
         """While the user listens to the last A/B's B and the engine is idle: render the next α of
-        the grid around the moved slider's α that the cache lacks (full steps, same seed, capture
-        off). B's recipe is used as it is (the Run panel is not read again, nor its messages touched)."""
+        the grid around the moved slider's α that the cache lacks (full steps, same seed, captured
+        as B is, so that releasing the slider there adopts the result). B's recipe is used as it
+        is (the Run panel is not read again, nor its messages touched)."""
         st, spec = self.steering, self.listening
         if spec is None or not st.prefetch.isChecked() or not st.rows or st.dragging() or self.pending is not None:
             return None
@@ -297,7 +340,7 @@ class SteerListenController(QObject):
             except EngineError:
                 return None  # the row cannot steer the chosen layers: nothing to prefetch
             if audio_key(candidate) not in self.cache:
-                return self._submit("prefetch", candidate.changed(capture=False, per_head=False))
+                return self._submit("prefetch", candidate)
         done = ", ".join(f"{a:g}" for a in sorted(prefetch_grid(centre)))
         self._status(f"α {done} prefetched around {centre:g}: move the slider there to hear them at once")
         return None

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from engine.interventions.caa import ALPHA_MAX, Steer
-from engine.types import GenerationRequest
+from engine.types import GenerationRequest, MelSpec
 
 ABKind = Literal["steer", "mask"]
 ClipKind = Literal["preview", "prefetch", "run"]
@@ -22,6 +22,8 @@ PREVIEW_MIN_STEPS = 2  # …but at least this many (never more than the recipe)
 PREFETCH_STEP = 1.0  # α between grid points: one arrow-key step of the sliders
 PREFETCH_RADIUS = 2  # grid points on each side of the current α
 CACHE_CLIPS = 24  # clips the cache keeps (least recently used go first)
+CACHE_RUNS = 2 * PREFETCH_RADIUS  # captured prefetch results kept whole (one α grid)…
+CACHE_RUN_MB = 512.0  # …holding at most this many MB of frames together
 
 
 @dataclass(frozen=True)
@@ -58,13 +60,22 @@ class ABPair:
 
 @dataclass(frozen=True)
 class Clip:
-    """Audio of one recipe: a slider preview (fewer steps), a prefetched α or a finished run."""
+    """Audio of one recipe: a slider preview (fewer steps), a prefetched α or a finished run, with
+    its mel (the model's own; None: the player computes it from the audio with ``mel_spec``)."""
 
     audio: np.ndarray
     sample_rate: int
     steps: int
     alphas: tuple[float, ...]
     kind: ClipKind
+    mel: np.ndarray | None = None
+    mel_spec: MelSpec | None = None
+
+    @classmethod
+    def of(cls, result: Any, steps: int, alphas: tuple[float, ...], kind: ClipKind) -> Clip:
+        """The clip of a finished generation's ``RunResult``."""
+        mel = None if result.mel is None else np.asarray(result.mel)
+        return cls(np.asarray(result.audio), int(result.sample_rate), steps, alphas, kind, mel, result.mel_spec)
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,7 @@ class Render:
     key: Hashable
     steps: int
     alphas: tuple[float, ...]
+    spec: RunSpec | None = None
 
 
 class ClipCache:
@@ -102,6 +114,49 @@ class ClipCache:
 
     def __len__(self) -> int:
         return len(self._clips)
+
+
+def frame_bytes(result: Any) -> int:
+    """Bytes of a run result's frames held in memory."""
+    return sum(int(np.asarray(a).nbytes) for a in result.frames.values())
+
+
+class RunCache:
+    """Whole results of captured prefetch renders by (:func:`audio_key`, :func:`capture_key`): a
+    release onto a prefetched α adopts one as the run instead of generating it again. At most
+    ``capacity`` results and ``max_mb`` of frames; least recently used dropped first; a result
+    over ``max_mb`` alone is not kept (its clip still is)."""
+
+    def __init__(self, capacity: int = CACHE_RUNS, max_mb: float = CACHE_RUN_MB) -> None:
+        self.capacity, self.max_bytes = int(capacity), int(max_mb * 1e6)
+        self._runs: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+
+    def put(self, spec: RunSpec, result: Any) -> bool:
+        """Keep ``result`` (made from ``spec``); False when it is too large to keep."""
+        size = frame_bytes(result)
+        key = (audio_key(spec), capture_key(spec))
+        self._runs.pop(key, None)
+        if size > self.max_bytes:
+            return False
+        self._runs[key] = (result, size)
+        while len(self._runs) > self.capacity or self.nbytes > self.max_bytes:
+            self._runs.popitem(last=False)
+        return True
+
+    def take(self, spec: RunSpec) -> Any | None:
+        """The kept result ``spec`` would generate (removed: it becomes a run of the history)."""
+        entry = self._runs.pop((audio_key(spec), capture_key(spec)), None)
+        return None if entry is None else entry[0]
+
+    def clear(self) -> None:
+        self._runs.clear()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(size for _, size in self._runs.values())
+
+    def __len__(self) -> int:
+        return len(self._runs)
 
 
 def is_steer(iv: Any) -> bool:
@@ -132,6 +187,15 @@ def audio_key(spec: RunSpec) -> tuple:
         r.lsac.preset, r.lsac.dtype, tuple(r.lsac.kinds), r.lsac.profile, id(r.lsac.report), id(r.lsac.sweep))
     return (spec.model, spec.device, r.prompt, r.negative_prompt, int(r.seed), int(r.steps), float(r.guidance),
             float(r.duration), masks, lsac, tuple(_intervention_key(iv) for iv in r.interventions), bool(r.preview))
+
+
+def capture_key(spec: RunSpec) -> tuple:
+    """What decides a run's frames besides its audio: two requests with equal :func:`audio_key`
+    and equal capture keys make the same run."""
+    r = spec.request
+    maps = None if r.maps is None else json.dumps(r.maps.to_dict(), sort_keys=True, default=str)
+    return (bool(r.capture), r.sites, r.capture_steps, bool(r.per_head), float(r.memory_budget_mb), r.stream_dir,
+            r.nan_policy, maps)
 
 
 def preview_steps(request: GenerationRequest) -> int:

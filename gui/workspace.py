@@ -149,12 +149,18 @@ class Workspace(QObject):
         self.selection = Selection()
         self.head_masks: dict[str, list[bool]] = {}
         self.time = TimeView(self)  # the time window and cursor of every time plot
+        self.kept: frozenset[int] = frozenset()  # run ids the history must not drop (the A/B playing)
 
     # ---- runs ------------------------------------------------------------------------------
     def add_run(self, run: RunData, make_current: bool = True) -> None:
+        """Append ``run`` (replacing one of its id); past :data:`MAX_HISTORY` runs the oldest go,
+        except those in :attr:`kept` (an A/B's reference run stays while its B is made)."""
         self.history = [r for r in self.history if r.run_id != run.run_id]
         self.history.append(run)
-        del self.history[:-MAX_HISTORY]
+        excess = len(self.history) - MAX_HISTORY
+        if excess > 0:
+            gone = {id(r) for r in [r for r in self.history[:-1] if r.run_id not in self.kept][:excess]}
+            self.history = [r for r in self.history if id(r) not in gone]
         self.historyChanged.emit()
         if make_current:
             self.set_current(run)

@@ -26,12 +26,12 @@ from gui.analysis_adapter import (
     selected_map,
 )
 from gui.flow_layout import FlowLayout, labelled
+from gui.hz_axis import HzAxis
 from gui.time_view import bind_time_plot, cursor_line
 from gui.workspace import Workspace
 
 COLORMAPS = ("viridis", "magma", "inferno", "plasma", "cividis")
 LEVEL_MODES = ("auto", "percentile", "manual")
-HZ_TICKS = (20, 50, 100, 200, 500, 1000, 2000, 4000, 8000, 16000)
 NO_RUN_TEXT = "no run yet"
 
 
@@ -80,25 +80,6 @@ def time_mel_plot(zoomable: bool = False) -> tuple[pg.PlotWidget, pg.ImageItem]:
     return plot, item
 
 
-def hz_axis_ticks(centres_hz: np.ndarray, n_rows: int, min_gap: float = 0.07) -> list[tuple[float, str]]:
-    """Ticks ``(y, label)`` for an image whose rows ``0..n_rows`` tile the mel bands low→high.
-
-    Below 1 kHz the mel scale is nearly linear, so 20 / 50 / 100 / 200 Hz crowd into the lowest
-    few rows; going down from the top, a tick closer than ``min_gap · n_rows`` to the last kept one
-    is dropped, so labels never overlap.
-    """
-    n = len(centres_hz)
-    ticks: list[tuple[float, str]] = []
-    for hz in sorted(HZ_TICKS, reverse=True):
-        if centres_hz[0] <= hz <= centres_hz[-1]:
-            band = float(np.interp(hz, centres_hz, np.arange(n)))
-            y = (band + 0.5) * n_rows / n
-            if ticks and ticks[-1][0] - y < min_gap * n_rows:
-                continue
-            ticks.append((y, f"{hz // 1000}k" if hz >= 1000 else str(hz)))
-    return ticks[::-1]
-
-
 def fill_site_combo(combo: QComboBox, names: list[str], prefix_layers: bool = False) -> None:
     """Fill ``combo`` with sites: the short label shown (``L<i>`` first when ``prefix_layers``),
     the full name as item data and tooltip."""
@@ -123,6 +104,7 @@ class HeatmapDock(QDockWidget):
         self.updates = 0
         self.shown_key: tuple | None = None  # (run id, Selection) of the shown map
         self._updating = False
+        self._hz_bands: tuple | None = None  # (mel spec, rows) the Hz axis is labelled for
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -161,6 +143,7 @@ class HeatmapDock(QDockWidget):
             controls.addWidget(group)
         lay.addWidget(box)
         self.plot, self.item = time_mel_plot(zoomable=True)
+        self.hz_axis = HzAxis(self.plot)
         self.plot.setMenuEnabled(False)
         self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get("viridis"), interactive=False, width=12)
         self.colorbar.setImageItem(self.item, insert_in=self.plot.getPlotItem())
@@ -296,9 +279,9 @@ class HeatmapDock(QDockWidget):
             self.plot.getViewBox().setLimits(xMin=0.0, xMax=rect.width(), yMin=0.0, yMax=rect.height())
             self._reset_frequency()
         self.plot.setXRange(self.ws.time.start, self.ws.time.end, padding=0)
-        if run.mel_spec is not None:
-            ticks = hz_axis_ticks(mel_centres_hz(run.mel_spec), n_rows)
-            self.plot.getAxis("left").setTicks([ticks, []])
+        if run.mel_spec is not None and (run.mel_spec, n_rows) != self._hz_bands:
+            self._hz_bands = (run.mel_spec, n_rows)
+            self.hz_axis.set_bands(mel_centres_hz(run.mel_spec), n_rows)
         self._redraw_levels()
         self.mapChanged.emit()
 

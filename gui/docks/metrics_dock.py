@@ -14,8 +14,8 @@ from engine.analysis.metrics import frequency_profile_of, profile_correlation
 from engine.analysis.templates import INSTRUMENT_BANDS, band_mask, band_template
 from engine.site_labels import site_label
 from engine.types import EngineError
-from gui.docks.heatmap_dock import hz_axis_ticks
 from gui.flow_layout import WrapLabel
+from gui.hz_axis import HzAxis
 from gui.workspace import Workspace
 
 
@@ -39,7 +39,9 @@ class MetricsDock(QDockWidget):
         self.plot = pg.PlotWidget()
         self.plot.setBackground("w")
         self.plot.setLabel("bottom", "frequency (Hz, mel-spaced)")
-        self.plot.setLabel("left", "attention (mean over time)")
+        self.plot.setLabel("left", "attention")  # short: the plot is short on a laptop
+        self.plot.getAxis("left").setToolTip("attention of the shown map, mean over time, per frequency bin")
+        self.hz_axis = HzAxis(self.plot, "bottom")
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.curve = self.plot.plot(pen=pg.mkPen("#136", width=2), symbol="o", symbolSize=3)
         self.band = pg.LinearRegionItem(movable=False, brush=pg.mkBrush(255, 140, 0, 50))
@@ -75,7 +77,7 @@ class MetricsDock(QDockWidget):
         profile = frequency_profile_of(g)
         x = np.arange(g.shape[1]) + 0.5  # bin centres on a mel-spaced axis, as in the heatmap
         self.curve.setData(x, profile)
-        self.plot.getAxis("bottom").setTicks([hz_axis_ticks(hz, g.shape[1], min_gap=0.08), []])  # labels side by side
+        self.hz_axis.set_bands(hz, g.shape[1])
         name = self.template.currentText()
         try:
             t = band_template(name)

@@ -22,8 +22,10 @@ from engine.analysis.band_solo import band_solo
 from engine.types import EngineError
 from gui.analysis_adapter import mel_centres_hz
 from gui.audio_output import AudioOutput, NullOutput
-from gui.docks.heatmap_dock import hz_axis_ticks, plain_axes
+from gui.docks.heatmap_dock import plain_axes
 from gui.flow_layout import FlowLayout, labelled
+from gui.hz_axis import HzAxis
+from gui.mel_view import MelView
 from gui.time_view import bind_time_plot, cursor_line
 from gui.workspace import RunData, Workspace
 
@@ -108,6 +110,7 @@ class PlayerDock(QDockWidget):
         self.cursors = [cursor_line() for _ in range(2)]  # the shared time cursor in both plots
         bind_time_plot(workspace.time, self.wave, self.cursors[0])
         bind_time_plot(workspace.time, self.mel_plot, self.cursors[1])
+        self.hz_axis = HzAxis(self.mel_plot)
         self._showing_position = False
         workspace.time.cursorChanged.connect(self._on_cursor)
         workspace.time.reset.connect(self._reset_frequency)
@@ -200,7 +203,7 @@ class PlayerDock(QDockWidget):
         if src is None:
             return
         if self.output.is_playing():
-            self.play_clip(*src, at_boundary, self.source_run())
+            self.play_clip(*src, at_boundary, self._source_mel())
             return
         was_playing = self.output.is_playing()
         pos = self.output.position()
@@ -219,9 +222,11 @@ class PlayerDock(QDockWidget):
         if self.solo.isChecked():
             self._on_source()
 
-    def play_clip(self, audio: np.ndarray, sample_rate: int, at_boundary: bool, run: RunData | None = None) -> None:
-        """Play ``audio`` (a steering preview, a prefetched render, or ``run``'s) without stopping:
-        at the loop boundary or in place; from its start when nothing plays."""
+    def play_clip(self, audio: np.ndarray, sample_rate: int, at_boundary: bool,
+                  mel: MelView | None = None) -> None:
+        """Play ``audio`` (a steering preview, a prefetched render, or a run's) without stopping:
+        at the loop boundary or in place; from its start when nothing plays. ``mel`` is the mel
+        shown under it (default: the log-mel of ``audio`` with the source run's mel definition)."""
         try:
             swapped = self.output.swap(audio, sample_rate, at_boundary)
         except Exception:  # the device refused a stream for a new sample rate: load() falls back
@@ -229,7 +234,7 @@ class PlayerDock(QDockWidget):
             swapped = False
         if not swapped and not self.output.is_playing():
             self.output.play()
-        self._show_audio(audio, sample_rate, run)
+        self._show_audio(audio, sample_rate, mel)
         self._sync_button()
 
     def show_pair(self, a_id: int, b_id: int, at_boundary: bool) -> None:
@@ -246,7 +251,7 @@ class PlayerDock(QDockWidget):
         self.ab.setText("B")
         src = self.source_audio()
         if src is not None:
-            self.play_clip(*src, at_boundary, self.source_run())
+            self.play_clip(*src, at_boundary, self._source_mel())
 
     def load(self, audio: np.ndarray, sample_rate: int) -> None:
         try:
@@ -256,22 +261,35 @@ class PlayerDock(QDockWidget):
             self.output = NullOutput()
             self.output.load(audio, sample_rate)
         self.output.set_loop(self.loop.isChecked())
-        self._show_audio(audio, sample_rate, self.source_run())
+        self._show_audio(audio, sample_rate, self._source_mel())
 
-    def _show_audio(self, audio: np.ndarray, sample_rate: int, run: RunData | None) -> None:
-        """Draw ``audio``'s waveform, ``run``'s mel (left as it is without a run) and the position."""
+    def _source_mel(self) -> MelView:
+        """The mel of the source run: the model's own, or (None) the audio's with its definition.
+        Band-soloed audio is shown as it sounds (its own log-mel)."""
+        run = self.source_run()
+        if run is None or run.result is None:
+            return MelView(None, None)
+        soloed = self.solo.isChecked()
+        return MelView(None if soloed else run.result.mel, run.mel_spec)
+
+    def _show_audio(self, audio: np.ndarray, sample_rate: int, mel: MelView | None) -> None:
+        """Draw ``audio``'s waveform, its mel (``mel``'s image, or the log-mel of ``audio`` computed
+        with ``mel``'s definition; blank without either: never an earlier clip's) and the position."""
         self.loaded_audio = np.asarray(audio, dtype=np.float32)
         x, y = envelope(audio)
         self.curve.setData(x / sample_rate, y)
         duration = len(audio) / sample_rate
-        if run is not None and run.result is not None and run.result.mel is not None:
-            mel = np.asarray(run.result.mel, dtype=np.float32)
-            self.mel_item.setImage(mel, autoLevels=False, levels=(float(mel.min()), float(mel.max()) + 1e-9))
-            self.mel_item.setRect(QRectF(0.0, 0.0, duration, float(mel.shape[1])))
-            self.mel_plot.getViewBox().setLimits(yMin=0.0, yMax=float(mel.shape[1]))
-            self.mel_plot.setYRange(0.0, float(mel.shape[1]), padding=0)
-            ticks = hz_axis_ticks(mel_centres_hz(run.mel_spec), mel.shape[1], min_gap=0.15) if run.mel_spec is not None else None
-            self.mel_plot.getAxis("left").setTicks(None if ticks is None else [ticks, []])
+        image = None if mel is None else mel.image(self.loaded_audio, sample_rate)
+        if image is None:
+            self.mel_item.clear()
+            self.hz_axis.set_bands(None)
+        else:
+            n = float(image.shape[1])
+            self.mel_item.setImage(image, autoLevels=False, levels=(float(image.min()), float(image.max()) + 1e-9))
+            self.mel_item.setRect(QRectF(0.0, 0.0, duration, n))
+            self.mel_plot.getViewBox().setLimits(yMin=0.0, yMax=n)
+            self.mel_plot.setYRange(0.0, n, padding=0)
+            self.hz_axis.set_bands(None if mel.spec is None else mel_centres_hz(mel.spec), image.shape[1])
         self.ws.time.set_duration(duration)
         self.wave.setXRange(self.ws.time.start, self.ws.time.end, padding=0)
         peak = float(np.max(np.abs(audio))) if len(audio) else 0.0

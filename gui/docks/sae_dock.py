@@ -35,9 +35,10 @@ from engine.interventions.sae import FeatureBrowser, sae_steering_vectors, train
 from engine.site_labels import site_label
 from engine.types import EngineError, GenerationRequest, MelSpec
 from gui.analysis_adapter import grid_centres_hz
-from gui.docks.heatmap_dock import fill_site_combo, hz_axis_ticks, time_mel_plot
+from gui.docks.heatmap_dock import fill_site_combo, time_mel_plot
 from gui.docks.job_controls import JobControls
 from gui.docks.steering_dock import parse_seeds
+from gui.hz_axis import HzAxis
 
 Recipe = Callable[[], tuple[str, str, GenerationRequest | None]]
 TOP_FEATURES_SHOWN = 200
@@ -126,6 +127,7 @@ class SAEDock(QDockWidget):
         self.examples.verticalHeader().hide()
         rl.addWidget(self.examples, 1)
         self.plot, self.image = time_mel_plot()
+        self.hz_axis = HzAxis(self.plot)
         self.image.setLookupTable(pg.colormap.get("viridis").getLookupTable(nPts=256))
         self.plot.setMinimumHeight(150)
         rl.addWidget(self.plot, 2)
@@ -256,7 +258,7 @@ class SAEDock(QDockWidget):
         self.plot.setXRange(0.0, self.result.duration, padding=0)
         self.plot.setYRange(0.0, float(f), padding=0)
         if self.result.mel_spec is not None:
-            self.plot.getAxis("left").setTicks([hz_axis_ticks(grid_centres_hz(self.result.mel_spec, f), f)])
+            self.hz_axis.set_bands(grid_centres_hz(self.result.mel_spec, f), f)
         run = self.result.browser.acts.runs[index]
         self.plot.setTitle(f"feature {feature} · “{run['prompt']}” seed {run['seed']} step {run['step']}", size="9pt")
 

@@ -104,7 +104,7 @@ def test_hz_ticks_do_not_crowd_the_linear_low_mel_range():
 
     from engine.analysis.melscale import band_centres_hz
     from engine.types import MelSpec
-    from gui.docks.heatmap_dock import hz_axis_ticks
+    from gui.hz_axis import hz_axis_ticks
 
     centres = band_centres_hz(MelSpec(16000, 1024, 256, 64, 0.0, 8000.0))
     ticks = hz_axis_ticks(centres, 64)

@@ -99,6 +99,8 @@ def test_drag_plays_a_fast_preview_and_the_release_refines_it(window, row, refer
     assert p.output.is_playing()
     np.testing.assert_array_equal(p.loaded_audio, np.asarray(clip.audio, dtype=np.float32))
     assert not window.workspace.history  # a preview is not a run of the history
+    direct_mel = reference.generate(_request(PREVIEW_STEPS, interventions=(Steer(vectors, 10.0),))).mel
+    np.testing.assert_allclose(p.mel_item.image, np.asarray(direct_mel, np.float32), rtol=1e-4, atol=1e-4)
 
     pair = _release_and_wait_ab(window, row, qtbot)
     a, b = window.workspace.find(pair.a_id), window.workspace.find(pair.b_id)
@@ -110,6 +112,7 @@ def test_drag_plays_a_fast_preview_and_the_release_refines_it(window, row, refer
     assert np.abs(full - preview).max() > 0.01 * np.abs(full).max()  # the refinement is heard
     assert p.ab.isChecked() and p.output.is_playing()
     np.testing.assert_array_equal(p.loaded_audio, np.asarray(b.result.audio, dtype=np.float32))
+    np.testing.assert_array_equal(p.mel_item.image, np.asarray(b.result.mel, np.float32))  # B's mel, not the preview's
 
 
 def test_a_newer_move_cancels_the_older_preview(window, row, qtbot):
@@ -190,13 +193,31 @@ def test_prefetched_alpha_plays_at_once_without_a_generation(window, row, refere
     out.position()  # the null output takes the in-place swap at its next block
     _close(out.buffer.data, _direct(reference, vectors, 18.0))
     assert out.is_playing() and len(window.workspace.history) == history
-    pair = _release_and_wait_ab(window, row, qtbot)
-    refined = window.workspace.find(pair.b_id)
-    np.testing.assert_array_equal(refined.result.audio, clip.audio)  # capture changes no sample
+    started = []
+    window.bridge.runStarted.connect(started.append)
+    try:
+        pair = _release_and_wait_ab(window, row, qtbot)  # adopts the kept result: no generation
+    finally:
+        window.bridge.runStarted.disconnect(started.append)
+    adopted = window.workspace.find(pair.b_id)
+    assert not started and not window.bridge.busy and len(window.workspace.history) == history + 1
+    assert window.workspace.current is adopted and adopted.status == "done" and adopted.run_id == pair.b_id
+    assert pair.a_id not in (None, pair.b_id) and adopted.result.run_id == pair.b_id
+    np.testing.assert_array_equal(adopted.result.audio, clip.audio)
+    direct = reference.generate(adopted.request)  # what the refine would have generated
+    _close(adopted.result.audio, direct.audio)
+    assert adopted.request.capture and set(adopted.frames) == set(direct.frames) and adopted.frames
+    for key, frame in direct.frames.items():
+        np.testing.assert_allclose(adopted.frames[key].astype(np.float32), frame.astype(np.float32), atol=2e-3)
+    assert adopted.result.recipe["interventions"][0]["alpha"] == 18.0
+    assert window.heatmap.image_array is not None  # its maps are shown at once
 
 
 def test_a_new_request_cancels_the_prefetch(window, row, qtbot):
     listen, bridge = window.listen, window.bridge
+    row.slider.setSliderDown(True)
+    row.slider.setValue(_ticks(30.0))  # a new α: its full run, then a new grid to prefetch
+    _release_and_wait_ab(window, row, qtbot)
     qtbot.waitUntil(lambda: listen.render is not None and listen.render.kind == "prefetch", timeout=60_000)
     job = listen.render.job_id
     assert bridge.background_job_id == job and not bridge.busy
