@@ -8,7 +8,8 @@ clock is held, so playback never reaches the clip's end: a listener who keeps li
 α: the slider is pressed and moved (t0), the preview clip reaches the player (first sound), the
 slider is released and the full, captured steered run B reaches the player (refined sound); then,
 once the idle engine has prefetched the α grid around it, a move onto a rendered α reaches the
-player (prefetched sound). "Reaches the player" is ``PlayerDock.play_clip`` having handed the clip
+player (prefetched sound), and its release shows the kept result as run B against A (prefetched
+release → run: no generation). "Reaches the player" is ``PlayerDock.play_clip`` having handed the clip
 to the output: a sound card adds one block (~10 ms at 16 kHz with PortAudio's default latency).
 
 ``OMP_NUM_THREADS=1 QT_QPA_PLATFORM=offscreen python bench/bench_steer_listen.py [--model embedded]
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     _wait(app, lambda: bool(window.workspace.history) and window.workspace.history[-1].status == "done")
     player.toggle_play()
 
-    first, refined_from_move, refined_from_release, prefetched = [], [], [], []
+    first, refined_from_move, refined_from_release, prefetched, adopted = [], [], [], [], []
     alpha = 0.0
     for i in range(args.repeats):
         alpha = 3.0 + 7.0 * i + 0.5  # a fresh α each time: never in the cache
@@ -116,9 +117,12 @@ def main(argv: list[str] | None = None) -> dict:
         t5 = _wait(app, lambda n=n_played: len(played) > n)
         assert played[-1][1].kind == "prefetch" and bridge.idle
         prefetched.append(t5 - t4)
-        n_shown = len(shown)
-        row.slider.setSliderDown(False)
-        _wait(app, lambda n=n_shown: len(shown) > n)  # let the refine of α + 1 end before the next
+        n_shown, n_runs = len(shown), len(window.workspace.history)
+        t6 = time.perf_counter()
+        row.slider.setSliderDown(False)  # onto the prefetched α: its kept result becomes run B
+        _wait(app, lambda n=n_shown: len(shown) > n)
+        adopted.append(shown[-1][0] - t6)
+        assert bridge.current_run_id is None and len(window.workspace.history) == n_runs + 1  # no generation
 
     window.shutdown()
     quick = preview_steps(GenerationRequest(prompt="x", steps=args.steps))
@@ -128,8 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
         "duration_s": args.duration, "threads": args.threads, "repeats": args.repeats,
         "move_to_first_preview_sound_s": med(first), "move_to_refined_sound_s": med(refined_from_move),
         "release_to_refined_sound_s": med(refined_from_release), "prefetched_move_to_sound_s": med(prefetched),
+        "prefetched_release_to_run_s": med(adopted),
         "all": {"first": first, "refined_from_move": refined_from_move,
-                "refined_from_release": refined_from_release, "prefetched": prefetched},
+                "refined_from_release": refined_from_release, "prefetched": prefetched, "adopted": adopted},
         "goal_first_sound_s": GOAL_FIRST_SOUND_S, "meets_goal": med(first) <= GOAL_FIRST_SOUND_S,
     }
     print(json.dumps(result, indent=1))
