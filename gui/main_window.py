@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEventLoop, QStandardPaths, Qt, QTimer, Slot
+from PySide6.QtCore import QByteArray, QEventLoop, QStandardPaths, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -43,12 +43,15 @@ from gui.engine_thread import EngineBridge, ModelInfo
 from gui.file_dialogs import open_file_dialog
 from gui.preferences_dialog import PreferencesDialog
 from gui.settings import (
+    LAYOUT_VERSION,
     add_recent,
     load_preferences,
+    read_session_layout,
     recent_files,
     restore_layout,
     save_layout,
     save_preferences,
+    session_layout,
 )
 from gui.steer_listen import SteerListenController
 from gui.workspace import RunData, Selection, Workspace
@@ -151,6 +154,7 @@ class MainWindow(QMainWindow):
         self._fit_to_screen()
         self.setDockNestingEnabled(True)
         self.prefs = load_preferences()
+        self.session_layout_state: QByteArray | None = None  # the dock layout of the session opened last
         self.workspace = Workspace(self)
         self.bridge = EngineBridge(self)
         note = ""
@@ -278,6 +282,12 @@ class MainWindow(QMainWindow):
         reset.triggered.connect(self.reset_layout)
         view.addAction(reset)
         self.actions_by_id["reset_layout"] = reset
+        apply = QAction("Apply the session's &layout", self)
+        apply.setToolTip("the dock layout saved with the session opened last")
+        apply.setEnabled(False)
+        apply.triggered.connect(self.apply_session_layout)
+        view.addAction(apply)
+        self.actions_by_id["apply_session_layout"] = apply
         self.menuBar().insertMenu(menus["Help"].menuAction(), view)
 
     def _build_status(self) -> None:
@@ -512,7 +522,7 @@ class MainWindow(QMainWindow):
             request, model, device, result = run.request, run.model, run.device, run.result
         t = self.workspace.time
         view = {"selection": self.workspace.selection.to_dict(), "heatmap": self.heatmap.view_state(),
-                "time": {"start": t.start, "end": t.end, "cursor": t.cursor}}
+                "time": {"start": t.start, "end": t.end, "cursor": t.cursor}, "layout": session_layout(self)}
         return Session(model, device, request, dict(self.workspace.head_masks), view, result)
 
     def save_session_to(self, path: str | Path, include_arrays: bool = True) -> Path:
@@ -532,6 +542,7 @@ class MainWindow(QMainWindow):
         except EngineError as exc:
             raise EngineError(f"{name}: the saved recipe is not valid: {exc}") from exc
         selection, heatmap_state, time_state = _session_view(session.view, name)
+        layout = read_session_layout(session.view.get("layout"), name)
         masks = session.head_masks
         if not isinstance(masks, dict) or not all(
                 isinstance(k, str) and isinstance(v, list) and all(isinstance(b, bool) for b in v)
@@ -558,6 +569,12 @@ class MainWindow(QMainWindow):
         self.session_path = Path(path)
         add_recent(str(path))
         self.log(f"opened session {path}")
+        self.session_layout_state = layout
+        self.actions_by_id["apply_session_layout"].setEnabled(layout is not None)
+        if layout is not None and self.prefs.session_layout:
+            self.apply_session_layout()
+        elif session.view.get("layout") is not None and layout is None:
+            self.log("the session's dock layout is from an earlier window version: the current layout is kept")
         return session
 
     @Slot()
@@ -718,6 +735,32 @@ class MainWindow(QMainWindow):
         box.setModal(False)
         box.show()
         self._about_box = box
+
+    @Slot()
+    def apply_session_layout(self) -> bool:
+        """The dock layout saved with the session opened last (View menu, or on open when the
+        preference says so); floating docks are brought onto this screen. False when there is none."""
+        state = self.session_layout_state
+        if state is None or not self.restoreState(state, LAYOUT_VERSION):
+            self.log("no session layout to apply")
+            return False
+        self._keep_floating_docks_on_screen()
+        self.log("applied the session's dock layout")
+        return True
+
+    def _keep_floating_docks_on_screen(self) -> None:
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            return
+        area = screen.availableGeometry()
+        for dock in self.docks:
+            if dock.isFloating() and not area.contains(dock.frameGeometry()):
+                g = dock.frameGeometry()
+                w, h = min(g.width(), area.width()), min(g.height(), area.height())
+                x = min(max(g.x(), area.x()), area.right() - w + 1)
+                y = min(max(g.y(), area.y()), area.bottom() - h + 1)
+                dock.resize(w - (g.width() - dock.width()), h - (g.height() - dock.height()))  # frame kept
+                dock.move(x, y)  # a top-level widget moves by its frame
 
     @Slot()
     def reset_layout(self) -> None:

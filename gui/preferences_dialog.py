@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -41,6 +42,9 @@ class PreferencesDialog(QDialog):
         form.addRow("colormap", self.colormap)
         form.addRow("capture memory budget", self.memory)
         form.addRow("autosave every (0 = off)", self.autosave)
+        self.session_layout = QCheckBox("opening a session applies its dock layout")
+        self.session_layout.setChecked(prefs.session_layout)
+        form.addRow("sessions", self.session_layout)
         form.addRow(QLabel("audio output changes apply to the next clip loaded"))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -54,4 +58,5 @@ class PreferencesDialog(QDialog):
             colormap=self.colormap.currentText(),
             memory_budget_mb=self.memory.value(),
             autosave_minutes=self.autosave.value(),
+            session_layout=self.session_layout.isChecked(),
         )

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
 from PySide6.QtWidgets import QMainWindow
+
+from engine.types import EngineError
 
 ORG, APP = "AIBA", "AIBA Studio"
 LAYOUT_VERSION = 4  # 4: docks in scroll areas, Steering beside the heatmap (fits 1366x768)
@@ -22,6 +27,7 @@ class Preferences:
     colormap: str = "viridis"
     memory_budget_mb: float = 2048.0
     autosave_minutes: float = 5.0
+    session_layout: bool = False  # opening a session also applies the dock layout saved with it
 
     def validate(self) -> list[str]:
         errors = []
@@ -46,7 +52,10 @@ def load_preferences() -> Preferences:
         if raw is None:
             continue
         with contextlib.suppress(TypeError, ValueError):  # a damaged value keeps the default
-            setattr(prefs, f.name, type(getattr(prefs, f.name))(raw))
+            default = getattr(prefs, f.name)
+            if isinstance(default, bool):  # QSettings may hand back "true"/"false" strings
+                raw = str(raw).lower() in ("true", "1") if isinstance(raw, str) else bool(raw)
+            setattr(prefs, f.name, type(default)(raw))
     return prefs if not prefs.validate() else Preferences()
 
 
@@ -93,3 +102,24 @@ def restore_layout(window: QMainWindow) -> bool:
     if isinstance(geometry, QByteArray):
         window.restoreGeometry(geometry)
     return bool(window.restoreState(state, LAYOUT_VERSION))
+
+
+def session_layout(window: QMainWindow) -> dict[str, Any]:
+    """The dock layout as a session keeps it (JSON-ready): the layout version and Qt's state, base64."""
+    state = bytes(window.saveState(LAYOUT_VERSION).data())
+    return {"version": LAYOUT_VERSION, "state": base64.b64encode(state).decode("ascii")}
+
+
+def read_session_layout(value: Any, name: str) -> QByteArray | None:
+    """The dock state of a session's saved layout; None when it has none or one of another layout
+    version (the window's docks changed since). A damaged one raises EngineError naming ``name``."""
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, dict) or not isinstance(value.get("state"), str):
+            raise TypeError("it is not a version and a state")
+        if int(value.get("version", -1)) != LAYOUT_VERSION:
+            return None
+        return QByteArray(base64.b64decode(value["state"].encode("ascii"), validate=True))
+    except (TypeError, ValueError, binascii.Error) as exc:
+        raise EngineError(f"{name}: the saved dock layout is damaged ({exc}): save the session again") from exc

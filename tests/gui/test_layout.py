@@ -70,6 +70,9 @@ def test_preferences_and_recent_files_persist(make_window, isolated_settings):
     prefs = st.Preferences(device="cpu", audio_output="null", colormap="magma", memory_budget_mb=512.0, autosave_minutes=0.0)
     st.save_preferences(prefs)
     assert st.load_preferences() == prefs
+    for stored, meant in (("false", False), ("true", True), (False, False), (True, True)):  # ini files keep strings
+        QSettings(st.ORG, st.APP).setValue("prefs/session_layout", stored)
+        assert st.load_preferences().session_layout is meant
     QSettings(st.ORG, st.APP).setValue("prefs/memory_budget_mb", "-5")  # damaged: defaults come back
     assert st.load_preferences() == st.Preferences()
     for i in range(st.MAX_RECENT + 3):
