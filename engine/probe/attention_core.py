@@ -128,9 +128,10 @@ class AttentionCall:
             return x
         return torch.repeat_interleave(x, per, dim=1, output_size=x.shape[1] * per)
 
-    def queries(self, fp32: bool = False) -> torch.Tensor:
-        """``(B, heads, Q, d)``: ``to_q``, head split, ``norm_q``, RoPE (fp32 with ``fp32``)."""
-        q = split_heads(self.attn.to_q(self.hidden), self.heads)
+    def queries(self, fp32: bool = False, projected: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, heads, Q, d)``: ``to_q`` (or ``projected``, its ``(B, Q, heads·d)`` output), head
+        split, ``norm_q``, RoPE (fp32 with ``fp32``)."""
+        q = split_heads(self.attn.to_q(self.hidden) if projected is None else projected, self.heads)
         if self.attn.norm_q is not None:
             q = self.attn.norm_q(q)
         if self.rotary_emb is not None:
@@ -211,9 +212,10 @@ class HeadSplitCall:
         per = self.heads // x.shape[1]
         return x if per == 1 else torch.repeat_interleave(x, per, dim=1, output_size=x.shape[1] * per)
 
-    def queries(self, fp32: bool = False) -> torch.Tensor:
-        """``(B, heads, Q, d)``."""
-        return self._heads(self.attn.to_q(self.hidden), self.attn.norm_q, fp32)
+    def queries(self, fp32: bool = False, projected: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, heads, Q, d)`` from ``to_q`` (or ``projected``, its output)."""
+        q = self.attn.to_q(self.hidden) if projected is None else projected
+        return self._heads(q, self.attn.norm_q, fp32)
 
     def keys(self, projected: torch.Tensor | None = None, fp32: bool = False) -> torch.Tensor:
         """``(B, heads, K, d)`` (GQA heads repeated) from ``to_k(context)`` or ``projected``."""
@@ -261,15 +263,16 @@ class DifferentialCall:
         x = norm(x.unflatten(-1, (self.heads, self.head_dim))).transpose(1, 2)
         return x.float() if fp32 else x
 
-    def queries(self, fp32: bool = False) -> torch.Tensor:
-        """``(B, heads, Q, d)`` of the branch."""
-        q = self.attn.to_q(self.hidden)
+    def queries(self, fp32: bool = False, projected: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, heads, Q, d)`` of the branch, from ``to_q`` (or ``projected``, its output)."""
+        q = self.attn.to_q(self.hidden) if projected is None else projected
         q = q.chunk(2, dim=-1)[self.branch - 1] if self.attn.use_differential else q
         return self._split(q, self.attn.q_norm, fp32)
 
     def keys(self, projected: torch.Tensor | None = None, fp32: bool = False) -> torch.Tensor:
-        """``(B, heads, K, d)`` of the branch."""
-        parts = self.attn.to_kv(self.context).chunk(3 if self.attn.use_differential else 2, dim=-1)
+        """``(B, heads, K, d)`` of the branch, from ``to_kv`` (or ``projected``, its output)."""
+        kv = self.attn.to_kv(self.context) if projected is None else projected
+        parts = kv.chunk(3 if self.attn.use_differential else 2, dim=-1)
         return self._split(parts[self.branch - 1], self.attn.k_norm, fp32)
 
     def values(self, projected: torch.Tensor | None = None, expand: bool = True) -> torch.Tensor:
@@ -329,9 +332,11 @@ def attention_probs(call: AttentionCall, transposed: bool = False, uniform: bool
     return softmax_probs(query, key, mask, scale)  # the whole batch in one product
 
 
-def item_probs(call: AttentionCall) -> torch.Tensor:
-    """:func:`attention_probs` of a one-item call as ``(heads, Q, K)`` (what capture records)."""
-    return _item_probs(call.queries(fp32=True)[0], call.keys(fp32=True)[0],
+def item_probs(call: AttentionCall, query: torch.Tensor | None = None, key: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`attention_probs` of a one-item call as ``(heads, Q, K)`` (what capture records);
+    ``query``/``key`` are the item's query and key projections when the caller has them
+    (:class:`engine.probe.projection_taps.ProjectionTaps`), else they are computed."""
+    return _item_probs(call.queries(fp32=True, projected=query)[0], call.keys(key, fp32=True)[0],
                        None if call.mask is None else call.mask[0], 1.0 / math.sqrt(call.head_dim))
 
 

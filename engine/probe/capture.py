@@ -4,8 +4,9 @@ The capture handler sits on an :mod:`engine.probe.site_processors` wrapper of th
 processor (the stock one, or what the interventions made of it). The output is computed by that
 processor on the full batch, untouched (so the model output is bit-identical to a stock run); the
 probabilities of the conditional CFG item (:class:`~engine.probe.cfg_layout.CfgLayout`) are
-recomputed separately in fp32 by the attention core
-(:func:`engine.probe.attention_core.item_probs`) and handed to the recorder.
+computed separately in fp32 by the attention core (:func:`engine.probe.attention_core.item_probs`)
+and handed to the recorder. Behind a stock diffusers processor the query and key projections are
+the processor's own (:class:`~engine.probe.projection_taps.ProjectionTaps`), not computed again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from engine.probe.attention_core import item_probs
+from engine.probe.projection_taps import ProjectionTaps, stock_processor
 from engine.probe.recorder import FrameRecorder
 from engine.probe.site_processors import SiteCall, UNetSiteProcessor, site_processor_for
 
@@ -24,11 +26,18 @@ class CaptureHandler:
         self.recorder = recorder
 
     def __call__(self, call: SiteCall) -> torch.Tensor:
-        if self.recorder.wants(call.site):
-            with torch.no_grad():
-                probs = item_probs(call.core(self.recorder.cfg.cond_item(call.batch)))
-                self.recorder.add(call.site, probs)
-        return call.run_inner()
+        if not self.recorder.wants(call.site):
+            return call.run_inner()
+        items = self.recorder.cfg.cond_item(call.batch)
+        with torch.no_grad():
+            if stock_processor(call.inner):  # its own projections are reused, not computed again
+                with ProjectionTaps(call.attn) as taps:
+                    out = call.run_inner()
+                query, key = taps.projections(items, call.batch)
+            else:
+                out, query, key = None, None, None
+            self.recorder.add(call.site, item_probs(call.core(items), query, key))
+        return call.run_inner() if out is None else out
 
 
 def capture_processor_for(site: str, original, recorder: FrameRecorder) -> UNetSiteProcessor:
