@@ -47,16 +47,18 @@ def map_items(job: WorkerJob, items: Sequence[Any], spec: ClusterSpec, *,
 @contextmanager
 def cluster_session(spec: ClusterSpec) -> Iterator[None]:
     """Keep Ray up for several :func:`map_items` calls (e.g. a command's items, then its summary's):
-    started or joined here, shut down at the end only if started here; nothing without ``--ray``."""
+    started or joined here, shut down at the end only if started here; nothing without ``--ray``.
+    A job's workers stay up between its calls in the session (set up once), killed at its end."""
     if not spec.distributed:
         yield
         return
     spec.validate()
-    from engine.cluster.ray_pool import connect
+    from engine.cluster.ray_pool import connect, pool_session
 
     started = connect(spec)
     try:
-        yield
+        with pool_session():
+            yield
     finally:
         if started:
             import ray

@@ -16,6 +16,12 @@ Only imported when a :class:`ClusterSpec` is distributed, so the tool works with
   running is retried up to :data:`MAX_RETRIES` times, then becomes an error outcome; items queued
   behind it are resubmitted without counting.
 * Cancel: no new submissions, the actors are killed, :class:`RunCancelled` is raised.
+* Kept actors: inside :func:`pool_session` (what :func:`engine.cluster.cluster_session` opens), the
+  actors of a job stay up between :func:`ray_map` calls with that same job object, so a command
+  that sends its items in rounds (``patch``: pairs, then layers; ``steer``: base runs, then steered
+  ones) loads the model once per worker, not once per round. They are killed when the session
+  ends, when another job needs workers (one job's actors at a time: they hold the cluster's CPUs
+  and GPUs), or at once when a round is cancelled, fails or is left unfinished.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,28 @@ MAX_RETRIES = 2  # deaths of an actor while running one item before the item is 
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.5  # how often a waiting driver looks at the cancel token
+
+
+_LOCAL = threading.local()  # .sessions: this thread's open pool sessions, innermost last
+
+
+def _sessions() -> list[dict[int, tuple[WorkerJob, ActorPool]]]:
+    if not hasattr(_LOCAL, "sessions"):
+        _LOCAL.sessions = []
+    return _LOCAL.sessions
+
+
+@contextmanager
+def pool_session() -> Iterator[None]:
+    """Keep each job's actors between :func:`ray_map` calls until the block ends (then kill them)."""
+    pools: dict[int, tuple[WorkerJob, ActorPool]] = {}
+    _sessions().append(pools)
+    try:
+        yield
+    finally:
+        _sessions().remove(pools)
+        for _job, pool in pools.values():
+            pool.kill_all()
 
 
 def worker_env() -> dict[str, str]:
@@ -158,14 +188,27 @@ def ray_map(job: WorkerJob, items: Sequence[Any], spec: ClusterSpec, *, progress
     import ray
 
     started = connect(spec)
-    pool = None
+    session = _sessions()[-1] if _sessions() and not started else None
+    kept = session.get(id(job)) if session is not None else None
+    pool = kept[1] if kept is not None and kept[0] is job else None
+    finished = False
     try:
-        _check_resources(ray, spec)
-        pool = ActorPool(ray, job, spec)
+        if pool is None:
+            _check_resources(ray, spec)
+            for open_session in _sessions():  # one job's workers at a time (nested sessions too):
+                for _old_job, old in open_session.values():  # kept ones would hold the CPUs/GPUs
+                    old.kill_all()
+                open_session.clear()
+            pool = ActorPool(ray, job, spec)
+            if session is not None:
+                session[id(job)] = (job, pool)
         yield from _stream(ray, pool, items, progress, cancel)
+        finished = not any(pool.running.values())
     finally:
-        if pool is not None:
-            pool.kill_all()
+        if pool is not None and (session is None or not finished):
+            pool.kill_all()  # not kept, or left in an unknown state (cancelled, failed, abandoned)
+            if session is not None:
+                session.pop(id(job), None)
         if started:
             ray.shutdown()
 

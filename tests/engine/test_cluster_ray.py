@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import ray
 
-from engine.cluster import ClusterSpec, map_items
+from engine.cluster import ClusterSpec, cluster_session, map_items
 from engine.cluster.ray_pool import MAX_RETRIES, connect
 from engine.errors import EngineError, RunCancelled
 from engine.evaluation import EvalOptions, run_eval, run_head_selection
@@ -53,6 +53,50 @@ def test_results_stream_as_they_finish_and_equal_local_ones(cluster):
     workers = {(o.result[1], o.result[2]) for o in got if o.result}
     assert len({pid for pid, _ in workers}) == 2 and len(workers) == 2  # two actors, one setup each
     assert os.getpid() not in {pid for pid, _ in workers}
+
+
+def _workers(outcomes) -> set[tuple[int, float]]:
+    """(pid, setup time) of the actors that ran ``outcomes``: one pair per setup."""
+    return {(o.result[1], o.result[2]) for o in outcomes if o.result}
+
+
+def _gone(pids: set[int], timeout_s: float = 20.0) -> bool:
+    end = time.time() + timeout_s
+    while time.time() < end:
+        alive = set()
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.add(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_session_keeps_a_jobs_workers_between_rounds(cluster):
+    job = SlowFirst()
+    with cluster_session(TWO):
+        first = list(map_items(job, [1, 2, 3, 4], TWO))
+        second = list(map_items(job, [6, 7, 8, 9], TWO))  # the next round: the same two workers
+        for _ in map_items(job, [1, 2, 3, 4], TWO):
+            break  # a round left unfinished: its workers are not kept…
+        after = list(map_items(job, [1, 2], TWO))  # …the next round sets up anew
+        other = list(map_items(SlowFirst(), [1, 2], TWO))  # another job: the kept workers make room
+        kept = {pid for pid, _ in _workers(other)}
+        assert _gone({pid for pid, _ in _workers(after)})
+    assert len(_workers(first)) == 2 and _workers(second) == _workers(first)
+    assert not _workers(after) & _workers(first) and not _workers(other) & _workers(after)
+    assert _gone(kept)  # the session's end kills what it kept
+    with cluster_session(TWO):
+        outer = list(map_items(job, [1, 2], TWO))
+        with cluster_session(TWO):  # e.g. eval's head selection inside eval's session
+            inner = list(map_items(SlowFirst(), [1, 2], TWO))  # the outer session's kept workers make room
+    assert _workers(inner) and not _workers(inner) & _workers(outer)
+    a, b = list(map_items(job, [1, 2], TWO)), list(map_items(job, [1, 2], TWO))
+    assert not _workers(a) & _workers(b)  # outside a session every call has its own workers
 
 
 def test_a_dead_worker_is_replaced_and_its_item_retried(cluster, tmp_path):
