@@ -239,8 +239,8 @@ class DifferentialCall:
     output is ``(softmax(q1 k1ᵀ) − softmax(q2 k2ᵀ)) V``.
 
     ``queries``/``keys`` give branch ``branch`` (1: the positive map p1, 2: the subtracted p2), so
-    :func:`item_probs` records that branch's probabilities. Interventions, which rebuild the output
-    from one softmax, are refused (:meth:`values`).
+    :func:`item_probs` records that branch's probabilities. :func:`attend` computes the call's
+    output as the stock processor does (:meth:`attend`), with the interventions' openings.
     """
 
     def __init__(self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor,
@@ -276,8 +276,45 @@ class DifferentialCall:
         return self._split(parts[self.branch - 1], self.attn.k_norm, fp32)
 
     def values(self, projected: torch.Tensor | None = None, expand: bool = True) -> torch.Tensor:
-        raise EngineError("interventions on Stable Audio 3's differential attention are not supported; "
-                          "capture works, patching/steering/ablation need a single-softmax model")
+        """``(B, heads, K, d)``: the value part of ``to_kv`` (or ``projected``, ``(B, K, heads·d)``)."""
+        v = self.attn.to_kv(self.context).chunk(3 if self.attn.use_differential else 2, dim=-1)[-1] \
+            if projected is None else projected
+        return v.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+
+    def attend(self, kv_hook: KVHook | None = None, uniform: bool = False,
+               head_hook: HeadHook | None = None) -> torch.Tensor:
+        """The output, op for op as ``StableAudio3CrossAttnProcessor``: ``Attn(q1, k1, V) −
+        Attn(q2, k2, V)`` (or one branch without differential attention), then ``to_out``.
+        ``kv_hook`` sees the projected keys of every branch side by side ``(B, K, branches·heads·d)``
+        and the values ``(B, K, heads·d)`` (patching moves both branches' keys together);
+        ``uniform`` zeroes every branch's scores (the branches then cancel: no attention at all
+        passes); ``head_hook`` edits the per-head output ``(B, heads, Q, d)`` (the branches'
+        difference) before ``to_out``."""
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+        attn = self.attn
+        branches = 2 if attn.use_differential else 1
+        parts = attn.to_kv(self.context).chunk(branches + 1, dim=-1)
+        key, value, mask = torch.cat(parts[:-1], dim=-1), parts[-1], self.mask
+        if kv_hook is not None:
+            key, value, mask = kv_hook(key, value, mask)
+            if key.shape[0] != self.batch or value.shape[0] != self.batch:
+                raise EngineError(f"substituted keys/values have batch {key.shape[0]}, the run has {self.batch}: "
+                                  "use the same guidance (CFG on/off) in the cached and the patched run")
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.unflatten(-1, (self.heads, self.head_dim))
+
+        queries = [attn.q_norm(heads(q)) for q in attn.to_q(self.hidden).chunk(branches, dim=-1)]
+        keys = [attn.k_norm(heads(k)) for k in key.chunk(branches, dim=-1)]
+        if uniform:
+            queries = [torch.zeros_like(q) for q in queries]
+        v = heads(value)
+        outs = [dispatch_attention_fn(q, k, v, attn_mask=mask) for q, k in zip(queries, keys, strict=True)]
+        out = outs[0] - outs[1] if branches == 2 else outs[0]  # (B, Q, heads, d)
+        if head_hook is not None:
+            out = head_hook(out.transpose(1, 2)).transpose(1, 2)
+        return attn.to_out(out.flatten(2, 3))
 
 
 def attend(call: AttentionCall, kv_hook: KVHook | None = None, uniform: bool = False,
@@ -286,6 +323,8 @@ def attend(call: AttentionCall, kv_hook: KVHook | None = None, uniform: bool = F
     ``kv_hook(key, value, mask)`` sees the projected ``(B, K, kv·d)`` keys and values and the
     prepared mask before the head split; ``uniform`` zeroes the scores (``softmax(mask)``);
     ``head_hook`` edits the per-head output ``(B, heads, Q, d)`` before the heads are merged."""
+    if isinstance(call, DifferentialCall):
+        return call.attend(kv_hook, uniform, head_hook)
     query = call.queries()
     key = value = None
     mask = call.mask
