@@ -51,3 +51,30 @@ def test_render_dataset_runs_from_the_panel_and_reports_what_it_wrote(make_windo
     assert done.args[0].startswith(f"render-dataset: wrote {out}")
     meta = yaml.safe_load(next(out.glob("Track*/metadata.yaml")).read_text())
     assert meta["stems"] and not window.bridge.busy
+
+
+def test_a_command_runs_on_ray_from_the_panel_and_writes_what_the_command_line_writes(
+        make_window, isolated_settings, qtbot, tmp_path):
+    """``--ray local`` from the panel: Ray is started from the engine thread (not the main thread),
+    the items go through a worker, and the file equals the in-process command line's."""
+    import numpy as np
+
+    import main
+
+    caa = {"--concept": "drums", "--positive": "drums and bass", "--negative": "piano and bass",
+           "--layers": "0,1", "--seeds": "0", "--model": "tiny:stable_audio", "--steps": "2", "--duration": "0.2"}
+    local = tmp_path / "local.npz"
+    assert main.main(["caa", *[x for kv in caa.items() for x in kv], "--out", str(local)]) == 0
+    window = make_window(model=TEST_MODEL)
+    dock = window.commands
+    dock.command.setCurrentText("caa")
+    remote = tmp_path / "ray.npz"
+    for flag, value in {**caa, "--ray": "local", "--workers": "1", "--out": str(remote)}.items():
+        dock.set_value(flag, value)
+    with qtbot.waitSignal(dock.wrote, timeout=240_000):
+        assert dock.run() is not None
+    a, b = np.load(local), np.load(remote)
+    assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+    import ray
+
+    assert not ray.is_initialized()  # started for the command, shut down after it
