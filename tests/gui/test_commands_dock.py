@@ -3,10 +3,14 @@ the command line's parsing and validation."""
 
 from __future__ import annotations
 
+import os
+
 import yaml
 
 from engine.commands import REGISTRY, parser_for
 from tests.gui.conftest import TEST_MODEL
+
+REAL_HOME = os.environ.get("HOME", os.path.expanduser("~"))  # before any fixture isolates it
 
 
 def test_the_panel_offers_every_registered_command_with_its_options(make_window, isolated_settings):
@@ -54,12 +58,17 @@ def test_render_dataset_runs_from_the_panel_and_reports_what_it_wrote(make_windo
 
 
 def test_a_command_runs_on_ray_from_the_panel_and_writes_what_the_command_line_writes(
-        make_window, isolated_settings, qtbot, tmp_path):
+        make_window, isolated_settings, qtbot, tmp_path, monkeypatch):
     """``--ray local`` from the panel: Ray is started from the engine thread (not the main thread),
     the items go through a worker, and the file equals the in-process command line's."""
     import numpy as np
 
     import main
+
+    # Ray keeps per-user state (its auth token) under $HOME, read again by each new local instance:
+    # after another test module's instance, a HOME changed mid-process (the isolated settings) makes
+    # the next instance's GCS time out. A user's HOME does not change under a running app.
+    monkeypatch.setenv("HOME", REAL_HOME)
 
     caa = {"--concept": "drums", "--positive": "drums and bass", "--negative": "piano and bass",
            "--layers": "0,1", "--seeds": "0", "--model": "tiny:stable_audio", "--steps": "2", "--duration": "0.2"}
@@ -71,8 +80,12 @@ def test_a_command_runs_on_ray_from_the_panel_and_writes_what_the_command_line_w
     remote = tmp_path / "ray.npz"
     for flag, value in {**caa, "--ray": "local", "--workers": "1", "--out": str(remote)}.items():
         dock.set_value(flag, value)
-    with qtbot.waitSignal(dock.wrote, timeout=240_000):
-        assert dock.run() is not None
+    ended: list[str] = []
+    dock.wrote.connect(ended.append)
+    dock.job.failed.connect(lambda message: ended.append(f"failed: {message}"))
+    assert dock.run() is not None
+    qtbot.waitUntil(lambda: bool(ended), timeout=240_000)
+    assert ended[0].startswith(f"caa: wrote {remote}"), ended
     a, b = np.load(local), np.load(remote)
     assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
     import ray
