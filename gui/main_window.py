@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QByteArray, QEventLoop, QStandardPaths, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
@@ -42,6 +40,7 @@ from gui.docks.steering_dock import SteeringDock
 from gui.engine_thread import EngineBridge, ModelInfo
 from gui.file_dialogs import open_file_dialog
 from gui.preferences_dialog import PreferencesDialog
+from gui.session_view import keep_floating_docks_on_screen, session_view
 from gui.settings import (
     LAYOUT_VERSION,
     add_recent,
@@ -54,7 +53,7 @@ from gui.settings import (
     session_layout,
 )
 from gui.steer_listen import SteerListenController
-from gui.workspace import RunData, Selection, Workspace
+from gui.workspace import RunData, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -88,38 +87,6 @@ ACTIONS = (
     ActionSpec("Help", "shortcuts", "&Keyboard shortcuts", "F1", "show_shortcuts"),
     ActionSpec("Help", "about", "&About", "", "show_about"),
 )
-
-
-def _session_view(view: Any, name: str) -> tuple[Selection | None, dict[str, Any], dict[str, float]]:
-    """A session's saved view state, checked and normalised before the window changes: the
-    selection, the heatmap state and the time window/cursor (s), or EngineError naming what is
-    damaged."""
-    try:
-        if not isinstance(view, dict):
-            raise TypeError(f"the view is {type(view).__name__}, not a mapping")
-        sel = view.get("selection")
-        selection = Selection.from_dict(sel) if sel else None
-        if selection is not None and (selection.mode not in ("site", "aggregate") or selection.step < 0
-                                      or (selection.head is not None and int(selection.head) < 0)):
-            raise ValueError(f"selection {sel!r} is out of range")
-        heatmap = dict(view.get("heatmap") or {})
-        for key in ("cmap", "levels_mode"):
-            if key in heatmap:
-                heatmap[key] = str(heatmap[key])
-        if "percentile" in heatmap:
-            heatmap["percentile"] = float(heatmap["percentile"])
-        if "manual_levels" in heatmap:
-            lo, hi = heatmap["manual_levels"]
-            heatmap["manual_levels"] = [float(lo), float(hi)]
-        numbers = [heatmap.get("percentile", 0.0), *heatmap.get("manual_levels", ())]
-        if not all(math.isfinite(x) for x in numbers):
-            raise ValueError("the heatmap levels are not finite numbers")
-        time = {k: float(v) for k, v in dict(view.get("time") or {}).items() if k in ("start", "end", "cursor")}
-        if not all(math.isfinite(x) and x >= 0 for x in time.values()):
-            raise ValueError("the time window is not made of finite, non-negative seconds")
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise EngineError(f"{name}: the saved view is damaged ({exc}): save the session again") from exc
-    return selection, heatmap, time
 
 
 def _unless_named(path: str | Path, exc: Exception) -> str:
@@ -541,7 +508,7 @@ class MainWindow(QMainWindow):
             session.request.validate()
         except EngineError as exc:
             raise EngineError(f"{name}: the saved recipe is not valid: {exc}") from exc
-        selection, heatmap_state, time_state = _session_view(session.view, name)
+        selection, heatmap_state, time_state = session_view(session.view, name)
         layout = read_session_layout(session.view.get("layout"), name)
         masks = session.head_masks
         if not isinstance(masks, dict) or not all(
@@ -744,23 +711,9 @@ class MainWindow(QMainWindow):
         if state is None or not self.restoreState(state, LAYOUT_VERSION):
             self.log("no session layout to apply")
             return False
-        self._keep_floating_docks_on_screen()
+        keep_floating_docks_on_screen(self, self.docks)
         self.log("applied the session's dock layout")
         return True
-
-    def _keep_floating_docks_on_screen(self) -> None:
-        screen = self.screen() or QApplication.primaryScreen()
-        if screen is None:
-            return
-        area = screen.availableGeometry()
-        for dock in self.docks:
-            if dock.isFloating() and not area.contains(dock.frameGeometry()):
-                g = dock.frameGeometry()
-                w, h = min(g.width(), area.width()), min(g.height(), area.height())
-                x = min(max(g.x(), area.x()), area.right() - w + 1)
-                y = min(max(g.y(), area.y()), area.bottom() - h + 1)
-                dock.resize(w - (g.width() - dock.width()), h - (g.height() - dock.height()))  # frame kept
-                dock.move(x, y)  # a top-level widget moves by its frame
 
     @Slot()
     def reset_layout(self) -> None:
