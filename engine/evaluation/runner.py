@@ -41,7 +41,7 @@ from engine.analysis.aggregate import fit_layer_weights
 from engine.analysis.melscale import grid_hz, power_to_db
 from engine.analysis.templates import TEMPLATE_RANGES, stem_mel_grid
 from engine.atomic_io import atomic_write
-from engine.cluster import ClusterSpec, cluster_session, in_item_order, map_items, one_line
+from engine.cluster import ClusterSpec, cluster_session, in_item_order, map_items
 from engine.data.classes import MAIN_CLASSES
 from engine.data.slakh import SlakhDataset, Track
 from engine.evaluation.ground_truth import GT_KINDS, class_audio, item_ground_truth
@@ -60,7 +60,7 @@ from engine.evaluation.windows import Window, choose_window, class_track_audio
 from engine.output_dir import Output, guarded
 from engine.probe.kept_maps import KeptMaps
 from engine.recipe import Recipe
-from engine.types import CancelToken, EngineError, GenerationRequest, RunCancelled
+from engine.types import CancelToken, EngineError, GenerationRequest
 
 Progress = Callable[[int, int], None]
 SEED_MODES = ("per_track", "fixed")
@@ -368,6 +368,7 @@ class EvalJob:
     backend: Any = None
     evaluator: Any = field(default=None, compare=False, repr=False)
     cancel: Any = field(default=None, compare=False, repr=False)
+    fit: bool = False  # items of the layer-weight fit: their per-layer maps and target (FitSample)
 
     def setup(self) -> Evaluator:
         if self.evaluator is not None:
@@ -379,8 +380,31 @@ class EvalJob:
             backend = load_backend(self.options.model, device=self.options.device)
         return Evaluator(backend, self.options, self.layer_weights)
 
-    def run(self, ev: Evaluator, item: Item) -> ItemResult:
-        return ev.compute(item, self.cancel)
+    def run(self, ev: Evaluator, item: Item) -> ItemResult | FitSample:
+        return fit_sample(ev, item, self.options, self.cancel) if self.fit else ev.compute(item, self.cancel)
+
+
+@dataclass(frozen=True)
+class FitSample:
+    """One held-out item of the layer-weight fit: its per-layer maps ``(L, T, F)`` over ``sites``
+    and the ground-truth mask ``(T, F)`` they are fitted to; ``generated``: generations it needed."""
+
+    sites: tuple[str, ...]
+    layer_maps: np.ndarray
+    target: np.ndarray
+    generated: int = 0
+
+
+def fit_sample(ev: Evaluator, item: Item, options: EvalOptions, cancel: CancelToken | None = None) -> FitSample:
+    """Generate ``item`` and take what the fit needs from it (on a worker, or here)."""
+    calls = ev.generate_calls
+    stem = ev.stem(item)
+    result = ev.run(item, cancel)
+    maps = site_maps(result, item.word, ev.settings)
+    gt = ev.ground_truth(item, stem, result)
+    sites = tuple(sorted(maps))
+    return FitSample(sites, np.stack([maps[s] for s in sites]),
+                     gt.masks[options.fit_target or options.gt_range].astype(np.float64), ev.generate_calls - calls)
 
 
 def _write_json(path: Path, data: Any, indent: int = 2) -> None:
@@ -434,8 +458,9 @@ def split_fit_tracks(dataset: SlakhDataset, options: EvalOptions) -> tuple[list[
 
 
 def fit_weights(ev: Evaluator, items: list[Item], out: Path, options: EvalOptions,
-                cancel: CancelToken | None = None) -> dict[str, float]:
-    """Fit layer weights (NNLS on the simplex) on held-out items; cached in layer_weights.json."""
+                cancel: CancelToken | None = None, backend: Any = None) -> dict[str, float]:
+    """Fit layer weights (NNLS on the simplex) on held-out items; cached in layer_weights.json.
+    With ``options.cluster`` the items are generated on the workers (``backend``: a given one)."""
     path = out / "layer_weights.json"
     if path.is_file():
         from engine.loaders import Checker, read_json
@@ -445,21 +470,21 @@ def fit_weights(ev: Evaluator, items: list[Item], out: Path, options: EvalOption
         return {site: check.number(w, f"weight of {site!r:.60}") for site, w in weights.items()}
     layer_maps, targets, used, sites = [], [], [], None
     errors = _Writer(out / "errors.jsonl")
-    for item in items:
-        try:
-            stem = ev.stem(item)
-            result = ev.run(item, cancel)
-            maps = site_maps(result, item.word, ev.settings)
-            gt = ev.ground_truth(item, stem, result)
-        except (RunCancelled, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - collected, the fit goes on without the item
-            errors.append({"id": item.id, "phase": "fit", "error": one_line(exc)})
+    if options.cluster.distributed:
+        job = EvalJob(options, None, backend=backend, fit=True)
+    else:
+        job = EvalJob(options, evaluator=ev, cancel=cancel, fit=True)
+    for outcome in in_item_order(map_items(job, items, options.cluster, cancel=cancel)):
+        if outcome.error is not None:  # collected, the fit goes on without the item
+            errors.append({"id": outcome.item.id, "phase": "fit", "error": outcome.error})
             continue
-        sites = sites or sorted(maps)
-        layer_maps.append(np.stack([maps[s] for s in sites]))
-        targets.append(gt.masks[options.fit_target or options.gt_range].astype(np.float64))
-        used.append(item.id)
+        sample: FitSample = outcome.result
+        if options.cluster.distributed:
+            ev.generate_calls += sample.generated  # made on a worker
+        sites = sites or list(sample.sites)
+        layer_maps.append(sample.layer_maps)
+        targets.append(sample.target)
+        used.append(outcome.item.id)
     if not layer_maps or sites is None:
         raise EngineError("no held-out item could be used to fit layer weights: check errors.jsonl")
     w = fit_layer_weights(np.stack(layer_maps), np.stack(targets))
@@ -492,7 +517,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None, backend=Non
             with guarded(out / name):
                 repair_jsonl(out / name)
         given = backend
-        if backend is None:  # on Ray the driver's copy only fits layer weights and names the model
+        if backend is None:  # on Ray the driver's copy only names the model (sites, mel definition)
             from engine.backends.registry import load_backend
 
             device = "cpu" if options.cluster.distributed else options.device
@@ -505,19 +530,19 @@ def run_eval(options: EvalOptions, progress: Progress | None = None, backend=Non
             if (rec["id"], str(rec["error"])) not in known_errors:
                 errors.append(rec)
         ev = Evaluator(backend, options)
-        if ev.settings.weighting == "learned":
-            ev.layer_weights = fit_weights(ev, build_items(fit_tracks, options, templates), out, options,
-                                           cancel)
-        done = {r["id"] for r in read_jsonl(out / "items.jsonl")}
-        todo = [item for item in items if item.id not in done]
-        if options.cluster.distributed:
-            job = EvalJob(options, ev.layer_weights, backend=given)
-        else:
-            job = EvalJob(options, ev.layer_weights, evaluator=ev, cancel=cancel)
-        skipped = len(items) - len(todo)
-        if progress is not None and skipped:
-            progress(skipped, len(items))
-        with cluster_session(options.cluster):  # one Ray instance for the items and the head selection
+        with cluster_session(options.cluster):  # one Ray instance: the fit, the items, the head selection
+            if ev.settings.weighting == "learned":
+                ev.layer_weights = fit_weights(ev, build_items(fit_tracks, options, templates), out, options,
+                                               cancel, backend=given)
+            done = {r["id"] for r in read_jsonl(out / "items.jsonl")}
+            todo = [item for item in items if item.id not in done]
+            if options.cluster.distributed:
+                job = EvalJob(options, ev.layer_weights, backend=given)
+            else:
+                job = EvalJob(options, ev.layer_weights, evaluator=ev, cancel=cancel)
+            skipped = len(items) - len(todo)
+            if progress is not None and skipped:
+                progress(skipped, len(items))
             started = time.perf_counter()
             new_items, failed = _score_items(job, todo, out, errors, options.cluster, cancel,
                                              None if progress is None

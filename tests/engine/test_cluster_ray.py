@@ -9,6 +9,7 @@ same tables and per-item files as the in-process run, also when a worker dies mi
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import functools
 import json
@@ -182,6 +183,29 @@ def assert_same_outputs(a: Path, b: Path) -> None:
 def test_eval_on_two_workers_writes_the_in_process_files(cluster, tracks, local_eval, tmp_path):
     out = run_eval(_options(tracks, tmp_path / "out", TWO))
     assert_same_outputs(local_eval, out)
+
+
+def test_learned_layer_weights_are_fitted_on_the_workers_to_the_same_weights(cluster, tracks, tmp_path,
+                                                                             monkeypatch):
+    """``--weighting learned`` on Ray: the held-out track's generations run on the workers (the
+    driver generates nothing), and the weights, items and tables equal the in-process run's."""
+    def learned(out: Path, cluster_spec: ClusterSpec) -> EvalOptions:
+        return dataclasses.replace(_options(tracks, out, cluster_spec), weighting="learned",
+                                   fit_tracks=1, per_head=False)
+
+    local = run_eval(learned(tmp_path / "local", ClusterSpec()))
+    driver_generations = []
+    real = eval_runner.Evaluator.run
+    monkeypatch.setattr(eval_runner.Evaluator, "run",
+                        lambda self, *a, **k: driver_generations.append(1) or real(self, *a, **k))
+    remote = run_eval(learned(tmp_path / "ray", TWO))
+    assert not driver_generations  # the fit's and the items' generations all ran on the workers
+    weights = [json.loads((d / "layer_weights.json").read_text()) for d in (local, remote)]
+    assert weights[0] == weights[1] and weights[0]["items"]
+    assert _records(local) == _records(remote) and _records(local)
+    ra, rb = (json.loads((d / "report.json").read_text()) for d in (local, remote))
+    assert ra["table1"] == rb["table1"]
+    assert ra["generate_calls_this_session"] == rb["generate_calls_this_session"] > len(_records(local))
 
 
 def test_an_interrupted_local_eval_resumes_on_ray_with_the_same_files(cluster, tracks, local_eval, tmp_path):
