@@ -137,7 +137,7 @@ class SteerListenController(QObject):
         """The panel's recipe was prefetched whole and its A is in the history: that result becomes
         run B (a new run id, the same audio and frames a generation would give), shown against A
         at once. A steered B still running is cancelled (outdated); anything else busy: None."""
-        if self.bridge.busy and not self._b_running():
+        if not len(self.runs) or (self.bridge.busy and not self._b_running()):
             return None
         spec = self._panel_spec()
         if spec is None:
