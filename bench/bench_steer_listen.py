@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--per-head", action="store_true", help="record every head (the Run panel's default)")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     rd.prompt.setPlainText("bass and drums")
     rd.steps.setText(str(args.steps))
     rd.duration.setText(str(args.duration))
-    rd.per_head.setChecked(False)
+    rd.per_head.setChecked(args.per_head)
     row = window.steering.add_vectors(sv, "bench")
     listen, player, bridge = window.listen, window.player, window.bridge
     player.loop.setChecked(False)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     med = statistics.median
     result = {
         "model": model_id, "family": family, "steps": args.steps, "preview_steps": quick,
-        "duration_s": args.duration, "threads": args.threads, "repeats": args.repeats,
+        "duration_s": args.duration, "threads": args.threads, "repeats": args.repeats, "per_head": args.per_head,
         "move_to_first_preview_sound_s": med(first), "move_to_refined_sound_s": med(refined_from_move),
         "release_to_refined_sound_s": med(refined_from_release), "prefetched_move_to_sound_s": med(prefetched),
         "prefetched_release_to_run_s": med(adopted),
