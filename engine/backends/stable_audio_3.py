@@ -14,8 +14,10 @@ the sink mass mean the same), and the branch the model adds value through. p2 is
 "noise" map that differential attention learns to cancel common-mode attention with; the signed
 effective weights p1 − p2 sum to 0 per row and can be negative, which none of the analyses accept.
 (``engine.probe.attention_core.DifferentialCall(branch=2)`` computes p2 for a script that wants it.)
-Interventions on the cross sites go through ``DifferentialCall.attend`` (head masks zero heads of
-the branches' difference; K/V patching moves both branches' keys and the values).
+Self-attention sites are captured too (p1 of the fused ``to_qkv`` projection with partial RoPE;
+keys: the audio frames and the memory tokens). Interventions on cross and self sites go through
+``DifferentialCall.attend`` (head masks zero heads of the branches' difference; K/V patching moves
+both branches' keys and the values); LSAC refuses them (two softmaxes per call).
 
 Queries: ``num_memory_tokens`` learned tokens are prepended inside the DiT and removed after; they
 are cropped off, and so are latent frames beyond the requested duration (lattice ``(n, 1)``,

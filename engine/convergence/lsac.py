@@ -283,6 +283,9 @@ class LSAC:
     def wrap(self, site: str, module, inner):
         if site not in self.active:
             return None
+        if type(inner).__name__.startswith("StableAudio3"):
+            raise EngineError(f"LSAC cannot cache {site}: Stable Audio 3's differential attention weighs the "
+                              "values with two softmaxes per call; leave its sites out of the plan")
         if type(inner).__name__ not in STOCK_PROCESSORS:
             raise EngineError(f"LSAC at {site} must wrap the stock attention processor, found "
                               f"{type(inner).__name__}: put LSAC first in the request's interventions "

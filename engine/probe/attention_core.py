@@ -234,23 +234,31 @@ class HeadSplitCall:
 
 
 class DifferentialCall:
-    """One call of Stable Audio 3's differential cross-attention (``StableAudio3CrossAttention``:
-    ``to_q → [q1 | q2]``, ``to_kv → [k1 | k2 | v]``, RMS q/k norms, bool context mask), whose
-    output is ``(softmax(q1 k1ᵀ) − softmax(q2 k2ᵀ)) V``.
+    """One call of Stable Audio 3's differential attention, whose output is
+    ``(softmax(q1 k1ᵀ) − softmax(q2 k2ᵀ)) V``: cross-attention (``StableAudio3CrossAttention``:
+    ``to_q → [q1 | q2]``, ``to_kv(context) → [k1 | k2 | v]``, bool context mask) or, with ``rope``,
+    self-attention (``StableAudio3SelfAttention``: ``to_qkv → [q1 | q2 | k1 | k2 | v]``, partial
+    RoPE on q and k after the norms, no mask); RMS q/k norms in both.
 
     ``queries``/``keys`` give branch ``branch`` (1: the positive map p1, 2: the subtracted p2), so
-    :func:`item_probs` records that branch's probabilities. :func:`attend` computes the call's
-    output as the stock processor does (:meth:`attend`), with the interventions' openings.
+    :func:`item_probs` records that branch's probabilities. :meth:`attend` computes the call's
+    output as the stock processor does, with the interventions' openings.
     """
 
-    def __init__(self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor,
-                 context_mask: torch.Tensor | None = None, items: slice | None = None, branch: int = 1) -> None:
+    def __init__(self, attn: Any, hidden_states: torch.Tensor, context: torch.Tensor | None = None,
+                 context_mask: torch.Tensor | None = None, items: slice | None = None, branch: int = 1,
+                 rope: torch.Tensor | None = None) -> None:
         self.attn = attn
+        self.branches = 2 if attn.use_differential else 1
         self.branch = branch if attn.use_differential else 1
+        self.self_attention = context is None
+        self.rope = rope
         if items is not None:
-            hidden_states, context = hidden_states[items], context[items]
+            hidden_states = hidden_states[items]
+            context = None if context is None else context[items]
             context_mask = None if context_mask is None else context_mask[items]
-        self.hidden, self.context = hidden_states, context
+        self.hidden = hidden_states
+        self.context = hidden_states if context is None else context
         self.mask = None if context_mask is None else context_mask[:, None, None, :].bool()
         self.heads = int(attn.heads)
         self.head_dim = int(attn.dim_heads)
@@ -259,59 +267,81 @@ class DifferentialCall:
     def batch(self) -> int:
         return self.hidden.shape[0]
 
-    def _split(self, x: torch.Tensor, norm: Any, fp32: bool) -> torch.Tensor:
-        x = norm(x.unflatten(-1, (self.heads, self.head_dim))).transpose(1, 2)
-        return x.float() if fp32 else x
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, self.head_dim))
+
+    def _prepare(self, x: torch.Tensor, norm: Any) -> torch.Tensor:
+        """``(B, L, heads·d) → (B, L, heads, d)``: head split, RMS norm, RoPE for self-attention."""
+        x = norm(self._heads(x))
+        if self.rope is not None:
+            from diffusers.models.transformers.transformer_stable_audio3 import (
+                _apply_rotary_partial,
+            )
+
+            x = _apply_rotary_partial(x, self.rope)
+        return x
+
+    def _qkv(self) -> tuple[torch.Tensor, ...]:
+        """Self-attention's ``to_qkv`` output in its ``2·branches + 1`` parts (computed once)."""
+        if not hasattr(self, "_qkv_parts"):
+            self._qkv_parts = self.attn.to_qkv(self.hidden).chunk(2 * self.branches + 1, dim=-1)
+        return self._qkv_parts
+
+    def _q_parts(self, q: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Per-branch query projections ``(B, Q, heads·d)`` (``q``: a ``to_q`` output already made)."""
+        if self.self_attention:
+            return list(self._qkv()[:self.branches])
+        return list((self.attn.to_q(self.hidden) if q is None else q).chunk(self.branches, dim=-1))
+
+    def _kv_parts(self, kv: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-branch key projections and the values (``kv``: a ``to_kv`` output already made)."""
+        if self.self_attention:
+            parts = self._qkv()
+            return list(parts[self.branches:-1]), parts[-1]
+        parts = (self.attn.to_kv(self.context) if kv is None else kv).chunk(self.branches + 1, dim=-1)
+        return list(parts[:-1]), parts[-1]
 
     def queries(self, fp32: bool = False, projected: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, heads, Q, d)`` of the branch, from ``to_q`` (or ``projected``, its output)."""
-        q = self.attn.to_q(self.hidden) if projected is None else projected
-        q = q.chunk(2, dim=-1)[self.branch - 1] if self.attn.use_differential else q
-        return self._split(q, self.attn.q_norm, fp32)
+        q = self._prepare(self._q_parts(projected)[self.branch - 1], self.attn.q_norm).transpose(1, 2)
+        return q.float() if fp32 else q
 
     def keys(self, projected: torch.Tensor | None = None, fp32: bool = False) -> torch.Tensor:
         """``(B, heads, K, d)`` of the branch, from ``to_kv`` (or ``projected``, its output)."""
-        kv = self.attn.to_kv(self.context) if projected is None else projected
-        parts = kv.chunk(3 if self.attn.use_differential else 2, dim=-1)
-        return self._split(parts[self.branch - 1], self.attn.k_norm, fp32)
+        k = self._prepare(self._kv_parts(projected)[0][self.branch - 1], self.attn.k_norm).transpose(1, 2)
+        return k.float() if fp32 else k
 
     def values(self, projected: torch.Tensor | None = None, expand: bool = True) -> torch.Tensor:
-        """``(B, heads, K, d)``: the value part of ``to_kv`` (or ``projected``, ``(B, K, heads·d)``)."""
-        v = self.attn.to_kv(self.context).chunk(3 if self.attn.use_differential else 2, dim=-1)[-1] \
-            if projected is None else projected
-        return v.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+        """``(B, heads, K, d)``: the value part of the projections (or ``projected``, ``(B, K, heads·d)``)."""
+        v = self._kv_parts()[1] if projected is None else projected
+        return self._heads(v).transpose(1, 2)
 
     def attend(self, kv_hook: KVHook | None = None, uniform: bool = False,
                head_hook: HeadHook | None = None) -> torch.Tensor:
-        """The output, op for op as ``StableAudio3CrossAttnProcessor``: ``Attn(q1, k1, V) −
-        Attn(q2, k2, V)`` (or one branch without differential attention), then ``to_out``.
-        ``kv_hook`` sees the projected keys of every branch side by side ``(B, K, branches·heads·d)``
-        and the values ``(B, K, heads·d)`` (patching moves both branches' keys together);
-        ``uniform`` zeroes every branch's scores (the branches then cancel: no attention at all
-        passes); ``head_hook`` edits the per-head output ``(B, heads, Q, d)`` (the branches'
-        difference) before ``to_out``."""
+        """The output, op for op as ``StableAudio3CrossAttnProcessor`` / ``StableAudio3SelfAttnProcessor``:
+        ``Attn(q1, k1, V) − Attn(q2, k2, V)`` (or one branch without differential attention), then
+        ``to_out``. ``kv_hook`` sees the projected keys of every branch side by side
+        ``(B, K, branches·heads·d)`` and the values ``(B, K, heads·d)`` (patching moves both
+        branches' keys together); ``uniform`` zeroes every branch's scores (the branches then
+        cancel: no attention at all passes); ``head_hook`` edits the per-head output
+        ``(B, heads, Q, d)`` (the branches' difference) before ``to_out``."""
         from diffusers.models.attention_dispatch import dispatch_attention_fn
 
         attn = self.attn
-        branches = 2 if attn.use_differential else 1
-        parts = attn.to_kv(self.context).chunk(branches + 1, dim=-1)
-        key, value, mask = torch.cat(parts[:-1], dim=-1), parts[-1], self.mask
+        q_parts, (k_parts, value) = self._q_parts(), self._kv_parts()
+        key, mask = torch.cat(k_parts, dim=-1), self.mask
         if kv_hook is not None:
             key, value, mask = kv_hook(key, value, mask)
             if key.shape[0] != self.batch or value.shape[0] != self.batch:
                 raise EngineError(f"substituted keys/values have batch {key.shape[0]}, the run has {self.batch}: "
                                   "use the same guidance (CFG on/off) in the cached and the patched run")
-
-        def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.unflatten(-1, (self.heads, self.head_dim))
-
-        queries = [attn.q_norm(heads(q)) for q in attn.to_q(self.hidden).chunk(branches, dim=-1)]
-        keys = [attn.k_norm(heads(k)) for k in key.chunk(branches, dim=-1)]
+        queries = [self._prepare(q, attn.q_norm) for q in q_parts]
+        keys = [self._prepare(k, attn.k_norm) for k in key.chunk(self.branches, dim=-1)]
         if uniform:
             queries = [torch.zeros_like(q) for q in queries]
-        v = heads(value)
+        v = self._heads(value)
         outs = [dispatch_attention_fn(q, k, v, attn_mask=mask) for q, k in zip(queries, keys, strict=True)]
-        out = outs[0] - outs[1] if branches == 2 else outs[0]  # (B, Q, heads, d)
+        out = outs[0] - outs[1] if self.branches == 2 else outs[0]  # (B, Q, heads, d)
         if head_hook is not None:
             out = head_hook(out.transpose(1, 2)).transpose(1, 2)
         return attn.to_out(out.flatten(2, 3))

@@ -118,6 +118,23 @@ class ContextSiteProcessor(UNetSiteProcessor):
         return self.handler(ContextSiteCall(self.site, attn, hidden_states, context, context_mask, {}, self.inner))
 
 
+class RopeSiteCall(SiteCall):
+    """A call of a processor taking ``hidden_states`` and ``rope`` (Stable Audio 3's self-attention)."""
+
+    def run_inner(self) -> torch.Tensor:
+        return self.inner(self.attn, self.hidden_states, rope=self.extra["rope"])
+
+    def core(self, items: slice | None = None) -> DifferentialCall:  # type: ignore[override]
+        return DifferentialCall(self.attn, self.hidden_states, None, None, items=items, rope=self.extra["rope"])
+
+
+class RopeSiteProcessor(UNetSiteProcessor):
+    """Wraps processors that declare ``hidden_states`` and ``rope`` only (``StableAudio3SelfAttnProcessor``)."""
+
+    def __call__(self, attn, hidden_states: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        return self.handler(RopeSiteCall(self.site, attn, hidden_states, None, None, {"rope": rope}, self.inner))
+
+
 def declared_arguments(proc: Any) -> set[str]:
     """Named parameters of ``proc.__call__`` (what ``Attention.forward`` passes on)."""
     params = inspect.signature(proc.__call__).parameters
@@ -137,6 +154,8 @@ def site_processor_for(site: str, inner: Any, handler: SiteHandler,
         return RotarySiteProcessor(site, inner, handler)
     if {"hidden_states", "context", "context_mask"} <= declared:
         return ContextSiteProcessor(site, inner, handler)
+    if declared == {"attn", "hidden_states", "rope"}:
+        return RopeSiteProcessor(site, inner, handler)
     if "image_rotary_emb" in declared and {"hidden_states", "encoder_hidden_states", "attention_mask"} <= declared:
         return ImageRotarySiteProcessor(site, inner, handler)
     if {"hidden_states", "encoder_hidden_states", "attention_mask"} <= declared:

@@ -117,6 +117,42 @@ def test_hub_cache_layout_loads_offline(saved, tmp_path, monkeypatch):
     assert isinstance(backend, StableAudio3Backend) and backend.revision == "feedbeef"
 
 
-def test_self_attention_capture_and_interventions_say_why_not(sa3):
-    with pytest.raises(EngineError, match="unknown signature"):
-        sa3.generate(request(sites=("transformer_blocks.0.self_attn",)))
+@pytest.mark.parametrize("guidance", [1.0, 3.0], ids=["no_cfg", "cfg"])
+def test_self_attention_frames_are_p1_with_rope_and_output_is_unchanged(sa3, guidance):
+    """Self sites: p1 of the fused ``to_qkv`` projection after the RMS norms and partial RoPE (the
+    diffusers op), queries cropped to the audio frames, every key (memory tokens included)."""
+    from diffusers.models.transformers.transformer_stable_audio3 import _apply_rotary_partial
+
+    den = sa3.denoiser
+    name = "transformer_blocks.1.self_attn"
+    attn = den.get_submodule(name)
+    seen: dict[str, tuple] = {}
+
+    def keep(module, args, kwargs):
+        seen.setdefault("in", (args[0].clone(), kwargs["rope"].clone()))
+
+    handle = attn.register_forward_pre_hook(keep, with_kwargs=True)
+    try:
+        result = sa3.generate(request(guidance=guidance, sites=(name,), capture_steps=(0,), per_head=True))
+    finally:
+        handle.remove()
+    np.testing.assert_array_equal(result.audio, stock(sa3.pipe, guidance))
+    hidden, rope = seen["in"]
+    item = hidden.shape[0] - 1  # the positive prompt last
+    with torch.no_grad():
+        q1, _q2, k1, _k2, _v = attn.to_qkv(hidden[item:item + 1]).chunk(5, -1)
+        q = _apply_rotary_partial(attn.q_norm(q1.unflatten(-1, (4, 8))), rope)
+        k = _apply_rotary_partial(attn.k_norm(k1.unflatten(-1, (4, 8))), rope)
+    q, k = q.transpose(1, 2)[0].double().numpy(), k.transpose(1, 2)[0].double().numpy()
+    mem, n = sa3.memory_tokens, sa3.queries(0.5)
+    want = softmax(q @ k.transpose(0, 2, 1) / np.sqrt(8), axis=-1)[:, mem:mem + n]
+    frame = result.frames[(0, name)]
+    assert frame.shape == (4, n, n + mem)
+    np.testing.assert_allclose(frame, want, atol=2e-3)
+
+
+def test_lsac_says_why_it_cannot_cache_differential_attention(sa3):
+    from engine.convergence.lsac import LSAC
+
+    with pytest.raises(EngineError, match="differential attention"):
+        sa3.generate(request(capture=False, interventions=(LSAC({"transformer_blocks.0.self_attn": 1}),)))

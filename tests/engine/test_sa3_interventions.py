@@ -1,4 +1,4 @@
-"""Interventions on Stable Audio 3's differential cross-attention (tiny offline pipeline): the
+"""Interventions on Stable Audio 3's differential attention, cross and self (tiny offline pipeline): the
 attention core's differential path gives the stock output bit for bit when nothing is changed,
 and each opening equals an independent edit of the stock processor's own tensors — a head mask
 (the masked heads' channels zeroed at ``to_out``'s input), forced-uniform weights (the branches
@@ -62,16 +62,18 @@ def _moved(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-def test_an_identity_opening_gives_the_stock_output_bit_for_bit(sa3):
-    recorded = KVRecorder([SITE])  # records K/V through the core's differential path, changes nothing
+@pytest.mark.parametrize("site", [SITE, "transformer_blocks.0.self_attn"], ids=["cross", "self"])
+def test_an_identity_opening_gives_the_stock_output_bit_for_bit(sa3, site):
+    recorded = KVRecorder([site])  # records K/V through the core's differential path, changes nothing
     np.testing.assert_array_equal(_with(sa3, interventions=(recorded,)), _stock(sa3))
-    np.testing.assert_array_equal(sa3.generate(_request(interventions=(KVRecorder([SITE]),))).audio,
+    np.testing.assert_array_equal(sa3.generate(_request(interventions=(KVRecorder([site]),))).audio,
                                   sa3.generate(_request()).audio)
-    assert recorded.cache.entries[SITE]
+    assert recorded.cache.entries[site]
 
 
-def test_a_head_mask_zeroes_those_heads_before_to_out(sa3):
-    attn = sa3.denoiser.get_submodule(SITE)
+@pytest.mark.parametrize("site", [SITE, "transformer_blocks.0.self_attn"], ids=["cross", "self"])
+def test_a_head_mask_zeroes_those_heads_before_to_out(sa3, site):
+    attn = sa3.denoiser.get_submodule(site)
     flags = [True, False, True, False]
     d = attn.dim_heads
 
@@ -82,15 +84,16 @@ def test_a_head_mask_zeroes_those_heads_before_to_out(sa3):
                 x[..., h * d:(h + 1) * d] = 0
         return (x,)
 
-    masked = _with(sa3, head_mask={SITE: flags})
+    masked = _with(sa3, head_mask={site: flags})
     reference = _stock(sa3, hooks=[(attn.to_out, "pre_", zero_heads)])
     np.testing.assert_allclose(masked, reference, rtol=1e-5, atol=1e-6)
     assert _moved(masked, _stock(sa3)) > 1e-3  # the mask changes the prediction
 
 
-def test_forced_uniform_weights_cancel_the_branches(sa3):
-    attn = sa3.denoiser.get_submodule(SITE)
-    ablated = _with(sa3, interventions=(Ablation([SITE], "uniform"),))
+@pytest.mark.parametrize("site", [SITE, "transformer_blocks.0.self_attn"], ids=["cross", "self"])
+def test_forced_uniform_weights_cancel_the_branches(sa3, site):
+    attn = sa3.denoiser.get_submodule(site)
+    ablated = _with(sa3, interventions=(Ablation([site], "uniform"),))
     reference = _stock(sa3, hooks=[(attn.to_out, "pre_", lambda _m, args: (torch.zeros_like(args[0]),))])
     np.testing.assert_allclose(ablated, reference, rtol=1e-5, atol=1e-6)
     assert _moved(ablated, _stock(sa3)) > 1e-3
