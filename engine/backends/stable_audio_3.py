@@ -17,7 +17,7 @@ effective weights p1 − p2 sum to 0 per row and can be negative, which none of 
 Self-attention sites are captured too (p1 of the fused ``to_qkv`` projection with partial RoPE;
 keys: the audio frames and the memory tokens). Interventions on cross and self sites go through
 ``DifferentialCall.attend`` (head masks zero heads of the branches' difference; K/V patching moves
-both branches' keys and the values); LSAC refuses them (two softmaxes per call).
+both branches' keys and the values); LSAC caches their effective weights ``p1 − p2``.
 
 Queries: ``num_memory_tokens`` learned tokens are prepended inside the DiT and removed after; they
 are cropped off, and so are latent frames beyond the requested duration (lattice ``(n, 1)``,

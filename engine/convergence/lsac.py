@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.probe.attention_core import AttentionCall, attention_probs
+from engine.probe.attention_core import AttentionCall, DifferentialCall, attention_probs
 from engine.probe.cfg_layout import CfgLayout
 from engine.probe.run_context import RunContext, StepClock
 from engine.probe.site_processors import SiteCall, site_processor_for
@@ -56,7 +56,8 @@ from engine.types import EngineError, GenerationRequest
 # made Balanced deviate more than compute-matched naive step reduction (3 of 6 pairs); self-only
 # beats it in 6 of 6 pairs at every preset (docs/RESULTS.md). Pass kinds=("self", "cross") to opt in.
 DEFAULT_KINDS: tuple[str, ...] = ("self",)
-STOCK_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "StableAudioAttnProcessor2_0", "AceStepAttnProcessor2_0")
+STOCK_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "StableAudioAttnProcessor2_0", "AceStepAttnProcessor2_0",
+                    "StableAudio3SelfAttnProcessor", "StableAudio3CrossAttnProcessor")
 DEFAULT_BUDGET_MB = 1024.0
 CACHE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                                         "float16": torch.float16}
@@ -283,9 +284,6 @@ class LSAC:
     def wrap(self, site: str, module, inner):
         if site not in self.active:
             return None
-        if type(inner).__name__.startswith("StableAudio3"):
-            raise EngineError(f"LSAC cannot cache {site}: Stable Audio 3's differential attention weighs the "
-                              "values with two softmaxes per call; leave its sites out of the plan")
         if type(inner).__name__ not in STOCK_PROCESSORS:
             raise EngineError(f"LSAC at {site} must wrap the stock attention processor, found "
                               f"{type(inner).__name__}: put LSAC first in the request's interventions "
@@ -294,7 +292,7 @@ class LSAC:
 
     def cached_probs(self, site: str) -> torch.Tensor:
         """The cached probabilities of ``site`` as ``(B, heads, Q, K)`` (needs ``keep_cache``
-        after a run)."""
+        after a run); for differential attention (Stable Audio 3) the weights ``p1 − p2``."""
         if site not in self.cache:
             raise EngineError(f"no cached attention for {site}: it was not frozen in the last run")
         return self.cache[site].transpose(-1, -2)
@@ -342,7 +340,10 @@ class LSAC:
         with torch.no_grad():
             # every batch item in one product, (B, H, K, Q) as the cache keeps it
             probs = attention_probs(core, transposed=True)
-        probs = probs.to(self.cache_dtype or core.attn.to_v.weight.dtype)
+            if isinstance(core, DifferentialCall) and core.branches == 2:
+                # differential attention weighs V with p1 − p2: one matrix holds the call's weights
+                probs = probs.sub_(attention_probs(core.with_branch(2), transposed=True))
+        probs = probs.to(self.cache_dtype or next(core.attn.parameters()).dtype)
         size = probs.numel() * probs.element_size()
         if self.cached_bytes + size > self.budget_bytes:
             self.warnings.append(

@@ -21,6 +21,7 @@ used. Capture, the interventions and LSAC are handlers built on these pieces
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -266,6 +267,16 @@ class DifferentialCall:
     @property
     def batch(self) -> int:
         return self.hidden.shape[0]
+
+    def with_branch(self, branch: int) -> DifferentialCall:
+        """This call seen through branch ``branch`` (its projections shared, not made again)."""
+        other = copy.copy(self)
+        other.branch = branch if self.attn.use_differential else 1
+        return other
+
+    def output(self, merged: torch.Tensor) -> torch.Tensor:
+        """``to_out`` on ``(B, Q, heads·d)`` (the stock processors' epilogue)."""
+        return self.attn.to_out(merged)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.heads, self.head_dim))

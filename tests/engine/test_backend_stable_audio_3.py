@@ -16,7 +16,7 @@ from engine.backends.registry import load_backend
 from engine.backends.stable_audio_3 import StableAudio3Backend
 from engine.backends.tiny import save_tiny
 from engine.probe.attach import hook_count
-from engine.types import EngineError, GenerationRequest
+from engine.types import GenerationRequest
 
 PROMPT = "funky bass and drums"
 
@@ -151,8 +151,39 @@ def test_self_attention_frames_are_p1_with_rope_and_output_is_unchanged(sa3, gui
     np.testing.assert_allclose(frame, want, atol=2e-3)
 
 
-def test_lsac_says_why_it_cannot_cache_differential_attention(sa3):
-    from engine.convergence.lsac import LSAC
+def test_lsac_freezing_every_site_at_the_last_step_reproduces_the_run(sa3):
+    from engine.convergence.lsac import LSAC, with_lsac
 
-    with pytest.raises(EngineError, match="differential attention"):
-        sa3.generate(request(capture=False, interventions=(LSAC({"transformer_blocks.0.self_attn": 1}),)))
+    sites = [s.name for s in sa3.sites()]
+    req = request(guidance=3.0, capture=False, steps=4)
+    last = LSAC({s: 3 for s in sites})
+    np.testing.assert_allclose(sa3.generate(with_lsac(req, last)).audio, sa3.generate(req).audio, atol=1e-5)
+    assert last.stats["reused_calls"] == 0 and last.stats["full_calls"] == 4 * len(sites)
+
+
+@pytest.mark.parametrize("site", ["transformer_blocks.0.self_attn", "transformer_blocks.1.cross_attn"],
+                         ids=["self", "cross"])
+def test_lsac_caches_the_differential_weights(sa3, site):
+    """LSAC on differential attention caches ``p1 − p2`` (rows sum to 0): the freeze step's output
+    (made from the cache) is the stock one, and reuse changes the later steps."""
+    from engine.convergence.lsac import LSAC, with_lsac
+
+    req = request(guidance=3.0, capture=False, steps=4)
+    module = sa3.denoiser.get_submodule(site)
+    outputs: dict[str, list[torch.Tensor]] = {"lsac": [], "stock": []}
+    state = {"key": "lsac"}
+    handle = module.register_forward_hook(lambda _m, _a, out: outputs[state["key"]].append(out.detach().clone()))
+    try:
+        lsac = LSAC({site: 1}, keep_cache=True)
+        sa3.generate(with_lsac(req, lsac))
+        state["key"] = "stock"
+        sa3.generate(req)
+    finally:
+        handle.remove()
+    assert lsac.stats["reused_calls"] == 2 and len(outputs["lsac"]) == len(outputs["stock"]) == 4
+    weights = lsac.cached_probs(site)
+    assert torch.allclose(weights.float().sum(-1), torch.zeros(()), atol=1e-5)  # p1 − p2
+    assert weights.float().abs().max() > 1e-3
+    assert torch.equal(outputs["lsac"][0], outputs["stock"][0])
+    torch.testing.assert_close(outputs["lsac"][1], outputs["stock"][1], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(outputs["lsac"][3], outputs["stock"][3], atol=1e-6)
