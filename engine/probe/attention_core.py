@@ -323,8 +323,17 @@ class DifferentialCall:
         return k.float() if fp32 else k
 
     def values(self, projected: torch.Tensor | None = None, expand: bool = True) -> torch.Tensor:
-        """``(B, heads, K, d)``: the value part of the projections (or ``projected``, ``(B, K, heads·d)``)."""
-        v = self._kv_parts()[1] if projected is None else projected
+        """``(B, heads, K, d)``: the value part of the projections (or ``projected``, ``(B, K, heads·d)``).
+        Self-attention whose fused projection has not been made yet projects the values alone (the
+        last rows of ``to_qkv``): what a call needs when its weights come from a cache (LSAC)."""
+        if projected is not None:
+            v = projected
+        elif self.self_attention and not hasattr(self, "_qkv_parts") and isinstance(self.attn.to_qkv, torch.nn.Linear):
+            width = self.heads * self.head_dim
+            lin = self.attn.to_qkv
+            v = F.linear(self.hidden, lin.weight[-width:], None if lin.bias is None else lin.bias[-width:])
+        else:
+            v = self._kv_parts()[1]
         return self._heads(v).transpose(1, 2)
 
     def attend(self, kv_hook: KVHook | None = None, uniform: bool = False,

@@ -113,3 +113,26 @@ def test_kv_patching_swaps_in_the_source_runs_projections(sa3):
     assert next(calls, None) is None  # one to_kv call per step, in the same order
     np.testing.assert_allclose(patched, reference, rtol=1e-5, atol=1e-6)
     assert _moved(patched, _stock(sa3)) > 1e-3
+
+
+def test_values_alone_skip_the_fused_projections_rows_for_q_and_k(sa3):
+    """A self-attention call whose weights come from a cache (LSAC's reused steps) projects only the
+    values: the last rows of ``to_qkv``, equal to the value part of the whole projection."""
+    from engine.probe.attention_core import DifferentialCall
+
+    attn = sa3.denoiser.get_submodule("transformer_blocks.0.self_attn")
+    hidden = torch.randn(2, 12, attn.to_qkv.in_features, generator=torch.Generator().manual_seed(0))
+    rope = torch.randn(12, 4)
+    calls = []
+    handle = attn.to_qkv.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with torch.no_grad():
+            alone = DifferentialCall(attn, hidden, rope=rope).values()
+            assert not calls  # the fused projection was not run
+            whole = DifferentialCall(attn, hidden, rope=rope)
+            whole.queries()
+            assert calls == [1]
+            torch.testing.assert_close(alone, whole.values(), atol=1e-6, rtol=1e-5)
+            assert calls == [1]  # the values of a call that projected already come from that projection
+    finally:
+        handle.remove()
