@@ -263,13 +263,14 @@ class DifferentialCall:
         self.mask = None if context_mask is None else context_mask[:, None, None, :].bool()
         self.heads = int(attn.heads)
         self.head_dim = int(attn.dim_heads)
+        self._projections: dict[str, torch.Tensor] = {}
 
     @property
     def batch(self) -> int:
         return self.hidden.shape[0]
 
     def with_branch(self, branch: int) -> DifferentialCall:
-        """This call seen through branch ``branch`` (its projections shared, not made again)."""
+        """This call seen through branch ``branch`` (its projections shared: made once for both)."""
         other = copy.copy(self)
         other.branch = branch if self.attn.use_differential else 1
         return other
@@ -292,24 +293,26 @@ class DifferentialCall:
             x = _apply_rotary_partial(x, self.rope)
         return x
 
-    def _qkv(self) -> tuple[torch.Tensor, ...]:
-        """Self-attention's ``to_qkv`` output in its ``2·branches + 1`` parts (computed once)."""
-        if not hasattr(self, "_qkv_parts"):
-            self._qkv_parts = self.attn.to_qkv(self.hidden).chunk(2 * self.branches + 1, dim=-1)
-        return self._qkv_parts
+    def _projected(self, name: str) -> torch.Tensor:
+        """``to_qkv(hidden)``, ``to_q(hidden)`` or ``to_kv(context)`` (``name``), made once per call
+        (the dict is shared with :meth:`with_branch` copies)."""
+        if name not in self._projections:
+            source = self.context if name == "kv" else self.hidden
+            self._projections[name] = getattr(self.attn, f"to_{name}")(source)
+        return self._projections[name]
 
     def _q_parts(self, q: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Per-branch query projections ``(B, Q, heads·d)`` (``q``: a ``to_q`` output already made)."""
         if self.self_attention:
-            return list(self._qkv()[:self.branches])
-        return list((self.attn.to_q(self.hidden) if q is None else q).chunk(self.branches, dim=-1))
+            return list(self._projected("qkv").chunk(2 * self.branches + 1, dim=-1)[:self.branches])
+        return list((self._projected("q") if q is None else q).chunk(self.branches, dim=-1))
 
     def _kv_parts(self, kv: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Per-branch key projections and the values (``kv``: a ``to_kv`` output already made)."""
         if self.self_attention:
-            parts = self._qkv()
+            parts = self._projected("qkv").chunk(2 * self.branches + 1, dim=-1)
             return list(parts[self.branches:-1]), parts[-1]
-        parts = (self.attn.to_kv(self.context) if kv is None else kv).chunk(self.branches + 1, dim=-1)
+        parts = (self._projected("kv") if kv is None else kv).chunk(self.branches + 1, dim=-1)
         return list(parts[:-1]), parts[-1]
 
     def queries(self, fp32: bool = False, projected: torch.Tensor | None = None) -> torch.Tensor:
@@ -328,7 +331,7 @@ class DifferentialCall:
         last rows of ``to_qkv``): what a call needs when its weights come from a cache (LSAC)."""
         if projected is not None:
             v = projected
-        elif self.self_attention and not hasattr(self, "_qkv_parts") and isinstance(self.attn.to_qkv, torch.nn.Linear):
+        elif self.self_attention and "qkv" not in self._projections and isinstance(self.attn.to_qkv, torch.nn.Linear):
             width = self.heads * self.head_dim
             lin = self.attn.to_qkv
             v = F.linear(self.hidden, lin.weight[-width:], None if lin.bias is None else lin.bias[-width:])
@@ -351,10 +354,7 @@ class DifferentialCall:
         q_parts, (k_parts, value) = self._q_parts(), self._kv_parts()
         key, mask = torch.cat(k_parts, dim=-1), self.mask
         if kv_hook is not None:
-            key, value, mask = kv_hook(key, value, mask)
-            if key.shape[0] != self.batch or value.shape[0] != self.batch:
-                raise EngineError(f"substituted keys/values have batch {key.shape[0]}, the run has {self.batch}: "
-                                  "use the same guidance (CFG on/off) in the cached and the patched run")
+            key, value, mask = _substituted(kv_hook, key, value, mask, self.batch)
         queries = [self._prepare(q, attn.q_norm) for q in q_parts]
         keys = [self._prepare(k, attn.k_norm) for k in key.chunk(self.branches, dim=-1)]
         if uniform:
@@ -364,7 +364,17 @@ class DifferentialCall:
         out = outs[0] - outs[1] if self.branches == 2 else outs[0]  # (B, Q, heads, d)
         if head_hook is not None:
             out = head_hook(out.transpose(1, 2)).transpose(1, 2)
-        return attn.to_out(out.flatten(2, 3))
+        return self.output(out.flatten(2, 3))
+
+
+def _substituted(kv_hook: KVHook, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                 batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``kv_hook``'s keys, values and mask, checked to have the call's batch."""
+    key, value, mask = kv_hook(key, value, mask)
+    if key.shape[0] != batch or value.shape[0] != batch:
+        raise EngineError(f"substituted keys/values have batch {key.shape[0]}, the run has {batch}: "
+                          "use the same guidance (CFG on/off) in the cached and the patched run")
+    return key, value, mask
 
 
 def attend(call: AttentionCall, kv_hook: KVHook | None = None, uniform: bool = False,
@@ -379,12 +389,8 @@ def attend(call: AttentionCall, kv_hook: KVHook | None = None, uniform: bool = F
     key = value = None
     mask = call.mask
     if kv_hook is not None:
-        key, value, mask = kv_hook(call.attn.to_k(call.context), call.attn.to_v(call.context), mask)
-        if key.shape[0] != call.batch or value.shape[0] != call.batch:
-            raise EngineError(
-                f"substituted keys/values have batch {key.shape[0]}, the run has {call.batch}: "
-                "use the same guidance (CFG on/off) in the cached and the patched run"
-            )
+        key, value, mask = _substituted(kv_hook, call.attn.to_k(call.context), call.attn.to_v(call.context), mask,
+                                        call.batch)
     key, value = call.keys(key), call.values(value)
     if uniform:
         query = torch.zeros_like(query)  # every score 0: softmax(mask) = uniform over allowed keys
