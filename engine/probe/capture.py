@@ -11,6 +11,8 @@ the processor's own (:class:`~engine.probe.projection_taps.ProjectionTaps`), not
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from engine.probe.attention_core import item_probs
@@ -29,15 +31,13 @@ class CaptureHandler:
         if not self.recorder.wants(call.site):
             return call.run_inner()
         items = self.recorder.cfg.cond_item(call.batch)
+        taps = ProjectionTaps(call.attn) if stock_processor(call.inner) else None  # its own projections
+        with taps or contextlib.nullcontext():
+            out = call.run_inner()
+        projections = taps.projections(items, call.batch) if taps is not None else (None, None)
         with torch.no_grad():
-            if stock_processor(call.inner):  # its own projections are reused, not computed again
-                with ProjectionTaps(call.attn) as taps:
-                    out = call.run_inner()
-                query, key = taps.projections(items, call.batch)
-            else:
-                out, query, key = None, None, None
-            self.recorder.add(call.site, item_probs(call.core(items), query, key))
-        return call.run_inner() if out is None else out
+            self.recorder.add(call.site, item_probs(call.core(items), *projections))
+        return out
 
 
 def capture_processor_for(site: str, original, recorder: FrameRecorder) -> UNetSiteProcessor:
