@@ -294,20 +294,20 @@ def hz_ticks(hz: np.ndarray, mel_scale: str = "slaney", min_gap: float = 0.06) -
     mel = hz_to_mel(np.asarray(hz, dtype=np.float64), mel_scale)
     centres = np.arange(n) + 0.5
     if n < 2 or not np.all(np.diff(mel) > 0):
-        return [(float(c), _hz_label(float(h))) for c, h in zip(centres, hz, strict=True)]
+        return [(float(c), hz_label(float(h))) for c, h in zip(centres, hz, strict=True)]
     slope = (centres[-1] - centres[0]) / (mel[-1] - mel[0])  # bins are linear in mel
     ticks: list[tuple[float, str]] = []
     for value in HZ_TICKS:
         y = float(centres[0] + (hz_to_mel(value, mel_scale) - mel[0]) * slope)
         if 0.0 <= y <= n and (not ticks or y - ticks[-1][0] >= min_gap * n):
-            ticks.append((y, _hz_label(value)))
+            ticks.append((y, hz_label(value)))
     if len(ticks) < 2:  # a narrow band: label a few bins with their own Hz
         idx = np.unique(np.linspace(0, n - 1, num=min(n, 5)).round().astype(int))
-        ticks = [(float(centres[i]), _hz_label(float(hz[i]))) for i in idx]
+        ticks = [(float(centres[i]), hz_label(float(hz[i]))) for i in idx]
     return ticks
 
 
-def _hz_label(hz: float) -> str:
+def hz_label(hz: float) -> str:
     if hz >= 1000:
         k = hz / 1000
         return f"{k:.0f}k" if abs(k - round(k)) < 0.05 else f"{k:.1f}k"

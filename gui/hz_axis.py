@@ -14,13 +14,9 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QFont, QFontMetrics
 
-from engine.publication import HZ_TICKS
+from engine.publication import HZ_TICKS, hz_label
 
 LABEL_GAP_PX = 4  # free pixels between neighbouring labels
-
-
-def hz_label(hz: int) -> str:
-    return f"{hz // 1000}k" if hz >= 1000 else str(hz)
 
 
 def hz_axis_ticks(centres_hz: np.ndarray, n_rows: int, min_gap: float = 0.07,
@@ -63,9 +59,14 @@ class HzAxis(QObject):
         (vb.sigYRangeChanged if side == "left" else vb.sigXRangeChanged).connect(self.update)
 
     def set_bands(self, centres_hz: np.ndarray | None, n_rows: int = 0) -> None:
-        """Label rows ``0..n_rows`` tiling bands centred at ``centres_hz`` (None: the axis's own numbers)."""
-        self.centres = None if centres_hz is None else np.asarray(centres_hz, dtype=np.float64)
-        self.n_rows = int(n_rows)
+        """Label rows ``0..n_rows`` tiling bands centred at ``centres_hz`` (None: the axis's own
+        numbers). The same bands again (every live map) change nothing."""
+        centres = None if centres_hz is None else np.asarray(centres_hz, dtype=np.float64)
+        same = (centres is None and self.centres is None) or (
+            centres is not None and self.centres is not None and np.array_equal(centres, self.centres))
+        if same and int(n_rows) == self.n_rows:  # resizing and zooming update by themselves
+            return
+        self.centres, self.n_rows = centres, int(n_rows)
         self.update()
 
     def _label_px(self) -> float:
@@ -88,9 +89,8 @@ class HzAxis(QObject):
         pixels = vb.height() if self.side == "left" else vb.width()
         if pixels <= 1 or hi <= lo:  # not laid out yet: the whole range
             lo, hi, pixels = 0.0, float(self.n_rows), 200.0
-        rows_per_px = (hi - lo) / pixels
-        label = self._label_px() * rows_per_px
-        margin = 0.5 * self._label_px() * rows_per_px if self.side == "left" else 0.0
+        label = self._label_px() * (hi - lo) / pixels  # rows one label needs
+        margin = 0.5 * label if self.side == "left" else 0.0
         self.ticks = hz_axis_ticks(self.centres, self.n_rows, min_gap=label / self.n_rows,
                                    lo=lo, hi=hi, margin=margin)
         axis.setTicks([self.ticks, []])

@@ -104,7 +104,6 @@ class HeatmapDock(QDockWidget):
         self.updates = 0
         self.shown_key: tuple | None = None  # (run id, Selection) of the shown map
         self._updating = False
-        self._hz_bands: tuple | None = None  # (mel spec, rows) the Hz axis is labelled for
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -279,8 +278,7 @@ class HeatmapDock(QDockWidget):
             self.plot.getViewBox().setLimits(xMin=0.0, xMax=rect.width(), yMin=0.0, yMax=rect.height())
             self._reset_frequency()
         self.plot.setXRange(self.ws.time.start, self.ws.time.end, padding=0)
-        if run.mel_spec is not None and (run.mel_spec, n_rows) != self._hz_bands:
-            self._hz_bands = (run.mel_spec, n_rows)
+        if run.mel_spec is not None:
             self.hz_axis.set_bands(mel_centres_hz(run.mel_spec), n_rows)
         self._redraw_levels()
         self.mapChanged.emit()

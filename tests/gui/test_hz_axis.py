@@ -51,5 +51,8 @@ def test_a_taller_or_zoomed_plot_shows_more_labels(qtbot):
     plot.setYRange(0.0, 12.0, padding=0)  # zoom onto the lowest bands
     low = [t for _, t in axis.ticks]
     assert all(0.0 <= y <= 12.0 for y, _ in axis.ticks) and {"100", "200"} <= set(low)
+    before = axis.ticks
+    axis.set_bands(CENTRES.copy(), 64)  # the same bands again (every live map): nothing recomputed
+    assert axis.ticks is before
     axis.set_bands(None)
     assert axis.ticks == []
