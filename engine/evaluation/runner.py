@@ -384,6 +384,15 @@ class EvalJob:
         return fit_sample(ev, item, self.options, self.cancel) if self.fit else ev.compute(item, self.cancel)
 
 
+def eval_job(ev: Evaluator, given: Any, cancel: CancelToken | None, fit: bool = False) -> EvalJob:
+    """The job of a run: on Ray, workers that load the model (or use the ``given`` backend); in
+    process, the driver's own evaluator ``ev`` with its ``cancel``. ``fit``: the layer-weight fit's."""
+    weights = None if fit else ev.layer_weights
+    if ev.o.cluster.distributed:
+        return EvalJob(ev.o, weights, backend=given, fit=fit)
+    return EvalJob(ev.o, weights, evaluator=ev, cancel=cancel, fit=fit)
+
+
 @dataclass(frozen=True)
 class FitSample:
     """One held-out item of the layer-weight fit: its per-layer maps ``(L, T, F)`` over ``sites``
@@ -470,10 +479,7 @@ def fit_weights(ev: Evaluator, items: list[Item], out: Path, options: EvalOption
         return {site: check.number(w, f"weight of {site!r:.60}") for site, w in weights.items()}
     layer_maps, targets, used, sites = [], [], [], None
     errors = _Writer(out / "errors.jsonl")
-    if options.cluster.distributed:
-        job = EvalJob(options, None, backend=backend, fit=True)
-    else:
-        job = EvalJob(options, evaluator=ev, cancel=cancel, fit=True)
+    job = eval_job(ev, backend, cancel, fit=True)
     for outcome in in_item_order(map_items(job, items, options.cluster, cancel=cancel)):
         if outcome.error is not None:  # collected, the fit goes on without the item
             errors.append({"id": outcome.item.id, "phase": "fit", "error": outcome.error})
@@ -536,10 +542,7 @@ def run_eval(options: EvalOptions, progress: Progress | None = None, backend=Non
                                                cancel, backend=given)
             done = {r["id"] for r in read_jsonl(out / "items.jsonl")}
             todo = [item for item in items if item.id not in done]
-            if options.cluster.distributed:
-                job = EvalJob(options, ev.layer_weights, backend=given)
-            else:
-                job = EvalJob(options, ev.layer_weights, evaluator=ev, cancel=cancel)
+            job = eval_job(ev, given, cancel)
             skipped = len(items) - len(todo)
             if progress is not None and skipped:
                 progress(skipped, len(items))
