@@ -148,9 +148,6 @@ class RunCache:
         entry = self._runs.pop((audio_key(spec), capture_key(spec)), None)
         return None if entry is None else entry[0]
 
-    def clear(self) -> None:
-        self._runs.clear()
-
     @property
     def nbytes(self) -> int:
         return sum(size for _, size in self._runs.values())
