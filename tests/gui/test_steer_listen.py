@@ -86,6 +86,25 @@ def test_preview_steps_cache_and_grid_helpers():
     assert len(cache) == 2 and "a" in cache and "c" in cache and "b" not in cache
 
 
+def test_the_run_cache_keeps_few_whole_results_within_its_frame_budget():
+    from types import SimpleNamespace
+
+    from gui.steer_listen_state import RunCache, RunSpec
+
+    def result(mb: float):
+        return SimpleNamespace(frames={(0, "s"): np.zeros(int(mb * 1e6), dtype=np.uint8)})
+
+    spec = [RunSpec("m", "cpu", _request()).changed(seed=i) for i in range(4)]
+    cache = RunCache(capacity=2, max_mb=3.0)
+    assert cache.put(spec[0], result(1.0)) and cache.put(spec[1], result(1.0))
+    assert cache.put(spec[2], result(1.5))  # over the count and the bytes: spec[0], the oldest, goes
+    assert len(cache) == 2 and cache.nbytes == 2_500_000 and cache.take(spec[0]) is None
+    assert not cache.put(spec[3], result(3.5)) and len(cache) == 2  # alone over the budget: not kept
+    assert cache.take(spec[1]) is not None and cache.take(spec[1]) is None  # taken once
+    other_capture = spec[2].changed(per_head=True)
+    assert cache.take(other_capture) is None and cache.take(spec[2]) is not None  # same audio, other frames
+
+
 def test_drag_plays_a_fast_preview_and_the_release_refines_it(window, row, reference, vectors, qtbot):
     window.player.loop.setChecked(False)
     row.slider.setSliderDown(True)
